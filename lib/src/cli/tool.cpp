@@ -1,0 +1,119 @@
+#include "kalm/cli/tool.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "kalm/error.h"
+#include "kalm/version.h"
+
+namespace kalm::cli {
+
+int CommonOptions::resolved_threads() const {
+  if (threads && *threads > 0) return *threads;
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+void apply_thread_count(int threads) { omp_set_num_threads(threads); }
+
+std::string quote_command_line(int argc, char** argv) {
+  std::string out;
+  for (int i = 0; i < argc; ++i) {
+    if (i) out += ' ';
+    std::string arg = argv[i];
+    bool plain = !arg.empty() &&
+                 arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "0123456789-_./=:,+@%") == std::string::npos;
+    if (plain) {
+      out += arg;
+    } else {
+      out += '\'';
+      for (char c : arg) {
+        if (c == '\'') out += "'\\''";
+        else out += c;
+      }
+      out += '\'';
+    }
+  }
+  return out;
+}
+
+std::string Tool::version_text(const std::string& tool_name) {
+  std::ostringstream os;
+  os << tool_name << " (kalm) " << kVersion << " (git " << kGitRevision << ")\n"
+     << "built with LibTorch " << kTorchVersion << "\n";
+  return os.str();
+}
+
+Tool::Tool(std::string name, std::string description)
+    : name_(std::move(name)), app_(std::move(description), name_) {
+  app_.option_defaults()->always_capture_default(true);
+  app_.get_formatter()->column_width(34);
+  app_.set_help_flag("-h,--help", "Print this help and exit");
+
+  app_.add_flag("--version", show_version_, "Print version (kalm, git revision, LibTorch) and exit")
+      ->configurable(false)
+      ->group(kGroupCommon);
+  app_.add_option("--threads", common_.threads,
+                  "Worker threads for LibTorch and OpenMP (default: all cores)")
+      ->check(CLI::PositiveNumber)
+      ->group(kGroupCommon);
+  app_.add_option("--seed", common_.seed, "Seed for every random choice")->group(kGroupCommon);
+  app_.add_flag("-q,--quiet", common_.quiet, "No progress bar and no summary line")
+      ->group(kGroupCommon);
+  app_.set_config("--config", "", "Read options from a TOML/INI file (keys = long flag names)")
+      ->group(kGroupCommon);
+  app_.add_flag("--dump-config", dump_config_,
+                "Print the resolved configuration (usable with --config) and exit")
+      ->configurable(false)
+      ->group(kGroupCommon);
+}
+
+int Tool::run(int argc, char** argv, const std::function<void()>& body) {
+  command_line_ = quote_command_line(argc, argv);
+  try {
+    try {
+      app_.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      // CLI11's own exit codes start at 100; map them onto 0 (help) and 2 (usage).
+      if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+        app_.exit(e);  // prints --help
+        return 0;
+      }
+      std::cerr << name_ << ": error: " << e.what() << "\n"
+                << "Run '" << name_ << " --help' for usage.\n";
+      return 2;
+    }
+    if (show_version_) {
+      std::cout << version_text(name_);
+      return 0;
+    }
+    if (dump_config_) {
+      std::cout << app_.config_to_str(/*default_also=*/true, /*write_description=*/false);
+      return 0;
+    }
+    apply_thread_count(common_.resolved_threads());
+    body();
+    std::cout.flush();
+    if (!std::cout) throw IoError("<stdout>: write failed");
+    return 0;
+  } catch (const UsageError& e) {
+    std::cerr << name_ << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const CLI::ParseError& e) {  // raised by a body's late validation
+    std::cerr << name_ << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << name_ << ": error: out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << name_ << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace kalm::cli

@@ -1,0 +1,89 @@
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "kalm/cli/progress.h"
+#include "kalm/cli/tool.h"
+#include "kalm/error.h"
+
+namespace {
+// Runs a Tool on the given arguments (argv[0] prepended).
+int run_tool(std::vector<std::string> args, const std::function<void()>& body,
+             kalm::cli::Tool* out = nullptr) {
+  kalm::cli::Tool tool("kalm-test", "test tool");
+  int value = 0;
+  tool.app().add_option("--value", value, "a value");
+  args.insert(args.begin(), "kalm-test");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return tool.run(static_cast<int>(argv.size()), argv.data(), body);
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("Tool::run maps outcomes onto exit codes") {
+  DOCTEST_CHECK(run_tool({}, [] {}) == 0);
+  DOCTEST_CHECK(run_tool({"--help"}, [] { throw std::runtime_error("body must not run"); }) == 0);
+  DOCTEST_CHECK(run_tool({"--version"}, [] { throw std::runtime_error("body must not run"); }) == 0);
+  DOCTEST_CHECK(run_tool({"--bogus"}, [] {}) == 2);
+  DOCTEST_CHECK(run_tool({"--value", "x"}, [] {}) == 2);
+  DOCTEST_CHECK(run_tool({}, [] { throw kalm::UsageError("bad combination"); }) == 2);
+  DOCTEST_CHECK(run_tool({}, [] { throw kalm::FormatError("in.jsonl:3: invalid JSON"); }) == 1);
+  DOCTEST_CHECK(run_tool({}, [] { throw kalm::IoError("x: cannot open"); }) == 1);
+  DOCTEST_CHECK(run_tool({}, [] { throw std::runtime_error("anything"); }) == 1);
+  DOCTEST_CHECK(run_tool({}, [] { throw std::bad_alloc(); }) == 1);
+}
+
+DOCTEST_TEST_CASE("shared flags parse into CommonOptions") {
+  kalm::cli::Tool tool("kalm-test", "test tool");
+  std::vector<std::string> args = {"kalm-test", "--threads", "3", "--seed", "99", "-q"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  bool ran = false;
+  DOCTEST_CHECK(tool.run(static_cast<int>(argv.size()), argv.data(), [&] { ran = true; }) == 0);
+  DOCTEST_CHECK(ran);
+  DOCTEST_CHECK(tool.common().threads.value() == 3);
+  DOCTEST_CHECK(tool.common().resolved_threads() == 3);
+  DOCTEST_CHECK(tool.common().seed == 99);
+  DOCTEST_CHECK(tool.common().quiet);
+  DOCTEST_CHECK(tool.command_line() == "kalm-test --threads 3 --seed 99 -q");
+}
+
+DOCTEST_TEST_CASE("resolved_threads defaults to all cores") {
+  kalm::cli::CommonOptions common;
+  DOCTEST_CHECK(common.resolved_threads() >= 1);
+}
+
+DOCTEST_TEST_CASE("quote_command_line quotes what a shell would split") {
+  std::vector<std::string> args = {"kalm-embed", "--instruction", "Given a query, it's", "-o", "x.safetensors"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  DOCTEST_CHECK(kalm::cli::quote_command_line(5, argv.data()) ==
+                "kalm-embed --instruction 'Given a query, it'\\''s' -o x.safetensors");
+}
+
+DOCTEST_TEST_CASE("version text names kalm, the git revision and LibTorch") {
+  auto text = kalm::cli::Tool::version_text("kalm-x");
+  DOCTEST_CHECK(text.rfind("kalm-x (kalm) ", 0) == 0);
+  DOCTEST_CHECK(text.find("git ") != std::string::npos);
+  DOCTEST_CHECK(text.find("LibTorch ") != std::string::npos);
+}
+
+DOCTEST_TEST_CASE("progress formatting") {
+  DOCTEST_CHECK(kalm::cli::format_seconds(1.25) == "1.2 s");
+  DOCTEST_CHECK(kalm::cli::format_seconds(125) == "2 min 05 s");
+  DOCTEST_CHECK(kalm::cli::format_seconds(7260) == "2 h 01 min");
+  DOCTEST_CHECK(kalm::cli::format_rate(12.34) == "12.3/s");
+  DOCTEST_CHECK(kalm::cli::format_rate(12345) == "12.3k/s");
+  DOCTEST_CHECK(kalm::cli::format_rate(2.5e6) == "2.50M/s");
+  kalm::cli::Progress progress("kalm-test", "texts", 10, /*quiet=*/true);
+  progress.advance(4);
+  progress.advance();
+  DOCTEST_CHECK(progress.count() == 5);
+  DOCTEST_CHECK(!progress.interactive());
+}
+
+DOCTEST_TEST_CASE("error context helpers") {
+  DOCTEST_CHECK(kalm::where("a.jsonl", 12) == "a.jsonl:12");
+  DOCTEST_CHECK(kalm::where("-", 3) == "<stdin>:3");
+  DOCTEST_CHECK_THROWS_AS(([] { KALM_ASSERT(1 == 2, "math"); })(), kalm::InternalError);
+}
