@@ -47,31 +47,36 @@ void unregister_pending(int slot) {
   g_pending[slot].used.store(false);
 }
 
+// The dispositions found before ours, restored before re-raising so that an
+// earlier handler (a test framework's, a launcher's) still runs afterwards.
+struct sigaction g_previous[NSIG];
+
 extern "C" void cleanup_and_reraise(int sig) {
   for (auto& slot : g_pending)
     if (slot.used.load()) ::unlink(slot.path);
-  ::signal(sig, SIG_DFL);
-  ::raise(sig);
+  ::sigaction(sig, &g_previous[sig], nullptr);
+  ::raise(sig);  // delivered when this handler returns
 }
 
-std::once_flag g_handlers_once;
+std::mutex g_handlers_mutex;
 
 }  // namespace
 
+// Checked on every new output file rather than once, so a handler that someone
+// installed or reset after us is chained again.
 void install_temp_cleanup_handlers() {
-  std::call_once(g_handlers_once, [] {
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-      struct sigaction current {};
-      ::sigaction(sig, nullptr, &current);
-      // Respect a handler someone else installed (e.g. the training loop's
-      // checkpoint-on-signal handler) and an ignored signal.
-      if (current.sa_handler != SIG_DFL) continue;
-      struct sigaction action {};
-      action.sa_handler = cleanup_and_reraise;
-      sigemptyset(&action.sa_mask);
-      ::sigaction(sig, &action, nullptr);
-    }
-  });
+  std::lock_guard<std::mutex> lock(g_handlers_mutex);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction current {};
+    ::sigaction(sig, nullptr, &current);
+    if (current.sa_handler == SIG_IGN) continue;  // an ignored signal kills nothing
+    if (current.sa_handler == cleanup_and_reraise) continue;
+    g_previous[sig] = current;
+    struct sigaction action {};
+    action.sa_handler = cleanup_and_reraise;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(sig, &action, nullptr);
+  }
 }
 
 bool is_stdio(const std::string& path) { return path.empty() || path == "-"; }

@@ -45,8 +45,8 @@ class AtomicOutputFile {
 // True when `path` names stdout ("-" or empty).
 bool is_stdio(const std::string& path);
 
-// Install the signal handlers that unlink pending temporaries. Called by the
-// first AtomicOutputFile; exposed for tests.
+// Install the signal handlers that unlink pending temporaries (chaining to any
+// handler found). Called by every AtomicOutputFile; exposed for tests.
 void install_temp_cleanup_handlers();
 
 }  // namespace kalm::io
