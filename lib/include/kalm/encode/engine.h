@@ -1,0 +1,73 @@
+#pragma once
+// The encoding engine: token sequences -> length-sorted, token-budget batches ->
+// model -> pooled embeddings, returned in input order.
+//
+// Sorting by length cuts padding (a batch is padded to its longest row); the
+// token budget bounds memory: rows × longest row <= batch_tokens (a single row
+// longer than the budget still forms its own batch). Longest batches run first,
+// so a budget too large for memory fails at once rather than at the end.
+//
+// Thread safety: one Engine per thread; LibTorch's intra-op pool does the
+// parallel work inside each batch.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace kalm::encode {
+
+// What the engine needs from a model: right-padded ids in, pooled vectors out.
+class BatchEmbedder {
+ public:
+  virtual ~BatchEmbedder() = default;
+  // ids, mask: [B, L] int64 on device(); mask is 1 for tokens, 0 for padding.
+  // Returns [B, D] pooled embeddings (any floating dtype, not yet normalised).
+  virtual torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) = 0;
+  virtual torch::Device device() const = 0;
+  virtual std::int64_t pad_id() const { return 0; }
+};
+
+struct EngineOptions {
+  std::int64_t batch_tokens = 16384;  // padded tokens per forward pass (rows × longest)
+  bool sort_by_length = true;         // off: batches follow input order (for comparisons)
+};
+
+struct EngineStats {
+  std::int64_t sequences = 0;
+  std::int64_t tokens = 0;         // real tokens
+  std::int64_t padded_tokens = 0;  // tokens including padding, as computed
+  std::int64_t batches = 0;
+};
+
+// Called after each batch with (sequences done, real tokens done).
+using EngineProgress = std::function<void(std::int64_t, std::int64_t)>;
+
+// A plan of batches: each is a list of indices into the input sequences.
+std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t>& lengths,
+                                                   const EngineOptions& options);
+
+class Engine {
+ public:
+  Engine(BatchEmbedder& embedder, EngineOptions options);
+
+  // Embeds every sequence; returns [N, D] float32 on the CPU in input order.
+  // An empty sequence is a UsageError (a model needs at least one token).
+  torch::Tensor embed(const std::vector<std::vector<std::int32_t>>& sequences,
+                      const EngineProgress& progress = {});
+
+  const EngineStats& stats() const { return stats_; }
+
+ private:
+  BatchEmbedder& embedder_;
+  EngineOptions options_;
+  EngineStats stats_;
+};
+
+// Matryoshka truncation and normalisation of pooled embeddings [N, D]:
+// keep the first `dim` columns (all when dim is 0), then L2-normalise rows if asked.
+// Throws UsageError when dim exceeds D.
+torch::Tensor finalize_embeddings(const torch::Tensor& pooled, std::int64_t dim, bool normalize);
+
+}  // namespace kalm::encode

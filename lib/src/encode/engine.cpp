@@ -1,0 +1,110 @@
+#include "kalm/encode/engine.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "kalm/error.h"
+
+namespace kalm::encode {
+
+std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t>& lengths,
+                                                   const EngineOptions& options) {
+  if (options.batch_tokens < 1) throw UsageError("--batch-tokens must be positive");
+  std::vector<std::size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  if (options.sort_by_length) {
+    // Longest first; stable, so equal lengths keep input order (deterministic).
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return lengths[a] > lengths[b]; });
+  }
+  std::vector<std::vector<std::size_t>> batches;
+  std::vector<std::size_t> current;
+  std::size_t longest = 0;
+  const auto budget = static_cast<std::size_t>(options.batch_tokens);
+  for (std::size_t index : order) {
+    const std::size_t new_longest = std::max(longest, lengths[index]);
+    if (!current.empty() && (current.size() + 1) * new_longest > budget) {
+      batches.push_back(std::move(current));
+      current.clear();
+      longest = lengths[index];
+    } else {
+      longest = new_longest;
+    }
+    current.push_back(index);
+  }
+  if (!current.empty()) batches.push_back(std::move(current));
+  return batches;
+}
+
+Engine::Engine(BatchEmbedder& embedder, EngineOptions options)
+    : embedder_(embedder), options_(options) {}
+
+torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequences,
+                            const EngineProgress& progress) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::size_t> lengths(sequences.size());
+  for (std::size_t i = 0; i < sequences.size(); ++i) {
+    if (sequences[i].empty())
+      throw UsageError("sequence " + std::to_string(i) + " has no tokens");
+    lengths[i] = sequences[i].size();
+  }
+  const auto batches = plan_batches(lengths, options_);
+  torch::Tensor out;
+  std::int64_t done = 0, done_tokens = 0;
+  for (const auto& batch : batches) {
+    std::size_t longest = 0;
+    for (auto i : batch) longest = std::max(longest, lengths[i]);
+    const auto rows = static_cast<std::int64_t>(batch.size());
+    const auto cols = static_cast<std::int64_t>(longest);
+    torch::Tensor ids = torch::full({rows, cols}, embedder_.pad_id(), torch::kInt64);
+    torch::Tensor mask = torch::zeros({rows, cols}, torch::kInt64);
+    auto* id_ptr = ids.data_ptr<std::int64_t>();
+    auto* mask_ptr = mask.data_ptr<std::int64_t>();
+    std::int64_t batch_tokens = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const auto& seq = sequences[batch[static_cast<std::size_t>(r)]];
+      for (std::size_t t = 0; t < seq.size(); ++t) {
+        id_ptr[r * cols + static_cast<std::int64_t>(t)] = seq[t];
+        mask_ptr[r * cols + static_cast<std::int64_t>(t)] = 1;
+      }
+      batch_tokens += static_cast<std::int64_t>(seq.size());
+    }
+    const auto device = embedder_.device();
+    torch::Tensor pooled = embedder_.embed(ids.to(device), mask.to(device));
+    pooled = pooled.to(torch::kCPU, torch::kFloat32);
+    if (pooled.dim() != 2 || pooled.size(0) != rows)
+      throw InternalError("embedder returned a tensor of the wrong shape");
+    if (!out.defined())
+      out = torch::empty({static_cast<std::int64_t>(sequences.size()), pooled.size(1)}, torch::kFloat32);
+    auto index = torch::tensor(std::vector<std::int64_t>(batch.begin(), batch.end()), torch::kInt64);
+    out.index_copy_(0, index, pooled);
+    ++stats_.batches;
+    stats_.sequences += rows;
+    stats_.tokens += batch_tokens;
+    stats_.padded_tokens += rows * cols;
+    done += rows;
+    done_tokens += batch_tokens;
+    if (progress) progress(done, done_tokens);
+  }
+  if (!out.defined()) out = torch::empty({0, 0}, torch::kFloat32);
+  return out;
+}
+
+torch::Tensor finalize_embeddings(const torch::Tensor& pooled, std::int64_t dim, bool normalize) {
+  torch::Tensor out = pooled;
+  if (dim < 0) throw UsageError("--dim must be positive");
+  if (dim > 0) {
+    if (dim > pooled.size(1))
+      throw UsageError("--dim " + std::to_string(dim) + " exceeds the model's dimension " +
+                       std::to_string(pooled.size(1)));
+    out = out.narrow(1, 0, dim);
+  }
+  if (normalize) {
+    // Same as torch.nn.functional.normalize (eps 1e-12): a zero row stays zero.
+    auto norms = out.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12);
+    out = out / norms;
+  }
+  return out.contiguous();
+}
+
+}  // namespace kalm::encode

@@ -1,0 +1,80 @@
+#include <doctest/doctest.h>
+
+#include "kalm/encode/engine.h"
+#include "kalm/error.h"
+
+namespace {
+// A stand-in model: embedding = [sum of ids, number of tokens, longest batch row].
+// It records every batch it sees, so the tests can check shapes and padding.
+class FakeEmbedder : public kalm::encode::BatchEmbedder {
+ public:
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) override {
+    shapes.push_back({ids.size(0), ids.size(1)});
+    auto sum = (ids * mask).sum(1).to(torch::kFloat32);
+    auto count = mask.sum(1).to(torch::kFloat32);
+    auto width = torch::full({ids.size(0)}, static_cast<float>(ids.size(1)));
+    return torch::stack({sum, count, width}, 1);
+  }
+  torch::Device device() const override { return torch::kCPU; }
+  std::int64_t pad_id() const override { return 7; }  // padding must be masked out
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes;
+};
+}  // namespace
+
+DOCTEST_TEST_CASE("plan_batches respects the token budget and sorts longest first") {
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 10;
+  auto plan = kalm::encode::plan_batches({2, 5, 1, 5, 3, 12}, opt);
+  // Sorted: 12(#5) 5(#1) 5(#3) 3(#4) 2(#0) 1(#2).
+  DOCTEST_REQUIRE(plan.size() == 3);
+  DOCTEST_CHECK(plan[0] == std::vector<std::size_t>{5});        // over budget alone
+  DOCTEST_CHECK(plan[1] == std::vector<std::size_t>{1, 3});     // 2 × 5 = 10
+  DOCTEST_CHECK(plan[2] == std::vector<std::size_t>{4, 0, 2});  // 3 × 3 = 9
+  opt.sort_by_length = false;
+  plan = kalm::encode::plan_batches({2, 5, 1, 5, 3, 12}, opt);
+  DOCTEST_CHECK(plan[0] == std::vector<std::size_t>{0, 1});  // input order: 2 × 5
+  opt.batch_tokens = 0;
+  DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("Engine restores input order and masks padding") {
+  FakeEmbedder model;
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 8;
+  kalm::encode::Engine engine(model, opt);
+  std::vector<std::vector<std::int32_t>> seqs = {{1, 2}, {10, 20, 30, 40}, {5}, {3, 3, 3}};
+  std::int64_t last_done = 0;
+  auto out = engine.embed(seqs, [&](std::int64_t done, std::int64_t) { last_done = done; });
+  DOCTEST_REQUIRE(out.sizes() == torch::IntArrayRef({4, 3}));
+  DOCTEST_CHECK(out[0][0].item<float>() == 3);
+  DOCTEST_CHECK(out[1][0].item<float>() == 100);
+  DOCTEST_CHECK(out[2][0].item<float>() == 5);
+  DOCTEST_CHECK(out[3][0].item<float>() == 9);
+  DOCTEST_CHECK(out[1][1].item<float>() == 4);
+  DOCTEST_CHECK(last_done == 4);
+  for (auto [rows, cols] : model.shapes) DOCTEST_CHECK(rows * cols <= 8);
+  DOCTEST_CHECK(engine.stats().tokens == 10);
+  DOCTEST_CHECK(engine.stats().sequences == 4);
+  DOCTEST_CHECK(engine.stats().padded_tokens >= 10);
+}
+
+DOCTEST_TEST_CASE("Engine rejects an empty sequence and handles an empty input") {
+  FakeEmbedder model;
+  kalm::encode::Engine engine(model, {});
+  DOCTEST_CHECK_THROWS_AS(engine.embed({{1}, {}}), kalm::UsageError);
+  auto out = engine.embed({});
+  DOCTEST_CHECK(out.size(0) == 0);
+}
+
+DOCTEST_TEST_CASE("finalize_embeddings: Matryoshka prefix, then L2 normalisation") {
+  auto pooled = torch::tensor({{3.0f, 4.0f, 12.0f}, {0.0f, 0.0f, 0.0f}});
+  auto full = kalm::encode::finalize_embeddings(pooled, 0, true);
+  DOCTEST_CHECK(full[0][2].item<float>() == doctest::Approx(12.0 / 13.0));
+  DOCTEST_CHECK(full[1].abs().sum().item<float>() == 0.0f);  // zero stays zero, no NaN
+  auto two = kalm::encode::finalize_embeddings(pooled, 2, true);
+  DOCTEST_CHECK(two.size(1) == 2);
+  DOCTEST_CHECK(two[0][0].item<float>() == doctest::Approx(0.6));
+  auto raw = kalm::encode::finalize_embeddings(pooled, 2, false);
+  DOCTEST_CHECK(raw[0][1].item<float>() == 4.0f);
+  DOCTEST_CHECK_THROWS_AS(kalm::encode::finalize_embeddings(pooled, 4, true), kalm::UsageError);
+}
