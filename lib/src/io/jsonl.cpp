@@ -81,7 +81,15 @@ bool LineReader::fill() {
   return true;
 }
 
+void LineReader::too_long(std::size_t line_number) {
+  failure_ = where(name(), line_number) + ": line is longer than " +
+             std::to_string(max_line_bytes_) + " bytes (the maximum line length)";
+  throw FormatError(failure_);
+}
+
 bool LineReader::next(std::string_view& line) {
+  // Past an over-long line there is no telling where the next line starts.
+  if (!failure_.empty()) throw FormatError(failure_);
   for (;;) {
     char* base = buf_.get();
     if (scanned_ < end_) {
@@ -97,9 +105,7 @@ bool LineReader::next(std::string_view& line) {
     }
     // No newline yet: the pending bytes are one partial line. A "\r" may still
     // come off its end, hence the + 1.
-    if (end_ - begin_ > max_line_bytes_ + 1)
-      throw FormatError(where(name(), line_number_ + 1) + ": line is longer than " +
-                        std::to_string(max_line_bytes_) + " bytes (the maximum line length)");
+    if (end_ - begin_ > max_line_bytes_ + 1) too_long(line_number_ + 1);
     if (eof_ || !fill()) {
       if (begin_ == end_) return false;
       line = std::string_view(base + begin_, end_ - begin_);
@@ -114,9 +120,7 @@ bool LineReader::next(std::string_view& line) {
     at_start_ = false;
     if (line.size() >= 3 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.remove_prefix(3);
   }
-  if (line.size() > max_line_bytes_)
-    throw FormatError(where(name(), line_number_) + ": line is longer than " +
-                      std::to_string(max_line_bytes_) + " bytes (the maximum line length)");
+  if (line.size() > max_line_bytes_) too_long(line_number_);
   return true;
 }
 

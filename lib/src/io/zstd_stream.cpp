@@ -122,7 +122,15 @@ bool InputStream::refill_input() {
   return true;
 }
 
+void InputStream::fail(const std::string& msg) {
+  failure_ = msg;
+  throw FormatError(msg);
+}
+
 std::size_t InputStream::read(char* out, std::size_t size) {
+  // A decoder that failed once is in no state to go on; every later read fails
+  // the same way instead of returning garbage or a silent end.
+  if (!failure_.empty()) throw FormatError(failure_);
   if (size == 0) return 0;
   if (dctx_) return read_zstd(out, size);
   if (in_pos_ < in_end_) {
@@ -157,14 +165,14 @@ std::size_t InputStream::read_zstd(char* out, std::size_t size) {
     if (ZSTD_isError(ret)) {
       ZSTD_ErrorCode code = ZSTD_getErrorCode(ret);
       if (code == ZSTD_error_prefix_unknown && frames_done_ > 0)
-        throw FormatError(name_ + ": data after zstd frame " + std::to_string(frames_done_) +
+        fail(name_ + ": data after zstd frame " + std::to_string(frames_done_) +
                           " (at byte " + std::to_string(frame_start_) +
                           ") is not a zstd frame (trailing garbage?)");
       if (code == ZSTD_error_frameParameter_windowTooLarge)
-        throw FormatError(name_ + ": zstd frame " + std::to_string(frames_done_ + 1) +
+        fail(name_ + ": zstd frame " + std::to_string(frames_done_ + 1) +
                           " needs a window larger than 128 MiB (compressed with --long?); "
                           "decompress it with zstd first");
-      throw FormatError(name_ + ": corrupted zstd data in frame " +
+      fail(name_ + ": corrupted zstd data in frame " +
                         std::to_string(frames_done_ + 1) + ": " + ZSTD_getErrorName(ret));
     }
     if (ret == 0) {
@@ -175,9 +183,9 @@ std::size_t InputStream::read_zstd(char* out, std::size_t size) {
     }
     if (!have_input && output.pos == 0) {
       if (consumed_ - frame_start_ < kMagicSize && frames_done_ > 0)
-        throw FormatError(name_ + ": " + std::to_string(consumed_ - frame_start_) +
+        fail(name_ + ": " + std::to_string(consumed_ - frame_start_) +
                           " stray byte(s) after the last zstd frame");
-      throw FormatError(name_ + ": truncated zstd frame (the data ends inside frame " +
+      fail(name_ + ": truncated zstd frame (the data ends inside frame " +
                         std::to_string(frames_done_ + 1) + ", which starts at byte " +
                         std::to_string(frame_start_) + ")");
     }
@@ -212,11 +220,9 @@ OutputStream::OutputStream(std::string path, OutputOptions options) {
     cctx_ = cctx;
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, options.level);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-    if (options.threads > 0) {
-      std::size_t ret = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, options.threads);
-      if (ZSTD_isError(ret))
-        throw UsageError("zstd threads: this libzstd was built without multithreading");
-    }
+    // Fails harmlessly (and compression stays in this thread) when libzstd was
+    // built without multithreading: same format, only slower.
+    if (options.threads > 0) ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, options.threads);
     buf_limit_ = ZSTD_CStreamInSize();
     zout_cap_ = ZSTD_CStreamOutSize();
     zout_.reset(new char[zout_cap_]);

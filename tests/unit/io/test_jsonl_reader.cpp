@@ -133,6 +133,20 @@ DOCTEST_TEST_CASE("JsonlReader: invalid JSON is an error naming file:line") {
   }
 }
 
+DOCTEST_TEST_CASE("JsonlReader: absurd nesting is an error, not a crash") {
+  TempDir dir;
+  std::string f = dir.file("data.jsonl");
+  const std::size_t kDepth = 200000;
+  std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  std::string msg = group_error(dir, std::string(kGood) + "\n{\"x\":" + deep + ",\"query\":\"q\",\"pos\":[\"p\"]}\n");
+  DOCTEST_CHECK(msg.rfind(f + ":2: invalid JSON in field \"x\"", 0) == 0);
+  msg = group_error(dir, "{\"query\":\"q\",\"pos\":[" + deep + "]}\n");
+  DOCTEST_CHECK(msg == f + ":1: field \"pos\" must be an array of strings, but element 0 is an array");
+  // Unbalanced: cut inside the nesting.
+  msg = group_error(dir, "{\"x\":" + std::string(kDepth, '[') + "\n");
+  DOCTEST_CHECK(msg.rfind(f + ":1: invalid JSON", 0) == 0);
+}
+
 DOCTEST_TEST_CASE("JsonlReader: a record that is not an object is an error") {
   TempDir dir;
   std::string f = dir.file("data.jsonl");
@@ -255,4 +269,45 @@ DOCTEST_TEST_CASE("JsonlReader in text format: one text per line, blank lines ke
   kalm::io::JsonlReader groups(kalm::io::InputStream::from_memory("x\n", "t.txt"), options);
   kalm::io::TrainingGroup g;
   DOCTEST_CHECK_THROWS_AS(groups.next(g), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("JsonlReader goes on after a bad record, but not after a broken stream") {
+  kalm::io::JsonlReader reader(kalm::io::InputStream::from_memory(
+      std::string(kGood) + "\n{\"query\":1,\"pos\":[\"p\"]}\n{bad\n" + R"({"query":"last","pos":["p"]})",
+      "mixed.jsonl"));
+  kalm::io::TrainingGroup g;
+  std::vector<std::string> bad_lines, errors;
+  std::size_t good = 0;
+  for (;;) {
+    try {
+      if (!reader.next(g)) break;
+      ++good;
+    } catch (const kalm::FormatError& e) {
+      bad_lines.emplace_back(reader.line());
+      errors.emplace_back(e.what());
+    }
+  }
+  DOCTEST_CHECK(good == 2);
+  DOCTEST_CHECK(g.query == "last");
+  DOCTEST_CHECK(bad_lines == std::vector<std::string>{"{\"query\":1,\"pos\":[\"p\"]}", "{bad"});
+  DOCTEST_REQUIRE(errors.size() == 2);
+  DOCTEST_CHECK(errors[0] == "mixed.jsonl:2: field \"query\" must be a string, not a number");
+  DOCTEST_CHECK(errors[1].rfind("mixed.jsonl:3: invalid JSON", 0) == 0);
+
+  // A corrupt zstd stream fails the same way on every call.
+  std::string frame = zstd_frame(std::string(kGood) + "\n");
+  kalm::io::JsonlReader broken(kalm::io::InputStream::from_memory(frame + "garbage!", "b.zst"));
+  std::string first = error_of<kalm::FormatError>([&] { while (broken.next(g)) {} });
+  std::string again = error_of<kalm::FormatError>([&] { broken.next(g); });
+  DOCTEST_CHECK(first.rfind("b.zst: data after zstd frame 1", 0) == 0);
+  DOCTEST_CHECK(again == first);
+
+  // So does an over-long line, even when the next line is already in memory.
+  kalm::io::ReaderOptions options;
+  options.max_line_bytes = 20;
+  kalm::io::JsonlReader longer(kalm::io::InputStream::from_memory(
+      std::string(kGood) + "x" + "\n" + kGood + "\n", "l.jsonl"), options);
+  first = error_of<kalm::FormatError>([&] { longer.next(g); });
+  DOCTEST_CHECK(first == "l.jsonl:1: line is longer than 20 bytes (the maximum line length)");
+  DOCTEST_CHECK(error_of<kalm::FormatError>([&] { longer.next(g); }) == first);
 }

@@ -25,6 +25,10 @@
 // missing required field, a duplicate known field, a truncated last line, an
 // over-long line; plus the InputStream errors (zstd, I/O). Nothing is skipped
 // silently: every line is either a record, a blank line, or an exception.
+// After an error in a record's content (JSON, UTF-8, schema) the reader stays
+// usable: line() is the offending line (for a rejects stream) and next() goes on
+// with the following line. Errors of the stream itself (zstd, I/O, an over-long
+// line) are final: every later next() throws the same error.
 //
 // Thread safety: none; one thread per reader.
 
@@ -66,7 +70,8 @@ class LineReader {
   // Sets `line` to the next line without its "\n" or "\r\n" and returns true, or
   // returns false at the end of the input. The view stays valid until the next
   // call; kLinePadding bytes after it are readable. Throws FormatError naming
-  // `file:line` for a line over the limit, plus the InputStream errors.
+  // `file:line` for a line over the limit (and again on every later call), plus
+  // the InputStream errors.
   bool next(std::string_view& line);
   // 1-based number of the line last returned (0 before the first).
   std::size_t line_number() const { return line_number_; }
@@ -78,6 +83,7 @@ class LineReader {
  private:
   bool fill();  // reads more input; false at the end
   void grow(std::size_t min_capacity);
+  [[noreturn]] void too_long(std::size_t line_number);
 
   std::unique_ptr<InputStream> input_;
   std::size_t max_line_bytes_;
@@ -89,6 +95,7 @@ class LineReader {
   bool eof_ = false;
   bool unterminated_ = false;
   bool at_start_ = true;
+  std::string failure_;  // set by an over-long line; later calls rethrow
 };
 
 class JsonlReader {
@@ -115,8 +122,9 @@ class JsonlReader {
   // Any JSON object, every field raw (validated). Text format: UsageError.
   bool next(RawFields& record);
 
-  // The raw text of the line of the last record (without "\r\n"); valid until the
-  // next call. What JsonlWriter::write_reject wants.
+  // The raw text of the last record's line, or of the line that just failed to
+  // parse (without "\r\n"); valid until the next call. What
+  // JsonlWriter::write_reject wants.
   std::string_view line() const { return line_; }
   std::size_t line_number() const { return lines_.line_number(); }
   const std::string& name() const { return lines_.name(); }
