@@ -1,0 +1,78 @@
+// The Tokenizer base: batch encoding and the model-directory factory.
+#include "kalm/text/tokenizer.h"
+
+#include <omp.h>
+
+#include <exception>
+#include <sys/stat.h>
+
+#include "kalm/error.h"
+
+namespace kalm::text {
+
+Tokenizer::~Tokenizer() = default;
+
+namespace {
+
+bool is_file(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Rethrows the current exception with `prefix` in front of its message, keeping
+// the kalm error type (and so the tool's exit code).
+[[noreturn]] void rethrow_with_prefix(std::exception_ptr error, const std::string& prefix) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const UsageError& e) {
+    throw UsageError(prefix + e.what());
+  } catch (const FormatError& e) {
+    throw FormatError(prefix + e.what());
+  } catch (const ModelError& e) {
+    throw ModelError(prefix + e.what());
+  } catch (const IoError& e) {
+    throw IoError(prefix + e.what());
+  } catch (...) {
+    throw;
+  }
+}
+
+}  // namespace
+
+std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts,
+                                              const EncodeOptions& options) const {
+  std::vector<Encoding> out(texts.size());
+  const auto n = static_cast<int64_t>(texts.size());
+  int64_t first_error = n;
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 8)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      out[static_cast<std::size_t>(i)] = encode(texts[static_cast<std::size_t>(i)], options);
+    } catch (...) {
+#pragma omp critical(kalm_text_encode_batch_error)
+      {
+        if (i < first_error) {
+          first_error = i;
+          error = std::current_exception();
+        }
+      }
+    }
+  }
+  if (error) rethrow_with_prefix(error, "text #" + std::to_string(first_error + 1) + ": ");
+  return out;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  const std::string dir = model_dir.empty() ? std::string(".") : model_dir;
+  const std::string sep = dir.back() == '/' ? "" : "/";
+  const std::string json = dir + sep + "tokenizer.json";
+  const std::string config = dir + sep + "tokenizer_config.json";
+  const std::string spm = dir + sep + "tokenizer.model";
+  const std::string config_or_empty = is_file(config) ? config : std::string();
+  if (is_file(json)) return load_hf_tokenizer_json(json, config_or_empty);
+  if (is_file(spm)) return load_sentencepiece(spm, config_or_empty);
+  throw ModelError(dir + ": no tokenizer.json or tokenizer.model in this directory");
+}
+
+}  // namespace kalm::text
