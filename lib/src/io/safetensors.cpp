@@ -1,11 +1,10 @@
 #include "kalm/io/safetensors.h"
 
 #include <fcntl.h>
+#include <simdjson.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <simdjson.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -46,7 +45,8 @@ std::optional<std::uint64_t> checked_numel(const std::vector<std::int64_t>& shap
       has_zero = true;
       continue;
     }
-    if (__builtin_mul_overflow(nonzero, static_cast<std::uint64_t>(d), &nonzero)) return std::nullopt;
+    if (__builtin_mul_overflow(nonzero, static_cast<std::uint64_t>(d), &nonzero))
+      return std::nullopt;
     if (nonzero > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
       return std::nullopt;
   }
@@ -67,16 +67,26 @@ std::optional<std::uint64_t> checked_nbytes(const std::vector<std::int64_t>& sha
 // makes our files byte-identical to its output and keeps every tensor aligned.
 int alignment_rank(DType dtype) {
   switch (dtype) {
-    case DType::BOOL: return 0;
-    case DType::U8: return 1;
-    case DType::I8: return 2;
-    case DType::I16: return 3;
-    case DType::F16: return 4;
-    case DType::BF16: return 5;
-    case DType::I32: return 6;
-    case DType::F32: return 7;
-    case DType::F64: return 8;
-    case DType::I64: return 9;
+    case DType::BOOL:
+      return 0;
+    case DType::U8:
+      return 1;
+    case DType::I8:
+      return 2;
+    case DType::I16:
+      return 3;
+    case DType::F16:
+      return 4;
+    case DType::BF16:
+      return 5;
+    case DType::I32:
+      return 6;
+    case DType::F32:
+      return 7;
+    case DType::F64:
+      return 8;
+    case DType::I64:
+      return 9;
   }
   return 0;
 }
@@ -89,13 +99,27 @@ void append_json_string(std::string& out, std::string_view s) {
   for (char c : s) {
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (u < 0x20) {
           out += "\\u00";
@@ -109,7 +133,8 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-[[noreturn]] void fail(const std::string& file, const std::string& subject, const std::string& what) {
+[[noreturn]] void fail(const std::string& file, const std::string& subject,
+                       const std::string& what) {
   throw FormatError(display_name(file) + ": " + subject + ": " + what);
 }
 
@@ -118,14 +143,21 @@ std::string tensor_subject(std::string_view name) { return "tensor " + quote_nam
 std::string json_type_name(simdjson::dom::element_type t) {
   using T = simdjson::dom::element_type;
   switch (t) {
-    case T::ARRAY: return "an array";
-    case T::OBJECT: return "an object";
+    case T::ARRAY:
+      return "an array";
+    case T::OBJECT:
+      return "an object";
     case T::INT64:
-    case T::UINT64: return "an integer";
-    case T::DOUBLE: return "a non-integer number";
-    case T::STRING: return "a string";
-    case T::BOOL: return "a boolean";
-    case T::NULL_VALUE: return "null";
+    case T::UINT64:
+      return "an integer";
+    case T::DOUBLE:
+      return "a non-integer number";
+    case T::STRING:
+      return "a string";
+    case T::BOOL:
+      return "a boolean";
+    case T::NULL_VALUE:
+      return "null";
   }
   return "an unknown JSON value";
 }
@@ -135,14 +167,16 @@ std::uint64_t json_uint(simdjson::dom::element e, const std::string& file,
                         const std::string& subject, const std::string& what) {
   using T = simdjson::dom::element_type;
   switch (e.type()) {
-    case T::UINT64: return e.get_uint64().value_unsafe();
+    case T::UINT64:
+      return e.get_uint64().value_unsafe();
     case T::INT64: {
       std::int64_t v = e.get_int64().value_unsafe();
       if (v < 0) fail(file, subject, what + " is " + std::to_string(v) + ", must be >= 0");
       return static_cast<std::uint64_t>(v);
     }
     default:
-      fail(file, subject, what + " must be a non-negative integer, got " + json_type_name(e.type()));
+      fail(file, subject,
+           what + " must be a non-negative integer, got " + json_type_name(e.type()));
   }
 }
 
@@ -170,31 +204,45 @@ void read_all_fd(int fd, std::vector<std::uint8_t>& out, const std::string& path
 std::size_t dtype_size(DType dtype) noexcept {
   switch (dtype) {
     case DType::F64:
-    case DType::I64: return 8;
+    case DType::I64:
+      return 8;
     case DType::F32:
-    case DType::I32: return 4;
+    case DType::I32:
+      return 4;
     case DType::F16:
     case DType::BF16:
-    case DType::I16: return 2;
+    case DType::I16:
+      return 2;
     case DType::I8:
     case DType::U8:
-    case DType::BOOL: return 1;
+    case DType::BOOL:
+      return 1;
   }
   return 1;
 }
 
 std::string_view dtype_name(DType dtype) noexcept {
   switch (dtype) {
-    case DType::F64: return "F64";
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
+    case DType::F64:
+      return "F64";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I64:
+      return "I64";
+    case DType::I32:
+      return "I32";
+    case DType::I16:
+      return "I16";
+    case DType::I8:
+      return "I8";
+    case DType::U8:
+      return "U8";
+    case DType::BOOL:
+      return "BOOL";
   }
   return "?";
 }
@@ -212,8 +260,8 @@ DType parse_dtype(std::string_view name, const std::string& context) {
     if (!supported.empty()) supported += ' ';
     supported += dtype_name(d);
   }
-  throw FormatError(context + ": unsupported dtype " + quote_name(name) + " (supported: " + supported +
-                    ")");
+  throw FormatError(context + ": unsupported dtype " + quote_name(name) +
+                    " (supported: " + supported + ")");
 }
 
 std::int64_t TensorInfo::numel() const {
@@ -278,16 +326,19 @@ SafetensorsFile SafetensorsFile::from_mapped(std::shared_ptr<const MappedFile> m
   const std::string& file = mapped->path();
   const std::uint64_t file_size = mapped->size();
   if (file_size < 8)
-    fail(file, "header", "file is " + std::to_string(file_size) +
-                             " bytes, too short for a safetensors file (at least 8)");
+    fail(file, "header",
+         "file is " + std::to_string(file_size) +
+             " bytes, too short for a safetensors file (at least 8)");
   std::uint64_t n = 0;
   std::memcpy(&n, mapped->data(), 8);
   if (n > kMaxHeaderBytes)
-    fail(file, "header", "header length " + std::to_string(n) + " exceeds the limit of " +
-                             std::to_string(kMaxHeaderBytes) + " bytes (not a safetensors file?)");
+    fail(file, "header",
+         "header length " + std::to_string(n) + " exceeds the limit of " +
+             std::to_string(kMaxHeaderBytes) + " bytes (not a safetensors file?)");
   if (n > file_size - 8)
-    fail(file, "header", "header length " + std::to_string(n) + " runs past the end of the file (" +
-                             std::to_string(file_size) + " bytes): truncated or not safetensors");
+    fail(file, "header",
+         "header length " + std::to_string(n) + " runs past the end of the file (" +
+             std::to_string(file_size) + " bytes): truncated or not safetensors");
 
   SafetensorsFile out;
   out.file_ = std::move(mapped);
@@ -318,13 +369,15 @@ SafetensorsFile SafetensorsFile::from_mapped(std::shared_ptr<const MappedFile> m
       if (field.value.is_null()) continue;
       simdjson::dom::object meta;
       if (field.value.get(meta) != simdjson::SUCCESS)
-        fail(file, "header", "\"__metadata__\" must be an object of strings, got " +
-                                 json_type_name(field.value.type()));
+        fail(file, "header",
+             "\"__metadata__\" must be an object of strings, got " +
+                 json_type_name(field.value.type()));
       for (auto kv : meta) {
         std::string_view value;
         if (kv.value.get(value) != simdjson::SUCCESS)
-          fail(file, "header", "\"__metadata__\" value for " + quote_name(kv.key) +
-                                   " must be a string, got " + json_type_name(kv.value.type()));
+          fail(file, "header",
+               "\"__metadata__\" value for " + quote_name(kv.key) + " must be a string, got " +
+                   json_type_name(kv.value.type()));
         if (!out.metadata_.emplace(std::string(kv.key), std::string(value)).second)
           fail(file, "header", "\"__metadata__\" key " + quote_name(kv.key) + " appears twice");
       }
@@ -338,10 +391,14 @@ SafetensorsFile SafetensorsFile::from_mapped(std::shared_ptr<const MappedFile> m
     std::optional<simdjson::dom::element> dtype_el, shape_el, offsets_el;
     for (auto f : entry) {
       std::optional<simdjson::dom::element>* slot = nullptr;
-      if (f.key == "dtype") slot = &dtype_el;
-      else if (f.key == "shape") slot = &shape_el;
-      else if (f.key == "data_offsets") slot = &offsets_el;
-      else continue;  // unknown fields are ignored, as by the reference reader
+      if (f.key == "dtype")
+        slot = &dtype_el;
+      else if (f.key == "shape")
+        slot = &shape_el;
+      else if (f.key == "data_offsets")
+        slot = &offsets_el;
+      else
+        continue;  // unknown fields are ignored, as by the reference reader
       if (slot->has_value()) fail(file, subject, "field " + quote_name(f.key) + " appears twice");
       *slot = f.value;
     }
@@ -376,15 +433,17 @@ SafetensorsFile SafetensorsFile::from_mapped(std::shared_ptr<const MappedFile> m
         "data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) + "]";
     if (info.begin > info.end) fail(file, subject, span + ": begin is after end");
     if (info.end > data_size)
-      fail(file, subject, span + " run past the end of the data section (" +
-                              std::to_string(data_size) + " bytes): truncated file?");
+      fail(file, subject,
+           span + " run past the end of the data section (" + std::to_string(data_size) +
+               " bytes): truncated file?");
     auto expected = checked_nbytes(info.shape, info.dtype);
     if (!expected) fail(file, subject, "shape " + shape_string(info.shape) + " is too large");
     if (*expected != info.nbytes())
       fail(file, subject,
-           "shape " + shape_string(info.shape) + " x " + std::string(dtype_name(info.dtype)) + " (" +
-               std::to_string(dtype_size(info.dtype)) + " bytes) needs " + std::to_string(*expected) +
-               " bytes, but " + span + " span " + std::to_string(info.nbytes()));
+           "shape " + shape_string(info.shape) + " x " + std::string(dtype_name(info.dtype)) +
+               " (" + std::to_string(dtype_size(info.dtype)) + " bytes) needs " +
+               std::to_string(*expected) + " bytes, but " + span + " span " +
+               std::to_string(info.nbytes()));
     out.tensors_.push_back(std::move(info));
   }
 
@@ -400,8 +459,8 @@ SafetensorsFile SafetensorsFile::from_mapped(std::shared_ptr<const MappedFile> m
     if (furthest && t->begin < furthest->end)
       fail(file, tensor_subject(t->name),
            "data_offsets [" + std::to_string(t->begin) + ", " + std::to_string(t->end) +
-               "] overlap tensor " + quote_name(furthest->name) + " [" + std::to_string(furthest->begin) +
-               ", " + std::to_string(furthest->end) + "]");
+               "] overlap tensor " + quote_name(furthest->name) + " [" +
+               std::to_string(furthest->begin) + ", " + std::to_string(furthest->end) + "]");
     if (!furthest || t->end > furthest->end) furthest = t;
   }
 

@@ -56,11 +56,13 @@ std::string shard_file_name(std::size_t index, std::size_t count) {
 bool looks_like_shard_name(std::string_view name) {
   constexpr std::string_view kPrefix = "model-", kMid = "-of-", kSuffix = ".safetensors";
   if (name.substr(0, kPrefix.size()) != kPrefix || !ends_with(name, kSuffix)) return false;
-  std::string_view rest = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
+  std::string_view rest =
+      name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
   std::size_t mid = rest.find(kMid);
   if (mid == std::string_view::npos) return false;
   auto all_digits = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
   return all_digits(rest.substr(0, mid)) && all_digits(rest.substr(mid + kMid.size()));
 }
@@ -127,7 +129,8 @@ CheckpointReader CheckpointReader::open(const std::string& path) {
   if (!single.empty()) {
     reader.files_.push_back(SafetensorsFile::open(single));
     const auto& tensors = reader.files_[0].tensors();
-    for (std::size_t i = 0; i < tensors.size(); ++i) reader.index_.emplace(tensors[i].name, Location{0, i});
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      reader.index_.emplace(tensors[i].name, Location{0, i});
     return reader;
   }
 
@@ -242,7 +245,8 @@ std::vector<std::string> CheckpointReader::names() const {
 
 std::uint64_t CheckpointReader::total_size() const {
   std::uint64_t total = 0;
-  for (const auto& kv : index_) total += files_[kv.second.file].tensors()[kv.second.tensor].nbytes();
+  for (const auto& kv : index_)
+    total += files_[kv.second.file].tensors()[kv.second.tensor].nbytes();
   return total;
 }
 

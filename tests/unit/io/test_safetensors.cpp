@@ -26,7 +26,8 @@ namespace {
 
 std::vector<std::uint8_t> pattern(std::size_t n, unsigned seed) {
   std::vector<std::uint8_t> out(n);
-  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>((i * 37 + seed * 11 + 5) & 0xFF);
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = static_cast<std::uint8_t>((i * 37 + seed * 11 + 5) & 0xFF);
   return out;
 }
 
@@ -56,9 +57,9 @@ std::string file_with_entry(const std::string& entry, std::size_t data_bytes = 8
 
 DOCTEST_TEST_CASE("safetensors dtypes: sizes, names, parsing") {
   const std::map<DType, std::pair<std::string, std::size_t>> expected = {
-      {DType::F64, {"F64", 8}}, {DType::F32, {"F32", 4}}, {DType::F16, {"F16", 2}},
+      {DType::F64, {"F64", 8}},   {DType::F32, {"F32", 4}}, {DType::F16, {"F16", 2}},
       {DType::BF16, {"BF16", 2}}, {DType::I64, {"I64", 8}}, {DType::I32, {"I32", 4}},
-      {DType::I16, {"I16", 2}}, {DType::I8, {"I8", 1}}, {DType::U8, {"U8", 1}},
+      {DType::I16, {"I16", 2}},   {DType::I8, {"I8", 1}},   {DType::U8, {"U8", 1}},
       {DType::BOOL, {"BOOL", 1}}};
   DOCTEST_CHECK(std::size(kalm::io::kAllDTypes) == expected.size());
   for (DType d : kalm::io::kAllDTypes) {
@@ -97,9 +98,10 @@ DOCTEST_TEST_CASE("safetensors writer: header bytes match the reference library"
   // Padding with spaces to a multiple of 8: "attn0" is one byte shorter.
   SafetensorsWriter w2;
   w2.add("attn0", DType::F32, {1, 1, 2, 3}, values.data(), 24);
-  DOCTEST_CHECK(w2.header() ==
-                std::string(R"({"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}})") +
-                    "       ");
+  DOCTEST_CHECK(
+      w2.header() ==
+      std::string(R"({"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}})") +
+          "       ");
 
   // No tensors: "{}" + 6 spaces; with metadata, __metadata__ first.
   SafetensorsWriter empty;
@@ -161,7 +163,8 @@ DOCTEST_TEST_CASE("safetensors round trip: every dtype, scalars, zero-size tenso
     if (d == DType::BOOL)
       for (auto& b : bytes) b &= 1;
     expect[base] = {d, {2, 3}, bytes};
-    expect[base + ".scalar"] = {d, {}, std::vector<std::uint8_t>(bytes.begin(), bytes.begin() + es)};
+    expect[base + ".scalar"] = {
+        d, {}, std::vector<std::uint8_t>(bytes.begin(), bytes.begin() + es)};
     expect[base + ".empty"] = {d, {0, 4}, {}};
     expect[base + ".empty2"] = {d, {3, 0}, {}};
   }
@@ -206,8 +209,8 @@ DOCTEST_TEST_CASE("safetensors round trip: every dtype, scalars, zero-size tenso
 
 DOCTEST_TEST_CASE("safetensors: awkward names survive the JSON round trip") {
   TempDir dir;
-  const std::vector<std::string> names = {"a\"b", "back\\slash", "new\nline", "ctl\x01",
-                                          "\xE4\xB8\xAD\xE6\x96\x87", "/slash/ok", " "};
+  const std::vector<std::string> names = {
+      "a\"b", "back\\slash", "new\nline", "ctl\x01", "\xE4\xB8\xAD\xE6\x96\x87", "/slash/ok", " "};
   SafetensorsWriter w;
   std::uint8_t v = 0;
   for (const auto& n : names) w.add(n, DType::U8, {1}, std::vector<std::uint8_t>{++v});
@@ -246,11 +249,11 @@ DOCTEST_TEST_CASE("safetensors: the mapping outlives the file object through kee
 DOCTEST_TEST_CASE("safetensors reader: accepts what the format allows") {
   TempDir dir;
   DOCTEST_SUBCASE("header padded with spaces, gaps and unknown fields") {
-    std::string header =
-        R"({"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8],"extra":[1]},)"
-        R"("a":{"data_offsets":[0,2],"shape":[2],"dtype":"I8"}})";
+    std::string header = R"({"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8],"extra":[1]},)"
+                         R"("a":{"data_offsets":[0,2],"shape":[2],"dtype":"I8"}})";
     header += "     ";
-    write_bytes(dir.file("p.safetensors"), raw_safetensors(header, "\x01\x02\x03\x04\x05\x06\x07\x08"));
+    write_bytes(dir.file("p.safetensors"),
+                raw_safetensors(header, "\x01\x02\x03\x04\x05\x06\x07\x08"));
     auto f = SafetensorsFile::open(dir.file("p.safetensors"));
     DOCTEST_REQUIRE(f.tensors().size() == 2);
     DOCTEST_CHECK(f.tensors()[0].name == "a");
@@ -277,7 +280,8 @@ DOCTEST_TEST_CASE("safetensors reader: accepts what the format allows") {
     const std::string bytes = read_bytes(dir.file("src.safetensors"));
     int fds[2];
     DOCTEST_REQUIRE(::pipe(fds) == 0);
-    DOCTEST_REQUIRE(::write(fds[1], bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+    DOCTEST_REQUIRE(::write(fds[1], bytes.data(), bytes.size()) ==
+                    static_cast<ssize_t>(bytes.size()));
     ::close(fds[1]);
     auto f = SafetensorsFile::open("/proc/self/fd/" + std::to_string(fds[0]));
     ::close(fds[0]);
@@ -306,19 +310,28 @@ DOCTEST_TEST_CASE("safetensors reader: malformed files are FormatErrors naming f
       {"header empty", raw_safetensors("", ""), {"header", "not valid JSON"}},
       {"header JSON array", raw_safetensors("[1,2]", ""), {"header", "must be a JSON object"}},
       {"header JSON string", raw_safetensors("\"x\"", ""), {"header", "must be a JSON object"}},
-      {"entry not an object", raw_safetensors(R"({"w":5})", ""), {"tensor 'w'", "must be an object"}},
-      {"offsets outside the data", file_with_entry(ok_entry, 4), {"tensor 'w'", "run past the end"}},
-      {"offsets far outside",
-       file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[18446744073709551600,18446744073709551608]})"),
+      {"entry not an object",
+       raw_safetensors(R"({"w":5})", ""),
+       {"tensor 'w'", "must be an object"}},
+      {"offsets outside the data",
+       file_with_entry(ok_entry, 4),
        {"tensor 'w'", "run past the end"}},
-      {"begin after end", file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"),
+      {"offsets far outside",
+       file_with_entry(
+           R"({"dtype":"F32","shape":[2],"data_offsets":[18446744073709551600,18446744073709551608]})"),
+       {"tensor 'w'", "run past the end"}},
+      {"begin after end",
+       file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})"),
        {"tensor 'w'", "begin is after end"}},
-      {"shape x dtype != span", file_with_entry(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})", 12),
+      {"shape x dtype != span",
+       file_with_entry(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})", 12),
        {"tensor 'w'", "needs 12 bytes", "span 8"}},
-      {"dtype size mismatch", file_with_entry(R"({"dtype":"F64","shape":[2],"data_offsets":[0,8]})"),
+      {"dtype size mismatch",
+       file_with_entry(R"({"dtype":"F64","shape":[2],"data_offsets":[0,8]})"),
        {"tensor 'w'", "F64"}},
       {"shape product overflows",
-       file_with_entry(R"({"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]})"),
+       file_with_entry(
+           R"({"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]})"),
        {"tensor 'w'", "too large"}},
       {"zero dim but huge others",
        file_with_entry(R"({"dtype":"F32","shape":[0,9223372036854775807,4],"data_offsets":[0,0]})"),
@@ -326,29 +339,41 @@ DOCTEST_TEST_CASE("safetensors reader: malformed files are FormatErrors naming f
       {"dim beyond int64",
        file_with_entry(R"({"dtype":"F32","shape":[0,10000000000000000000],"data_offsets":[0,0]})"),
        {"tensor 'w'", "shape[1] is too large"}},
-      {"unknown dtype F8_E4M3", file_with_entry(R"({"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]})"),
+      {"unknown dtype F8_E4M3",
+       file_with_entry(R"({"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]})"),
        {"tensor 'w'", "unsupported dtype 'F8_E4M3'"}},
-      {"dtype not a string", file_with_entry(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"),
+      {"dtype not a string",
+       file_with_entry(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"),
        {"tensor 'w'", "'dtype' must be a string"}},
-      {"negative shape", file_with_entry(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"),
+      {"negative shape",
+       file_with_entry(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"),
        {"tensor 'w'", "shape[0] is -2"}},
-      {"non-integer shape", file_with_entry(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})"),
+      {"non-integer shape",
+       file_with_entry(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})"),
        {"tensor 'w'", "shape[0] must be a non-negative integer"}},
-      {"string shape", file_with_entry(R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"),
+      {"string shape",
+       file_with_entry(R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})"),
        {"tensor 'w'", "'shape' must be an array"}},
-      {"shape element string", file_with_entry(R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"),
+      {"shape element string",
+       file_with_entry(R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"),
        {"tensor 'w'", "shape[0]"}},
-      {"negative offset", file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"),
+      {"negative offset",
+       file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"),
        {"tensor 'w'", "data_offsets[0] is -8"}},
-      {"fractional offset", file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8.5]})"),
+      {"fractional offset",
+       file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8.5]})"),
        {"tensor 'w'", "data_offsets[1]"}},
-      {"offsets of length 3", file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})"),
+      {"offsets of length 3",
+       file_with_entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})"),
        {"tensor 'w'", "[begin, end]"}},
-      {"missing dtype", file_with_entry(R"({"shape":[2],"data_offsets":[0,8]})"),
+      {"missing dtype",
+       file_with_entry(R"({"shape":[2],"data_offsets":[0,8]})"),
        {"tensor 'w'", "missing field 'dtype'"}},
-      {"missing shape", file_with_entry(R"({"dtype":"F32","data_offsets":[0,8]})"),
+      {"missing shape",
+       file_with_entry(R"({"dtype":"F32","data_offsets":[0,8]})"),
        {"tensor 'w'", "missing field 'shape'"}},
-      {"missing offsets", file_with_entry(R"({"dtype":"F32","shape":[2]})"),
+      {"missing offsets",
+       file_with_entry(R"({"dtype":"F32","shape":[2]})"),
        {"tensor 'w'", "missing field 'data_offsets'"}},
       {"field twice in an entry",
        file_with_entry(R"({"dtype":"F32","shape":[2],"dtype":"F16","data_offsets":[0,8]})"),
@@ -372,12 +397,14 @@ DOCTEST_TEST_CASE("safetensors reader: malformed files are FormatErrors naming f
       {"metadata value not a string",
        raw_safetensors(R"({"__metadata__":{"a":"x","n":1}})", ""),
        {"header", "__metadata__", "'n'", "must be a string"}},
-      {"metadata not an object", raw_safetensors(R"({"__metadata__":["a"]})", ""),
+      {"metadata not an object",
+       raw_safetensors(R"({"__metadata__":["a"]})", ""),
        {"header", "__metadata__", "must be an object"}},
       {"metadata twice",
        raw_safetensors(R"({"__metadata__":{"a":"x"},"__metadata__":{"b":"y"}})", ""),
        {"header", "__metadata__", "twice"}},
-      {"metadata key twice", raw_safetensors(R"({"__metadata__":{"a":"x","a":"y"}})", ""),
+      {"metadata key twice",
+       raw_safetensors(R"({"__metadata__":{"a":"x","a":"y"}})", ""),
        {"header", "'a'", "twice"}},
   };
   int i = 0;
@@ -423,19 +450,23 @@ DOCTEST_TEST_CASE("safetensors writer: validation") {
     }
     return "";
   };
-  DOCTEST_CHECK(contains(message([&] { w.add("ok", DType::F16, {2}, std::vector<std::uint8_t>(4)); }),
-                         "tensor 'ok': added twice"));
+  DOCTEST_CHECK(
+      contains(message([&] { w.add("ok", DType::F16, {2}, std::vector<std::uint8_t>(4)); }),
+               "tensor 'ok': added twice"));
   DOCTEST_CHECK(contains(message([&] { w.add("", DType::U8, {}, std::vector<std::uint8_t>(1)); }),
                          "empty tensor name"));
-  DOCTEST_CHECK(contains(
-      message([&] { w.add("__metadata__", DType::U8, {}, std::vector<std::uint8_t>(1)); }), "reserved"));
+  DOCTEST_CHECK(
+      contains(message([&] { w.add("__metadata__", DType::U8, {}, std::vector<std::uint8_t>(1)); }),
+               "reserved"));
   DOCTEST_CHECK(contains(message([&] { w.add("n", DType::U8, {-1}, std::vector<std::uint8_t>()); }),
                          "negative dimension"));
-  DOCTEST_CHECK(contains(message([&] { w.add("s", DType::F32, {3}, std::vector<std::uint8_t>(8)); }),
-                         "needs 12 bytes, got 8"));
+  DOCTEST_CHECK(
+      contains(message([&] { w.add("s", DType::F32, {3}, std::vector<std::uint8_t>(8)); }),
+               "needs 12 bytes, got 8"));
   DOCTEST_CHECK(contains(message([&] { w.add("p", DType::F32, {3}, nullptr, 12); }), "null data"));
-  DOCTEST_CHECK(contains(message([&] { w.add("\xff", DType::U8, {}, std::vector<std::uint8_t>(1)); }),
-                         "not valid UTF-8"));
+  DOCTEST_CHECK(
+      contains(message([&] { w.add("\xff", DType::U8, {}, std::vector<std::uint8_t>(1)); }),
+               "not valid UTF-8"));
   DOCTEST_CHECK(contains(
       message([&] {
         w.add("big", DType::F64, {std::int64_t(1) << 40, std::int64_t(1) << 40}, nullptr, 0);

@@ -224,7 +224,8 @@ DOCTEST_TEST_CASE("checkpoint reader: unusable directories and indexes") {
   DOCTEST_SUBCASE("weight_map points at the wrong shard") {
     write_index(R"({"x": "b.safetensors", "z": "b.safetensors", "y": "a.safetensors"})");
     auto m = error_of<kalm::ModelError>([&] { CheckpointReader::open(dir.path()); });
-    DOCTEST_CHECK(contains(m, "tensor 'x' is listed for shard 'b.safetensors' but is in shard 'a.safetensors'"));
+    DOCTEST_CHECK(contains(
+        m, "tensor 'x' is listed for shard 'b.safetensors' but is in shard 'a.safetensors'"));
   }
   DOCTEST_SUBCASE("tensor in two shards") {
     write_shard(dir.file("c.safetensors"), {{"z", 4}});

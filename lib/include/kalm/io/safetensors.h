@@ -113,7 +113,7 @@ class MappedFile {
   std::string path_;
   std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
-  bool mapped_ = false;                  // munmap on destruction
+  bool mapped_ = false;             // munmap on destruction
   std::vector<std::uint8_t> heap_;  // the bytes of a pipe / stdin
 };
 
