@@ -24,6 +24,47 @@ std::optional<std::string> token_field(JsonElement root, std::string_view key, c
   return std::string(json_string(*v, "content", c));
 }
 
+// transformers writes model_max_length as the integer 1000000000000000019884624838656
+// (int(1e30)), which simdjson rejects as a big integer: numbers of 20+ digits
+// outside strings get a ".0" so that they parse as doubles.
+std::string widen_big_integers(std::string_view json) {
+  std::string out;
+  out.reserve(json.size() + 8);
+  bool in_string = false;
+  std::size_t i = 0;
+  while (i < json.size()) {
+    const char c = json[i];
+    if (in_string) {
+      out.push_back(c);
+      if (c == '\\' && i + 1 < json.size()) {
+        out.push_back(json[++i]);
+      } else if (c == '"') {
+        in_string = false;
+      }
+      ++i;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    if (c >= '0' && c <= '9' && (i == 0 || !(json[i - 1] >= '0' && json[i - 1] <= '9'))) {
+      std::size_t j = i;
+      while (j < json.size() && json[j] >= '0' && json[j] <= '9') ++j;
+      out.append(json, i, j - i);
+      const bool fraction = j < json.size() && (json[j] == '.' || json[j] == 'e' || json[j] == 'E');
+      if (j - i >= 20 && !fraction) out += ".0";
+      i = j;
+      continue;
+    }
+    out.push_back(c);
+    ++i;
+  }
+  return out;
+}
+
 }  // namespace
 
 bool TokenizerConfig::rebuilds_bos_eos_template() const {
@@ -40,7 +81,7 @@ TokenizerConfig parse_tokenizer_config(std::string_view json, const std::string&
   config.source = source;
   if (json.empty()) return config;
   simdjson::dom::parser parser;
-  simdjson::padded_string padded(json);
+  simdjson::padded_string padded(widen_big_integers(json));
   simdjson::dom::element root;
   if (auto err = parser.parse(padded).get(root))
     throw ModelError(source + ": not valid JSON: " + simdjson::error_message(err));
