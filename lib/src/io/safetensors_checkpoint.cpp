@@ -137,6 +137,7 @@ CheckpointReader CheckpointReader::open(const std::string& path) {
   reader.sharded_ = true;
   const std::string index_name = display_name(index_path);
   auto bytes = MappedFile::open(index_path);
+  if (bytes->size() == 0) throw FormatError(index_name + ": empty file, expected a JSON object");
   simdjson::dom::parser parser;
   simdjson::padded_string json(reinterpret_cast<const char*>(bytes->data()), bytes->size());
   simdjson::dom::element root;

@@ -243,6 +243,7 @@ DOCTEST_TEST_CASE("checkpoint reader: unusable directories and indexes") {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"{\"weight_map\": {", "not valid JSON"},
         {"[]", "must be a JSON object"},
+        {"", "empty file"},
         {"{\"metadata\": {}}", "missing 'weight_map'"},
         {"{\"weight_map\": []}", "'weight_map' must be an object"},
         {"{\"weight_map\": {\"x\": 1}}", "tensor 'x' must be a file name string"},
