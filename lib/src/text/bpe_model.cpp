@@ -76,12 +76,12 @@ BpeModel::BpeModel(JsonElement model, const std::string& ctx) : ctx_(ctx) {
     if (byte_ids_[b] < 0) byte_fallback_all_ = false;
   }
   if (prefix_.empty() && suffix_.empty()) {
-    small_char_ids_.assign(0x800, -1);
+    small_char_ids_.assign(0x10000, -1);
     for (const auto& [k, id] : vocab_) {
-      if (k.empty() || k.size() > 2) continue;
+      if (k.empty() || k.size() > 3) continue;
       std::size_t i = 0;
       const char32_t c = next_code_point(k, i);
-      if (i == k.size() && c < 0x800) small_char_ids_[c] = id;
+      if (i == k.size() && c < 0x10000) small_char_ids_[c] = id;
     }
   }
 
@@ -138,7 +138,7 @@ const std::string_view* BpeModel::id_to_token(int32_t id) const {
 }
 
 int32_t BpeModel::char_id(std::string_view ch) const {
-  if (!small_char_ids_.empty() && ch.size() <= 2) {
+  if (!small_char_ids_.empty() && ch.size() <= 3) {
     std::size_t i = 0;
     const char32_t c = next_code_point(ch, i);
     return small_char_ids_[c];
@@ -158,12 +158,14 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
   }
   const bool cacheable = word.size() < kMaxCachedWordBytes;
   Shard* shard = nullptr;
+  uint64_t key = 0;
   if (cacheable) {
-    shard = &cache_[std::hash<std::string_view>()(word) % kShards];
+    key = std::hash<std::string_view>()(word);
+    shard = &cache_[(key >> 7) % kShards];
     std::shared_lock lock(shard->mutex);
-    auto it = shard->map.find(std::string(word));
-    if (it != shard->map.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+    auto it = shard->map.find(key);
+    if (it != shard->map.end() && it->second.word == word) {
+      out.insert(out.end(), it->second.ids.begin(), it->second.ids.end());
       return;
     }
   }
@@ -173,7 +175,7 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
     std::vector<int32_t> ids(out.begin() + static_cast<std::ptrdiff_t>(mark), out.end());
     std::unique_lock lock(shard->mutex);
     if (shard->map.size() >= kShardCapacity) shard->map.clear();
-    shard->map.emplace(std::string(word), std::move(ids));
+    shard->map[key] = CacheEntry{std::string(word), std::move(ids)};
   }
 }
 
@@ -184,8 +186,10 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
     int32_t next;
     bool alive;
   };
-  std::vector<Symbol> symbols;
-  symbols.reserve(w.size());
+  // Per-thread scratch: merge_word runs once per pre-token, so reusing the buffers
+  // saves two allocations per word.
+  thread_local std::vector<Symbol> symbols;
+  symbols.clear();
   const auto add = [&](int32_t id) {
     const int32_t n = static_cast<int32_t>(symbols.size());
     symbols.push_back({id, n - 1, -1, true});
@@ -253,14 +257,22 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
       return rank != o.rank ? rank > o.rank : pos > o.pos;
     }
   };
-  std::priority_queue<Merge, std::vector<Merge>, std::greater<Merge>> queue;
+  // A min-heap on (rank, position) in a reused buffer.
+  thread_local std::vector<Merge> heap;
+  heap.clear();
+  const auto push = [](const Merge& m) {
+    heap.push_back(m);
+    std::push_heap(heap.begin(), heap.end(), std::greater<Merge>());
+  };
   for (std::size_t k = 0; k + 1 < symbols.size(); ++k) {
     if (const auto* m = merges_.find(symbols[k].id, symbols[k + 1].id))
-      queue.push({m->rank, static_cast<int32_t>(k), m->new_id});
+      heap.push_back({m->rank, static_cast<int32_t>(k), m->new_id});
   }
-  while (!queue.empty()) {
-    const Merge top = queue.top();
-    queue.pop();
+  std::make_heap(heap.begin(), heap.end(), std::greater<Merge>());
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<Merge>());
+    const Merge top = heap.back();
+    heap.pop_back();
     Symbol& cur = symbols[top.pos];
     if (!cur.alive || cur.next < 0) continue;
     const int32_t next_pos = cur.next;
@@ -274,11 +286,11 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
     if (right.next >= 0) symbols[right.next].prev = top.pos;
     if (cur.prev >= 0) {
       if (const auto* pm = merges_.find(symbols[cur.prev].id, cur.id))
-        queue.push({pm->rank, cur.prev, pm->new_id});
+        push({pm->rank, cur.prev, pm->new_id});
     }
     if (cur.next >= 0) {
       if (const auto* nm = merges_.find(cur.id, symbols[cur.next].id))
-        queue.push({nm->rank, top.pos, nm->new_id});
+        push({nm->rank, top.pos, nm->new_id});
     }
   }
   for (const Symbol& s : symbols) {

@@ -88,7 +88,7 @@ class BpeModel {
   std::vector<std::string_view> id_to_token_;
   std::vector<uint8_t> has_id_;
   MergeMap merges_;
-  std::vector<int32_t> small_char_ids_;  // code point < 0x800 -> id (plain chars only)
+  std::vector<int32_t> small_char_ids_;  // BMP code point -> id (plain chars only), -1 if none
   std::array<int32_t, 256> byte_ids_{};  // <0xNN> tokens, -1 if absent
   bool byte_fallback_all_ = false;       // every <0xNN> exists
   std::optional<std::string> unk_token_;
@@ -105,9 +105,15 @@ class BpeModel {
   static constexpr std::size_t kShards = 64;
   static constexpr std::size_t kShardCapacity = 2048;
   static constexpr std::size_t kMaxCachedWordBytes = 256;
+  struct CacheEntry {
+    std::string word;
+    std::vector<int32_t> ids;
+  };
+  // Keyed by the word's hash so that a lookup allocates nothing; the word is kept
+  // to rule out collisions.
   struct Shard {
     mutable std::shared_mutex mutex;
-    std::unordered_map<std::string, std::vector<int32_t>> map;
+    std::unordered_map<uint64_t, CacheEntry> map;
   };
   std::unique_ptr<Shard[]> cache_;
 };
