@@ -94,7 +94,7 @@ struct RetrievalEvaluation {
   std::vector<std::string> measures;          // names in output order (num_ret, ..., mrr_at_k)
   std::vector<std::string> query_ids;         // evaluated queries, ascending byte order
   std::vector<std::vector<double>> values;    // [query][measure]
-  std::vector<double> means;                  // [measure], over query_ids
+  std::vector<double> means;                  // [measure], over query_ids; num_* hold totals (trec_eval)
   std::size_t skipped_run_queries = 0;        // run queries without qrels
   std::size_t skipped_qrels_queries = 0;      // qrels queries without run
 
