@@ -131,9 +131,11 @@ struct LossOutput {
 void validate_options(const LossOptions& options);
 
 // The whole objective. queries [B, D], passages [B·G, D]: floating (f16, bf16,
-// f32, f64), on one device; in_batch and teacher_scores are moved there. `generator` is needed (defined) only when pair-wise mixing
-// is active (mix == kPairwise and G >= 3); pass a seeded CPU generator for
-// results that do not depend on the device. Throws UsageError (see above).
+// f32, f64), on one device; in_batch and teacher_scores are moved there.
+// `generator` is needed (defined) only when pair-wise mixing is active
+// (mix == kPairwise and G >= 3); pass a seeded CPU generator for draws that do
+// not depend on the device, and checkpoint its state for an exact resume.
+// Throws UsageError (see above).
 LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passages, const BatchInfo& batch,
                         const LossOptions& options, torch::Generator generator = {});
 
