@@ -296,6 +296,10 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
   for (const Symbol& s : symbols) {
     if (s.alive) out.push_back(s.id);
   }
+  // Do not let one huge word pin its buffers for the thread's lifetime.
+  constexpr std::size_t kKeep = 1 << 16;
+  if (symbols.capacity() > kKeep) std::vector<Symbol>().swap(symbols);
+  if (heap.capacity() > kKeep) std::vector<Merge>().swap(heap);
 }
 
 }  // namespace kalm::text::detail

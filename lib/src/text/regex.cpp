@@ -1,6 +1,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "regex.h"
 
+#include <new>
+
 #include <pcre2.h>
 
 #include "kalm/error.h"

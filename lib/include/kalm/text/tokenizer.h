@@ -15,6 +15,23 @@
 // Input text must be valid UTF-8: encode() throws kalm::FormatError otherwise (HF's
 // bindings only ever see valid strings, so there is no parity to keep there, and a
 // silent replacement would change the data).
+//
+// Supported tokenizer.json components: normalizers NFC/NFD/NFKC/NFKD, Lowercase,
+// Replace, Prepend, Strip, StripAccents, ByteLevel, BertNormalizer, Sequence;
+// pre-tokenizers ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit, Digits,
+// Punctuation, CharDelimiterSplit, BertPreTokenizer, Sequence; model BPE; decoders
+// ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, BPEDecoder, WordPiece,
+// Sequence; post-processors TemplateProcessing, ByteLevel, RobertaProcessing,
+// BertProcessing, Sequence. Anything else (Unigram/WordPiece models, Precompiled
+// normalizer, ...) is a ModelError at load time. Split regexes are Oniguruma syntax
+// (as in HF) run on PCRE2.
+//
+// Deliberate HF behaviours kept for parity: a character that is not in a BPE vocab
+// without byte_fallback or unk_token is dropped (HF does the same; Qwen and Gemma
+// cover every byte, so real models never hit it); added-token ids are assigned as
+// HF's AddedVocabulary does (vocab id of the content, else the next free id).
+// Deliberate differences: BPE dropout and the file's "truncation"/"padding" are
+// ignored (transformers also ignores the latter unless asked); EncodeOptions decide.
 
 #include <cstddef>
 #include <cstdint>
