@@ -157,14 +157,15 @@ void AddedVocabulary::extract_and_normalize(std::string_view text, const Normali
       continue;
     }
     std::string piece(text.substr(span.first, span.second - span.first));
-    if (normalizer) normalizer->normalize(piece);
+    bool origin_kept = span.first == 0;
+    if (normalizer) normalizer->normalize(piece, origin_kept);
     find_matches(piece, normalized_trie_, norm);
     for (const auto& [nspan, nid] : norm) {
       if (nspan.second <= nspan.first) continue;
       Piece p;
       p.text = piece.substr(nspan.first, nspan.second - nspan.first);
       p.id = nid;
-      p.at_origin = span.first == 0 && nspan.first == 0;
+      p.at_origin = origin_kept && nspan.first == 0;
       out.push_back(std::move(p));
     }
   }

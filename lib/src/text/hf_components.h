@@ -59,6 +59,10 @@ class Normalizer {
  public:
   virtual ~Normalizer() = default;
   virtual void normalize(std::string& s) const = 0;
+  // The same, also clearing `origin_kept` when the first character of `s` was
+  // removed (HF tracks alignments; Metaspace's prepend_scheme "first" asks whether
+  // a piece still starts at byte 0 of the original text).
+  virtual void normalize(std::string& s, bool& origin_kept) const { normalize(s); }
 };
 
 class PreTokenizer {

@@ -34,9 +34,14 @@ class Replace final : public Normalizer {
       : pattern_(json_require(e, "pattern", ctx), json_path(ctx, "pattern")),
         content_(json_string(e, "content", ctx)) {}
   void normalize(std::string& s) const override {
+    bool ignored = true;
+    normalize(s, ignored);
+  }
+  void normalize(std::string& s, bool& origin_kept) const override {
     std::vector<Span> matches;
     pattern_.find_all(s, matches);
     if (matches.empty()) return;
+    if (content_.empty() && matches.front().first == 0 && matches.front().second > 0) origin_kept = false;
     std::string out;
     out.reserve(s.size() + matches.size() * content_.size());
     std::size_t prev = 0;
@@ -64,6 +69,16 @@ class Prepend final : public Normalizer {
  private:
   std::string prefix_;
 };
+
+bool first_is_white_space(const std::string& s) {
+  std::size_t i = 0;
+  return is_white_space(next_code_point(s, i));
+}
+
+bool first_is_nonspacing_mark(const std::string& s) {
+  std::size_t i = 0;
+  return !s.empty() && is_mark_nonspacing(next_code_point(s, i));
+}
 
 void strip_white_space(std::string& s, bool left, bool right) {
   std::size_t begin = 0, end = s.size();
@@ -93,6 +108,12 @@ class Strip final : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
   void normalize(std::string& s) const override { strip_white_space(s, left_, right_); }
+  void normalize(std::string& s, bool& origin_kept) const override {
+    const std::size_t before = s.size();
+    const bool starts_with_space = !s.empty() && first_is_white_space(s);
+    strip_white_space(s, left_, right_);
+    if (left_ && starts_with_space && s.size() != before) origin_kept = false;
+  }
 
  private:
   bool left_, right_;
@@ -113,6 +134,10 @@ void remove_nonspacing_marks(std::string& s) {
 class StripAccents final : public Normalizer {
  public:
   void normalize(std::string& s) const override { remove_nonspacing_marks(s); }
+  void normalize(std::string& s, bool& origin_kept) const override {
+    if (first_is_nonspacing_mark(s)) origin_kept = false;
+    remove_nonspacing_marks(s);
+  }
 };
 
 class ByteLevelNormalizer final : public Normalizer {
@@ -188,6 +213,9 @@ class SequenceNormalizer final : public Normalizer {
       : parts_(std::move(parts)) {}
   void normalize(std::string& s) const override {
     for (const auto& p : parts_) p->normalize(s);
+  }
+  void normalize(std::string& s, bool& origin_kept) const override {
+    for (const auto& p : parts_) p->normalize(s, origin_kept);
   }
 
  private:
