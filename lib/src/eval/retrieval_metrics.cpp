@@ -164,8 +164,8 @@ std::vector<double> evaluate_one(const std::unordered_map<std::string, std::int6
 
 void check_score(double score, const std::string& query, const std::string& doc) {
   if (!std::isfinite(score))
-    throw FormatError("retrieval evaluation: query '" + query + "', document '" + doc +
-                      "': score is not a finite number");
+    throw FormatError("retrieval evaluation: " + (query.empty() ? "" : "query '" + query + "', ") +
+                      "document '" + doc + "': score is not a finite number");
 }
 
 }  // namespace

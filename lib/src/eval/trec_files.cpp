@@ -3,16 +3,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <iostream>
-#include <iterator>
 #include <map>
-#include <sstream>
 #include <vector>
 
 #include "kalm/error.h"
 #include "kalm/io/json_writer.h"
+#include "kalm/io/zstd_stream.h"
 
 namespace kalm::eval {
 
@@ -67,18 +63,13 @@ double parse_score(std::string_view s, const std::string& name, std::size_t line
   return v;
 }
 
+// Plain or zstd (detected by magic bytes), file or stdin, as every kalm input.
 std::string read_all(const std::string& path) {
-  if (path == "-" || path.empty()) {
-    std::string data{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
-    if (std::cin.bad()) throw IoError(display_name(path) + ": read failed");
-    return data;
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path + ": cannot open: " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw IoError(path + ": read failed");
-  return ss.str();
+  io::InputStream in(path);
+  std::string data;
+  char buf[1 << 16];
+  while (const std::size_t n = in.read(buf, sizeof buf)) data.append(buf, n);
+  return data;
 }
 
 // Where each (qid, docid) was first seen, for duplicate messages.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -16,6 +18,7 @@
 #include "kalm/error.h"
 #include "kalm/eval/retrieval_metrics.h"
 #include "kalm/eval/trec_files.h"
+#include "kalm/io/zstd_stream.h"
 
 namespace {
 
@@ -216,6 +219,28 @@ DOCTEST_TEST_CASE("TREC file readers name file and line on bad input") {
   auto r = parse_run("q1 Q0 d1 1 -2.5e-3 tag extra fields\n", "x");
   DOCTEST_CHECK(r.at("q1").at("d1") == -2.5e-3);
   DOCTEST_CHECK(parse_run("", "x").empty());
+}
+
+DOCTEST_TEST_CASE("zstd-compressed qrels and runs read the same as plain ones") {
+  std::string dir = (std::filesystem::temp_directory_path() / "kalm-eval-test.XXXXXX").string();
+  DOCTEST_REQUIRE(::mkdtemp(dir.data()) != nullptr);
+  auto copy_zst = [&](const std::string& name) {
+    std::ifstream in(kDir + name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    kalm::io::OutputStream out(dir + "/" + name + ".zst");
+    out.write(ss.str());
+    out.finish();
+    return dir + "/" + name + ".zst";
+  };
+  const std::string qrels_zst = copy_zst("basic.qrels"), run_zst = copy_zst("basic.run");
+  const bool same_qrels = kalm::eval::read_qrels(qrels_zst) == kalm::eval::read_qrels(kDir + "basic.qrels");
+  const bool same_run = kalm::eval::read_run(run_zst) == kalm::eval::read_run(kDir + "basic.run");
+  DOCTEST_CHECK(same_qrels);
+  DOCTEST_CHECK(same_run);
+  DOCTEST_CHECK(kalm::eval::evaluate_trec_files(qrels_zst, run_zst, true) ==
+                kalm::eval::evaluate_trec_files(kDir + "basic.qrels", kDir + "basic.run", true));
+  std::filesystem::remove_all(dir);
 }
 
 DOCTEST_TEST_CASE("JSON report: trec_eval names, means under all, per-query objects") {

@@ -26,7 +26,7 @@ namespace kalm::eval {
 Qrels parse_qrels(std::string_view text, const std::string& name);
 Run parse_run(std::string_view text, const std::string& name);
 
-// Read a file ("-" = stdin).
+// Read a file ("-" = stdin), plain or zstd-compressed (detected by magic bytes).
 Qrels read_qrels(const std::string& path);
 Run read_run(const std::string& path);
 
