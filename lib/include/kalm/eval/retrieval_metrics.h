@@ -12,7 +12,11 @@
 //   score descending; equal scores are ordered by document id DESCENDING, as
 //   byte strings (trec_eval's comp_sim_docno returns strcmp(doc2, doc1)). So
 //   among tied docs "9" comes before "10" and "b" before "a".
-// - Scores are compared as doubles, exactly as parsed (strtod, like atof).
+// - Scores are rounded to float32 before sorting: trec_eval 9.0.8 stores them
+//   as C float (pytrec_eval and pytrec-eval-terrier, which mteb uses, bundle
+//   that code; trec_eval 10 switched to double). Scores equal in float32 tie
+//   and fall to the doc-id rule. mteb's MRR sorts the unrounded doubles (below).
+//   For embedding scores (float32 already) both orders are the same.
 //
 // Which queries are evaluated
 // - A query is evaluated when it is in the run and in the qrels (with any
@@ -49,18 +53,19 @@
 // - ndcg_cut_k: DCG of the first k ranks / ideal DCG of the first k ideal ranks.
 // - recip_rank: 1 / rank of the first relevant doc (0 if none), no cutoff.
 // - success_k: 1 if a relevant doc is in the first k ranks (mteb's hit_rate).
-// - num_ret, num_rel, num_rel_ret: counts (num_q only in the means).
+// - num_ret, num_rel, num_rel_ret: counts (num_q is added by the JSON report).
 // - mrr_at_k (mteb, not trec_eval; k ranges over `mrr_cutoffs`): 1 / rank of the
-//   first relevant doc within the first k ranks, else 0. Ranked with the same
-//   (score desc, doc id desc) order as trec_eval: mteb >= 2 sorts by
+//   first relevant doc within the first k ranks, else 0. Ranked by (score desc,
+//   doc id desc) like trec_eval but on unrounded doubles: mteb >= 2 sorts by
 //   (score, doc_id) reversed (mteb #5136). mteb 1.x broke ties by insertion
 //   order and divided by the number of qrels queries; kalm follows mteb 2.
 //   Relevance is qrels value >= relevance_level (mteb: > 0, the same at the
 //   default level 1).
 //
 // Thread safety: pure functions of their arguments.
-// Performance: O(R log R) per query for R retrieved docs; a 100k-doc run takes
-// milliseconds.
+// Performance: O(R log R) per query for R retrieved docs; 100 queries x 1000
+// docs evaluate in about 0.1 s (reading the two files: about 0.15 s) on a
+// 2-core VM.
 // Errors: UsageError for bad options (cutoffs <= 0 or duplicated,
 // relevance_level < 1); FormatError for a non-finite score (naming query and doc).
 
