@@ -1,7 +1,6 @@
 // SentencePiece .model files behind the Tokenizer interface, and training.
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
+// sentencepiece itself is reached through libkalm_spm (spm_library.h says why).
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 
@@ -9,28 +8,42 @@
 #include "kalm/io/atomic_file.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/text/unicode.h"
+#include "spm_library.h"
 #include "tokenizer_config.h"
 
 namespace kalm::text {
 
 namespace {
 
+// Frees a shim processor through the shim.
+struct ProcessorDeleter {
+  const detail::SpmLibrary* lib = nullptr;
+  void operator()(void* p) const {
+    if (p && lib) lib->free(p);
+  }
+};
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  SentencePieceTokenizer(const std::string& model_path, const detail::TokenizerConfig& config) {
+  SentencePieceTokenizer(const std::string& model_path, const detail::TokenizerConfig& config)
+      : lib_(detail::spm_library()) {
     source_ = model_path;
     const std::string bytes = detail::read_model_file(model_path);
-    const auto status = sp_.LoadFromSerializedProto(bytes);
-    if (!status.ok()) {
-      throw ModelError(model_path + ": not a SentencePiece model: " + status.ToString());
-    }
+    char err[512] = "";
+    void* handle = lib_.load(bytes.data(), bytes.size(), err, sizeof err);
+    if (!handle) throw ModelError(model_path + ": not a SentencePiece model: " + err);
+    sp_.reset(handle);
+    sp_.get_deleter().lib = &lib_;
+    piece_size_ = lib_.piece_size(sp_.get());
     const auto own = [&](int id) -> std::optional<int32_t> {
       return id >= 0 ? std::optional<int32_t>(id) : std::nullopt;
     };
-    bos_id_ = own(sp_.bos_id());
-    eos_id_ = own(sp_.eos_id());
-    pad_id_ = own(sp_.pad_id());
-    unk_id_ = own(sp_.unk_id());
+    int special[4];
+    lib_.special_ids(sp_.get(), special);
+    bos_id_ = own(special[0]);
+    eos_id_ = own(special[1]);
+    pad_id_ = own(special[2]);
+    unk_id_ = own(special[3]);
     const auto resolve = [&](const std::optional<std::string>& token, std::optional<int32_t>& slot,
                              const char* field) {
       if (!token) return;
@@ -56,9 +69,13 @@ class SentencePieceTokenizer final : public Tokenizer {
       throw UsageError("max_length " + std::to_string(*options.max_length) + " cannot hold the " +
                        std::to_string(n_special) + " special tokens of " + source_);
     }
-    std::vector<int> ids;
-    const auto status = sp_.Encode(std::string_view(text.data(), text.size()), &ids);
-    if (!status.ok()) throw FormatError("sentencepiece could not encode a text: " + status.ToString());
+    int* raw = nullptr;
+    std::size_t n = 0;
+    char err[512] = "";
+    if (lib_.encode(sp_.get(), text.data(), text.size(), &raw, &n, err, sizeof err) != 0)
+      throw FormatError(std::string("sentencepiece could not encode a text: ") + err);
+    std::vector<int> ids(raw, raw + n);
+    lib_.free_buffer(raw);
     Encoding enc;
     enc.ids.reserve(ids.size() + 2);
     if (options.add_special_tokens && add_bos_) enc.ids.push_back(*bos_id_);
@@ -75,33 +92,41 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::string decode(const std::vector<int32_t>& ids, bool skip_special) const override {
     std::vector<int> keep;
     keep.reserve(ids.size());
-    const int n = sp_.GetPieceSize();
     for (int32_t id : ids) {
-      if (id < 0 || id >= n) {
+      if (id < 0 || id >= piece_size_) {
         throw FormatError("cannot decode token id " + std::to_string(id) + ": not in the vocabulary of " +
                           source_);
       }
-      if (skip_special && sp_.IsControl(id)) continue;
+      if (skip_special && lib_.is_control(sp_.get(), id)) continue;
       keep.push_back(id);
     }
-    std::string text;
-    const auto status = sp_.Decode(keep, &text);
-    if (!status.ok()) throw FormatError("sentencepiece could not decode: " + status.ToString());
+    char* raw = nullptr;
+    std::size_t n = 0;
+    char err[512] = "";
+    if (lib_.decode(sp_.get(), keep.data(), keep.size(), &raw, &n, err, sizeof err) != 0)
+      throw FormatError(std::string("sentencepiece could not decode: ") + err);
+    std::string text(raw, n);
+    lib_.free_buffer(raw);
     return text;
   }
 
-  std::size_t vocab_size() const override { return static_cast<std::size_t>(sp_.GetPieceSize()); }
+  std::size_t vocab_size() const override { return static_cast<std::size_t>(piece_size_); }
 
   std::optional<int32_t> token_to_id(std::string_view token) const override {
-    const int id = sp_.PieceToId(std::string_view(token.data(), token.size()));
+    const int id = lib_.piece_to_id(sp_.get(), token.data(), token.size());
     // PieceToId answers unk_id for unknown pieces.
-    if (id < 0 || sp_.IdToPiece(id) != token) return std::nullopt;
+    if (id < 0 || id_to_token(id) != std::optional<std::string>(std::string(token))) return std::nullopt;
     return id;
   }
 
   std::optional<std::string> id_to_token(int32_t id) const override {
-    if (id < 0 || id >= sp_.GetPieceSize()) return std::nullopt;
-    return sp_.IdToPiece(id);
+    if (id < 0 || id >= piece_size_) return std::nullopt;
+    char* raw = nullptr;
+    std::size_t n = 0;
+    if (lib_.id_to_piece(sp_.get(), id, &raw, &n) != 0) return std::nullopt;
+    std::string piece(raw, n);
+    lib_.free_buffer(raw);
+    return piece;
   }
 
   std::size_t num_special_tokens_added() const override {
@@ -109,22 +134,11 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
  private:
-  sentencepiece::SentencePieceProcessor sp_;
+  const detail::SpmLibrary& lib_;
+  std::unique_ptr<void, ProcessorDeleter> sp_;
+  int piece_size_ = 0;
   bool add_bos_ = false;
   bool add_eos_ = false;
-};
-
-class VectorIterator final : public sentencepiece::SentenceIterator {
- public:
-  explicit VectorIterator(const std::vector<std::string>& texts) : texts_(texts) {}
-  bool done() const override { return i_ >= texts_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return texts_[i_]; }
-  sentencepiece::util::Status status() const override { return sentencepiece::util::Status(); }
-
- private:
-  const std::vector<std::string>& texts_;
-  std::size_t i_ = 0;
 };
 
 std::mutex& trainer_mutex() {
@@ -180,12 +194,27 @@ void train_sentencepiece(const std::vector<std::string>& texts, const SentencePi
   }
   std::string model;
   {
+    const auto& lib = detail::spm_library();
+    std::vector<const char*> text_ptrs, keys, values;
+    std::vector<std::size_t> text_lens;
+    for (const auto& t : texts) {
+      text_ptrs.push_back(t.data());
+      text_lens.push_back(t.size());
+    }
+    for (const auto& [k, v] : args) {
+      keys.push_back(k.c_str());
+      values.push_back(v.c_str());
+    }
     // The seed is process-global in sentencepiece: one training at a time.
     std::lock_guard<std::mutex> lock(trainer_mutex());
-    sentencepiece::SetRandomGeneratorSeed(o.seed);
-    VectorIterator it(texts);
-    const auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
-    if (!status.ok()) throw FormatError("sentencepiece training failed: " + status.ToString());
+    char* raw = nullptr;
+    std::size_t n = 0;
+    char err[1024] = "";
+    if (lib.train(text_ptrs.data(), text_lens.data(), text_ptrs.size(), keys.data(), values.data(), keys.size(),
+                  o.seed, &raw, &n, err, sizeof err) != 0)
+      throw FormatError(std::string("sentencepiece training failed: ") + err);
+    model.assign(raw, n);
+    lib.free_buffer(raw);
   }
   io::AtomicOutputFile out(out_model_path);
   out.write(model.data(), model.size());
