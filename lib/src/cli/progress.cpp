@@ -22,9 +22,9 @@ std::string format_seconds(double s) {
 
 std::string format_rate(double r) {
   char buf[64];
-  if (r >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM/s", r / 1e6);
-  else if (r >= 1e4) std::snprintf(buf, sizeof buf, "%.1fk/s", r / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.1f/s", r);
+  if (r >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", r / 1e6);
+  else if (r >= 1e4) std::snprintf(buf, sizeof buf, "%.1fk", r / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.1f", r);
   return buf;
 }
 
@@ -71,7 +71,7 @@ void Progress::draw(bool final_draw) {
   } else {
     os << done << ' ' << unit_;
   }
-  os << ", " << format_rate(rate) << "\x1b[K";
+  os << ", " << format_rate(rate) << ' ' << unit_ << "/s\x1b[K";
   std::fputs(os.str().c_str(), stderr);
   std::fflush(stderr);
 }

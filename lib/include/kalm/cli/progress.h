@@ -41,7 +41,8 @@ class Progress {
   std::mutex mutex_;
 };
 
-// "12.3 s", "4 min 05 s"; and throughput with SI suffixes ("12.3k/s").
+// "12.3 s", "4 min 05 s"; and a rate with SI suffixes ("12.3k"; the caller
+// appends the unit, e.g. " texts/s").
 std::string format_seconds(double seconds);
 std::string format_rate(double per_second);
 
