@@ -1,0 +1,213 @@
+#pragma once
+// The text encoder: Qwen2 and Gemma3 decoder stacks as torch::nn::Modules,
+// run as embedding models (no LM head, no KV cache).
+//
+// Semantics follow transformers' eager implementation in float32 (checked to
+// 1e-5 on L2-normalised embeddings by tests/unit/model/test_parity.cpp):
+//  - Qwen2: RMSNorm in float32 then cast back; RoPE (rotate_half, rope_theta);
+//    grouped-query attention with q/k/v bias; SwiGLU MLP; final norm.
+//  - Gemma3: embeddings times sqrt(hidden) rounded to the compute dtype;
+//    RMSNorm with (1 + weight); four norms per layer; q_norm / k_norm; GELU-tanh
+//    MLP; scores scaled by query_pre_attn_scalar^-0.5 (never softcapped: see
+//    ModelConfig::attn_logit_softcapping);
+//    sliding (local, rope_local_base_freq) and full (global, rope_theta with
+//    rope_scaling) layers.
+//  - Attention causal or bidirectional (ModelConfig::attention_window for the
+//    local layers' reach); padding keys are always masked, with a finite mask
+//    value, so a query row with nothing to attend to yields finite values that
+//    never reach real tokens.
+//
+// Inputs are right-padded: position ids are 0..L-1 for every row, so a row's
+// real tokens get the same positions as when run alone. forward() rejects a
+// left-padded mask (UsageError) rather than computing shifted positions.
+//
+// Internally q/k/v and gate/up projections are fused into one matrix each
+// (fewer, larger GEMMs); hf_tensors()/load_hf_tensors() speak transformers'
+// per-projection names so checkpoints stay interchangeable.
+//
+// Thread safety: forward() does not modify the module; several threads may
+// run it at once under torch::NoGradGuard. Loading, to() and set_attention()
+// need exclusive access.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kalm/model/config.h"
+#include "kalm/model/pooling.h"
+
+namespace kalm::model {
+
+// Qwen2 style: w * norm(x); Gemma style: (1 + w) * norm(x), both normalised in
+// float32 and returned in x's dtype. weight: [dim].
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(std::int64_t dim, double eps, bool one_plus_weight,
+              const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+  bool one_plus_weight_;
+};
+TORCH_MODULE(RMSNorm);
+
+// A linear map y = x W^T (+ b) whose parameters are allocated uninitialised
+// in the given dtype/device (torch::nn::Linear would random-initialise
+// billions of weights only to overwrite them). weight [out, in], bias [out].
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(std::int64_t in, std::int64_t out, bool bias, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined when there is none
+};
+TORCH_MODULE(Projection);
+
+// Token embedding table, weight [vocab, hidden], allocated like Projection.
+class EmbeddingTableImpl : public torch::nn::Module {
+ public:
+  EmbeddingTableImpl(std::int64_t vocab, std::int64_t dim, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& ids) const;  // [B, L] -> [B, L, dim]
+  torch::Tensor weight;
+};
+TORCH_MODULE(EmbeddingTable);
+
+// Self-attention with fused q/k/v. qkv_proj.weight: [(H + 2 K) * D, hidden].
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options);
+  // x [B, L, hidden]; cos/sin [L, D] in x's dtype; mask [B, 1, L, L] additive
+  // (0 keep, very negative drop) in x's dtype.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask) const;
+
+  Projection qkv_proj{nullptr};
+  Projection o_proj{nullptr};
+  RMSNorm q_norm{nullptr};  // Gemma3 only
+  RMSNorm k_norm{nullptr};
+
+ private:
+  std::int64_t heads_, kv_heads_, head_dim_;
+  double scale_;
+};
+TORCH_MODULE(Attention);
+
+// Gated MLP with fused gate/up: down(act(gate(x)) * up(x)).
+// gate_up_proj.weight: [2 * intermediate, hidden] (gate rows first).
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(const ModelConfig& config, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+  Projection gate_up_proj{nullptr};
+  Projection down_proj{nullptr};
+
+ private:
+  bool gelu_tanh_;
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& config, std::int64_t layer,
+                   const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask) const;
+  bool sliding() const { return sliding_; }
+
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr};
+  RMSNorm post_attention_layernorm{nullptr};
+  RMSNorm pre_feedforward_layernorm{nullptr};   // Gemma3 only
+  RMSNorm post_feedforward_layernorm{nullptr};  // Gemma3 only
+
+ private:
+  bool gemma_;
+  bool sliding_;
+};
+TORCH_MODULE(DecoderLayer);
+
+// One transformers tensor the encoder holds: name without prefix
+// ("layers.0.self_attn.q_proj.weight") and its shape.
+struct HfTensorSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+};
+
+class EncoderImpl : public torch::nn::Module {
+ public:
+  // Parameters are allocated uninitialised with `options` (dtype, device);
+  // load_hf_tensors() or init_parameters() fills them. Throws ModelError for
+  // an invalid config.
+  EncoderImpl(ModelConfig config, AttentionMode attention,
+              const torch::TensorOptions& options = torch::TensorOptions().dtype(torch::kFloat));
+
+  // Random weights (normal, std 0.02; norms neutral), reproducible from
+  // `seed` on any device: for tests and for training from scratch.
+  void init_parameters(std::uint64_t seed);
+
+  // input_ids [B, L] integer (token ids in [0, vocab_size)); attention_mask
+  // [B, L], nonzero = token, right-padded. Returns the last hidden state
+  // [B, L, hidden] in the parameters' dtype on their device. Values at padded
+  // positions are unspecified (finite). Inputs are moved to the parameters'
+  // device; ids at padded positions are ignored. Throws UsageError for bad
+  // shapes, ids out of range at token positions, or a left-padded mask.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
+
+  // forward + pool + L2-normalise (+ Matryoshka truncation when dim is set):
+  // [B, D] float32.
+  torch::Tensor embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                      Pooling pooling, bool normalize = true,
+                      std::optional<std::int64_t> dim = std::nullopt) const;
+
+  // The additive masks forward() uses, [B, 1, L, L] in `dtype`: 0 where query
+  // i may attend to key j, the dtype's lowest value elsewhere. Exposed for
+  // tests. `sliding` selects the local layers' mask.
+  torch::Tensor attention_mask_for(const torch::Tensor& attention_mask, bool sliding,
+                                   torch::ScalarType dtype) const;
+
+  // Every tensor transformers' base model holds, in transformers' order.
+  std::vector<HfTensorSpec> hf_tensor_specs() const;
+  // Copies tensors named as in hf_tensor_specs() (any floating dtype/device)
+  // into the parameters, converting dtype and device. Throws ModelError naming
+  // `source` and the tensor when one is missing or has the wrong shape.
+  void load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors,
+                       const std::string& source);
+  // The parameters under transformers' names (q/k/v and gate/up split again),
+  // as views or copies in the parameters' dtype and device.
+  std::vector<std::pair<std::string, torch::Tensor>> hf_tensors() const;
+
+  const ModelConfig& config() const { return config_; }
+  AttentionMode attention() const { return attention_; }
+  void set_attention(AttentionMode mode) { attention_ = mode; }
+  torch::ScalarType dtype() const;
+  torch::Device device() const;
+  std::int64_t hidden_size() const { return config_.hidden_size; }
+
+  EmbeddingTable embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+
+ private:
+  // cos/sin [L, D] in float32 for a RoPE base and position divisor.
+  std::pair<torch::Tensor, torch::Tensor> rope(std::int64_t length, double base, double factor,
+                                               const torch::Device& device) const;
+
+  ModelConfig config_;
+  AttentionMode attention_;
+  std::vector<DecoderLayer> layer_list_;
+};
+TORCH_MODULE(Encoder);
+
+// "f32" / "float32" -> kFloat, "bf16" / "bfloat16" -> kBFloat16; UsageError otherwise.
+torch::ScalarType parse_compute_dtype(const std::string& name);
+
+}  // namespace kalm::model

@@ -1,0 +1,455 @@
+#include "kalm/model/transformer.h"
+
+#include <cmath>
+#include <limits>
+
+#include "kalm/error.h"
+
+namespace kalm::model {
+
+namespace {
+
+std::string shape_str(torch::IntArrayRef shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// transformers masks with torch.finfo(dtype).min: finite, so a query with
+// nothing to attend to gets a uniform (finite) row instead of NaN.
+double mask_value(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat: return std::numeric_limits<float>::lowest();
+    case torch::kDouble: return std::numeric_limits<double>::lowest();
+    case torch::kBFloat16: return static_cast<float>(std::numeric_limits<c10::BFloat16>::lowest());
+    case torch::kHalf: return static_cast<float>(std::numeric_limits<c10::Half>::lowest());
+    default: throw UsageError(std::string("unsupported compute dtype ") + c10::toString(dtype));
+  }
+}
+
+// rotate_half: (x1, x2) -> (-x2, x1) over the last dim.
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+// ---- building blocks -------------------------------------------------------
+
+ProjectionImpl::ProjectionImpl(std::int64_t in, std::int64_t out, bool with_bias,
+                               const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({out, in}, options));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out}, options));
+}
+
+torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) const {
+  return torch::linear(x, weight, bias);
+}
+
+EmbeddingTableImpl::EmbeddingTableImpl(std::int64_t vocab, std::int64_t dim,
+                                       const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, options));
+}
+
+torch::Tensor EmbeddingTableImpl::forward(const torch::Tensor& ids) const {
+  return torch::embedding(weight, ids);
+}
+
+RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps, bool one_plus_weight,
+                         const torch::TensorOptions& options)
+    : eps_(eps), one_plus_weight_(one_plus_weight) {
+  weight = register_parameter("weight", torch::empty({dim}, options));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
+  const torch::Tensor xf = x.to(torch::kFloat);
+  const torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  // The two families round at different points (transformers PR 29402):
+  // Gemma multiplies in float32 then casts, Qwen2 casts then multiplies.
+  if (one_plus_weight_) return (normed * (weight.to(torch::kFloat) + 1.0)).to(x.scalar_type());
+  return weight * normed.to(x.scalar_type());
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& options)
+    : heads_(c.num_attention_heads),
+      kv_heads_(c.num_key_value_heads),
+      head_dim_(c.head_dim),
+      scale_(c.attention_scale()) {
+  const bool gemma = c.architecture == Architecture::Gemma3;
+  const bool qkv_bias = gemma ? c.attention_bias : true;
+  const bool o_bias = gemma ? c.attention_bias : false;
+  qkv_proj = register_module(
+      "qkv_proj", Projection(c.hidden_size, (heads_ + 2 * kv_heads_) * head_dim_, qkv_bias, options));
+  o_proj = register_module("o_proj", Projection(heads_ * head_dim_, c.hidden_size, o_bias, options));
+  if (gemma) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps, true, options));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps, true, options));
+  }
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, const torch::Tensor& mask) const {
+  const int64_t B = x.size(0), L = x.size(1), D = head_dim_;
+  const int64_t H = heads_, K = kv_heads_, rep = H / K;
+  const auto parts = qkv_proj->forward(x).split({H * D, K * D, K * D}, -1);
+  torch::Tensor q = parts[0].view({B, L, H, D});
+  torch::Tensor k = parts[1].view({B, L, K, D});
+  torch::Tensor v = parts[2].view({B, L, K, D});
+  if (q_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  const torch::Tensor c = cos.view({1, L, 1, D});
+  const torch::Tensor s = sin.view({1, L, 1, D});
+  q = q * c + rotate_half(q) * s;
+  k = k * c + rotate_half(k) * s;
+
+  // Grouped-query attention without repeating K/V: the `rep` query heads that
+  // share a KV head are stacked along the row axis, one GEMM per KV head.
+  q = q.transpose(1, 2).contiguous().view({B, K, rep * L, D});
+  k = k.transpose(1, 2);  // [B, K, L, D]
+  v = v.transpose(1, 2);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale_;  // [B, K, rep*L, L]
+  scores = scores.view({B, K, rep, L, L}) + mask.view({B, 1, 1, L, L});
+  const torch::Tensor probs =
+      torch::softmax(scores, -1, torch::kFloat).to(x.scalar_type()).view({B, K, rep * L, L});
+  const torch::Tensor out = torch::matmul(probs, v)  // [B, K, rep*L, D]
+                                .view({B, H, L, D})
+                                .transpose(1, 2)
+                                .reshape({B, L, H * D});
+  return o_proj->forward(out);
+}
+
+MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& options)
+    : gelu_tanh_(c.hidden_activation == "gelu_pytorch_tanh") {
+  gate_up_proj = register_module(
+      "gate_up_proj", Projection(c.hidden_size, 2 * c.intermediate_size, false, options));
+  down_proj = register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, false, options));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) const {
+  const auto gate_up = gate_up_proj->forward(x).chunk(2, -1);
+  const torch::Tensor act = gelu_tanh_ ? torch::gelu(gate_up[0], "tanh") : torch::silu(gate_up[0]);
+  return down_proj->forward(act * gate_up[1]);
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::int64_t layer,
+                                   const torch::TensorOptions& options)
+    : gemma_(c.architecture == Architecture::Gemma3),
+      sliding_(c.layer_types.at(static_cast<std::size_t>(layer)) == LayerAttention::Sliding) {
+  self_attn = register_module("self_attn", Attention(c, options));
+  mlp = register_module("mlp", Mlp(c, options));
+  const double eps = c.rms_norm_eps;
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, eps, gemma_, options));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, eps, gemma_, options));
+  if (gemma_) {
+    pre_feedforward_layernorm =
+        register_module("pre_feedforward_layernorm", RMSNorm(c.hidden_size, eps, true, options));
+    post_feedforward_layernorm =
+        register_module("post_feedforward_layernorm", RMSNorm(c.hidden_size, eps, true, options));
+  }
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin, const torch::Tensor& mask) const {
+  if (!gemma_) {
+    torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask);
+    return h + mlp->forward(post_attention_layernorm->forward(h));
+  }
+  torch::Tensor h = post_attention_layernorm->forward(
+      self_attn->forward(input_layernorm->forward(x), cos, sin, mask));
+  h = x + h;
+  return h + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(h)));
+}
+
+// ---- the encoder -----------------------------------------------------------
+
+EncoderImpl::EncoderImpl(ModelConfig config, AttentionMode attention,
+                         const torch::TensorOptions& options)
+    : config_(std::move(config)), attention_(attention) {
+  validate_config(config_);
+  const auto& c = config_;
+  const bool gemma = c.architecture == Architecture::Gemma3;
+  embed_tokens = register_module("embed_tokens", EmbeddingTable(c.vocab_size, c.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layer_list_.push_back(DecoderLayer(c, i, options));
+    layers->push_back(layer_list_.back());
+  }
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, gemma, options));
+}
+
+torch::ScalarType EncoderImpl::dtype() const { return embed_tokens->weight.scalar_type(); }
+torch::Device EncoderImpl::device() const { return embed_tokens->weight.device(); }
+
+void EncoderImpl::init_parameters(std::uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const bool gemma = config_.architecture == Architecture::Gemma3;
+  for (auto& item : named_parameters()) {
+    torch::Tensor& p = item.value();
+    const std::string& name = item.key();
+    torch::Tensor value;
+    if (name.size() >= 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0) {
+      value = gemma ? torch::zeros(p.sizes()) : torch::ones(p.sizes());
+    } else if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      value = torch::zeros(p.sizes());
+    } else {
+      value = at::normal(0.0, 0.02, p.sizes(), gen);
+    }
+    p.copy_(value);
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> EncoderImpl::rope(std::int64_t length, double base,
+                                                          double factor,
+                                                          const torch::Device& device) const {
+  // As transformers: inv_freq = 1 / base^(2i/D) in float32, divided by the
+  // linear factor, times integer positions; cos/sin in float32.
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  const int64_t D = config_.head_dim;
+  torch::Tensor exponent =
+      torch::arange(0, D, 2, torch::TensorOptions().dtype(torch::kLong).device(device)).to(torch::kFloat) /
+      static_cast<double>(D);
+  torch::Tensor inv_freq = torch::pow(base, exponent).reciprocal();
+  if (factor != 1.0) inv_freq = inv_freq / factor;
+  const torch::Tensor freqs = torch::outer(torch::arange(length, f32), inv_freq);  // [L, D/2]
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor EncoderImpl::attention_mask_for(const torch::Tensor& attention_mask, bool sliding,
+                                              torch::ScalarType dtype) const {
+  const torch::Tensor valid = attention_mask.ne(0);
+  const int64_t B = valid.size(0), L = valid.size(1);
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(valid.device());
+  const torch::Tensor pos = torch::arange(L, long_opts);
+  const torch::Tensor i = pos.view({L, 1});  // query
+  const torch::Tensor j = pos.view({1, L});  // key
+  torch::Tensor allowed = valid.view({B, 1, 1, L});
+  const auto window = config_.attention_window(attention_);
+  if (attention_ == AttentionMode::Causal) {
+    torch::Tensor rel = j <= i;
+    if (sliding && window) rel = rel & ((i - j) < *window);
+    allowed = allowed & rel;
+  } else if (sliding && window) {
+    allowed = allowed & ((i - j).abs() < *window);
+  }
+  allowed = allowed.expand({B, 1, L, L});
+  return torch::zeros({B, 1, L, L}, torch::TensorOptions().dtype(dtype).device(valid.device()))
+      .masked_fill_(allowed.logical_not(), mask_value(dtype));
+}
+
+torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
+                                   const torch::Tensor& attention_mask) const {
+  if (input_ids.dim() != 2 || attention_mask.sizes() != input_ids.sizes())
+    throw UsageError("model input: input_ids " + shape_str(input_ids.sizes()) + " and attention_mask " +
+                     shape_str(attention_mask.sizes()) + " must both be [batch, length]");
+  if (!c10::isIntegralType(input_ids.scalar_type(), /*includeBool=*/false))
+    throw UsageError(std::string("model input: input_ids must be integers, got ") +
+                     c10::toString(input_ids.scalar_type()));
+  const int64_t B = input_ids.size(0), L = input_ids.size(1);
+  if (B == 0 || L == 0) throw UsageError("model input: empty batch " + shape_str(input_ids.sizes()));
+  const torch::Device dev = device();
+  const torch::ScalarType dt = dtype();
+
+  const torch::Tensor valid = attention_mask.to(dev).ne(0);
+  const torch::Tensor ids = input_ids.to(dev, torch::kLong).masked_fill(valid.logical_not(), 0);
+  // One host sync for all input checks.
+  const torch::Tensor checks =
+      torch::stack({(ids < 0).any(), (ids >= config_.vocab_size).any(),
+                    (valid.narrow(1, 1, L - 1) & valid.narrow(1, 0, L - 1).logical_not()).any()})
+          .cpu();
+  const bool* bad = checks.data_ptr<bool>();
+  if (bad[0] || bad[1]) {
+    const torch::Tensor out_of_range = ((ids < 0) | (ids >= config_.vocab_size)).nonzero();
+    const int64_t row = out_of_range.index({0, 0}).item<int64_t>();
+    const int64_t col = out_of_range.index({0, 1}).item<int64_t>();
+    throw UsageError("model input: token id " + std::to_string(ids.index({row, col}).item<int64_t>()) +
+                     " at sequence " + std::to_string(row) + ", position " + std::to_string(col) +
+                     " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
+  }
+  if (bad[2])
+    throw UsageError("model input: attention_mask is not right-padded (a token follows padding); "
+                     "kalm pads on the right so that positions start at 0");
+
+  torch::Tensor h = embed_tokens->forward(ids);
+  if (config_.scales_embeddings()) {
+    // sqrt(hidden) rounded to float32, then to the compute dtype, as transformers.
+    const float scale = static_cast<float>(std::sqrt(static_cast<double>(config_.hidden_size)));
+    h = h * torch::scalar_tensor(scale, torch::TensorOptions().dtype(torch::kFloat).device(dev)).to(dt);
+  }
+
+  const bool gemma = config_.architecture == Architecture::Gemma3;
+  auto global = rope(L, config_.rope_theta, config_.rope_scaling.factor, dev);
+  torch::Tensor cos_global = global.first.to(dt), sin_global = global.second.to(dt);
+  torch::Tensor cos_local, sin_local, mask_local;
+  const torch::Tensor mask_full = attention_mask_for(valid, false, dt);
+  bool any_sliding = false;
+  for (const auto& layer : layer_list_) any_sliding = any_sliding || layer->sliding();
+  if (gemma && any_sliding) {
+    auto local = rope(L, config_.rope_local_base_freq, 1.0, dev);
+    cos_local = local.first.to(dt);
+    sin_local = local.second.to(dt);
+    mask_local = attention_mask_for(valid, true, dt);
+  }
+  for (const auto& layer : layer_list_) {
+    if (layer->sliding())
+      h = layer->forward(h, cos_local, sin_local, mask_local);
+    else
+      h = layer->forward(h, cos_global, sin_global, mask_full);
+  }
+  return norm->forward(h);
+}
+
+torch::Tensor EncoderImpl::embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                 Pooling pooling, bool normalize, std::optional<std::int64_t> dim) const {
+  torch::Tensor pooled = pool(forward(input_ids, attention_mask), attention_mask, pooling);
+  if (dim) return matryoshka(pooled, *dim);
+  return normalize ? l2_normalize(pooled) : pooled;
+}
+
+// ---- transformers' names ---------------------------------------------------
+
+std::vector<HfTensorSpec> EncoderImpl::hf_tensor_specs() const {
+  const auto& c = config_;
+  const bool gemma = c.architecture == Architecture::Gemma3;
+  const bool qkv_bias = gemma ? c.attention_bias : true;
+  const bool o_bias = gemma && c.attention_bias;
+  const int64_t Hd = c.hidden_size, D = c.head_dim, q = c.num_attention_heads * D,
+                kv = c.num_key_value_heads * D, I = c.intermediate_size;
+  std::vector<HfTensorSpec> specs;
+  specs.push_back({"embed_tokens.weight", {c.vocab_size, Hd}});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    specs.push_back({p + "self_attn.q_proj.weight", {q, Hd}});
+    if (qkv_bias) specs.push_back({p + "self_attn.q_proj.bias", {q}});
+    specs.push_back({p + "self_attn.k_proj.weight", {kv, Hd}});
+    if (qkv_bias) specs.push_back({p + "self_attn.k_proj.bias", {kv}});
+    specs.push_back({p + "self_attn.v_proj.weight", {kv, Hd}});
+    if (qkv_bias) specs.push_back({p + "self_attn.v_proj.bias", {kv}});
+    specs.push_back({p + "self_attn.o_proj.weight", {Hd, q}});
+    if (o_bias) specs.push_back({p + "self_attn.o_proj.bias", {Hd}});
+    if (gemma) {
+      specs.push_back({p + "self_attn.q_norm.weight", {D}});
+      specs.push_back({p + "self_attn.k_norm.weight", {D}});
+    }
+    specs.push_back({p + "mlp.gate_proj.weight", {I, Hd}});
+    specs.push_back({p + "mlp.up_proj.weight", {I, Hd}});
+    specs.push_back({p + "mlp.down_proj.weight", {Hd, I}});
+    specs.push_back({p + "input_layernorm.weight", {Hd}});
+    specs.push_back({p + "post_attention_layernorm.weight", {Hd}});
+    if (gemma) {
+      specs.push_back({p + "pre_feedforward_layernorm.weight", {Hd}});
+      specs.push_back({p + "post_feedforward_layernorm.weight", {Hd}});
+    }
+  }
+  specs.push_back({"norm.weight", {Hd}});
+  return specs;
+}
+
+void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors,
+                                  const std::string& source) {
+  for (const auto& spec : hf_tensor_specs()) {
+    auto it = tensors.find(spec.name);
+    if (it == tensors.end() || !it->second.defined())
+      throw ModelError(display_name(source) + ": missing tensor '" + spec.name + "' (expected shape " +
+                       shape_str(spec.shape) + ")");
+    if (it->second.sizes() != torch::IntArrayRef(spec.shape))
+      throw ModelError(display_name(source) + ": tensor '" + spec.name + "' has shape " +
+                       shape_str(it->second.sizes()) + ", expected " + shape_str(spec.shape));
+    if (!torch::isFloatingType(it->second.scalar_type()))
+      throw ModelError(display_name(source) + ": tensor '" + spec.name + "' has non-floating dtype " +
+                       c10::toString(it->second.scalar_type()));
+  }
+  torch::NoGradGuard no_grad;
+  auto get = [&](const std::string& name) -> const torch::Tensor& { return tensors.at(name); };
+  auto fuse = [&](torch::Tensor& dst, std::initializer_list<std::string> names) {
+    int64_t row = 0;
+    for (const auto& n : names) {
+      const torch::Tensor& src = get(n);
+      dst.narrow(0, row, src.size(0)).copy_(src);
+      row += src.size(0);
+    }
+  };
+  embed_tokens->weight.copy_(get("embed_tokens.weight"));
+  const bool gemma = config_.architecture == Architecture::Gemma3;
+  for (std::size_t i = 0; i < layer_list_.size(); ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    auto& layer = layer_list_[i];
+    auto& attn = layer->self_attn;
+    fuse(attn->qkv_proj->weight,
+         {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"});
+    if (attn->qkv_proj->bias.defined())
+      fuse(attn->qkv_proj->bias,
+           {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"});
+    attn->o_proj->weight.copy_(get(p + "self_attn.o_proj.weight"));
+    if (attn->o_proj->bias.defined()) attn->o_proj->bias.copy_(get(p + "self_attn.o_proj.bias"));
+    if (gemma) {
+      attn->q_norm->weight.copy_(get(p + "self_attn.q_norm.weight"));
+      attn->k_norm->weight.copy_(get(p + "self_attn.k_norm.weight"));
+    }
+    fuse(layer->mlp->gate_up_proj->weight, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+    layer->mlp->down_proj->weight.copy_(get(p + "mlp.down_proj.weight"));
+    layer->input_layernorm->weight.copy_(get(p + "input_layernorm.weight"));
+    layer->post_attention_layernorm->weight.copy_(get(p + "post_attention_layernorm.weight"));
+    if (gemma) {
+      layer->pre_feedforward_layernorm->weight.copy_(get(p + "pre_feedforward_layernorm.weight"));
+      layer->post_feedforward_layernorm->weight.copy_(get(p + "post_feedforward_layernorm.weight"));
+    }
+  }
+  norm->weight.copy_(get("norm.weight"));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::hf_tensors() const {
+  const auto& c = config_;
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim,
+                I = c.intermediate_size;
+  const bool gemma = c.architecture == Architecture::Gemma3;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.emplace_back("embed_tokens.weight", embed_tokens->weight.detach());
+  for (std::size_t i = 0; i < layer_list_.size(); ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    const auto& layer = layer_list_[i];
+    const auto& attn = layer->self_attn;
+    const auto w = attn->qkv_proj->weight.detach().split({q, kv, kv}, 0);
+    const bool has_bias = attn->qkv_proj->bias.defined();
+    std::vector<torch::Tensor> b;
+    if (has_bias) b = attn->qkv_proj->bias.detach().split({q, kv, kv}, 0);
+    const char* names[] = {"q", "k", "v"};
+    for (int j = 0; j < 3; ++j) {
+      out.emplace_back(p + "self_attn." + names[j] + "_proj.weight", w[j]);
+      if (has_bias) out.emplace_back(p + "self_attn." + names[j] + "_proj.bias", b[j]);
+    }
+    out.emplace_back(p + "self_attn.o_proj.weight", attn->o_proj->weight.detach());
+    if (attn->o_proj->bias.defined())
+      out.emplace_back(p + "self_attn.o_proj.bias", attn->o_proj->bias.detach());
+    if (gemma) {
+      out.emplace_back(p + "self_attn.q_norm.weight", attn->q_norm->weight.detach());
+      out.emplace_back(p + "self_attn.k_norm.weight", attn->k_norm->weight.detach());
+    }
+    const auto gu = layer->mlp->gate_up_proj->weight.detach().split({I, I}, 0);
+    out.emplace_back(p + "mlp.gate_proj.weight", gu[0]);
+    out.emplace_back(p + "mlp.up_proj.weight", gu[1]);
+    out.emplace_back(p + "mlp.down_proj.weight", layer->mlp->down_proj->weight.detach());
+    out.emplace_back(p + "input_layernorm.weight", layer->input_layernorm->weight.detach());
+    out.emplace_back(p + "post_attention_layernorm.weight", layer->post_attention_layernorm->weight.detach());
+    if (gemma) {
+      out.emplace_back(p + "pre_feedforward_layernorm.weight", layer->pre_feedforward_layernorm->weight.detach());
+      out.emplace_back(p + "post_feedforward_layernorm.weight",
+                       layer->post_feedforward_layernorm->weight.detach());
+    }
+  }
+  out.emplace_back("norm.weight", norm->weight.detach());
+  return out;
+}
+
+torch::ScalarType parse_compute_dtype(const std::string& name) {
+  if (name == "f32" || name == "float32") return torch::kFloat;
+  if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
+  throw UsageError("unknown compute dtype \"" + name + "\" (choose f32 or bf16)");
+}
+
+}  // namespace kalm::model

@@ -1,0 +1,184 @@
+// The encoder module itself: attention masks, padding safety, input checks,
+// transformers' tensor names.
+
+#include <doctest/doctest.h>
+
+#include "kalm/error.h"
+#include "kalm/model/checkpoint.h"
+#include "kalm/model/transformer.h"
+#include "model_test_util.h"
+
+using kalm::model::AttentionMode;
+using kalm::model::Encoder;
+using kalm::model::LayerAttention;
+using kalm::model::ModelConfig;
+using kalm::model::Pooling;
+
+namespace {
+
+ModelConfig tiny_gemma(std::int64_t window) {
+  return kalm::model::parse_config_json(
+      R"({"model_type": "gemma3_text", "hidden_size": 16, "intermediate_size": 32,
+          "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+          "head_dim": 8, "vocab_size": 40, "query_pre_attn_scalar": 8,
+          "layer_types": ["sliding_attention", "full_attention"], "sliding_window": )" +
+          std::to_string(window) + "}",
+      "tiny");
+}
+
+ModelConfig tiny_qwen2() {
+  return kalm::model::parse_config_json(
+      R"({"model_type": "qwen2", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40})",
+      "tiny");
+}
+
+// allowed[i][j] of batch row b, from the additive mask.
+bool allowed(const torch::Tensor& mask, int64_t b, int64_t i, int64_t j) {
+  return mask[b][0][i][j].item<float>() == 0.0f;
+}
+
+}  // namespace
+
+DOCTEST_TEST_CASE("transformer: causal masks, with and without a sliding window") {
+  Encoder enc(tiny_gemma(3), AttentionMode::Causal);
+  const torch::Tensor pad = torch::tensor({{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}});
+  const torch::Tensor full = enc->attention_mask_for(pad, false, torch::kFloat);
+  const torch::Tensor local = enc->attention_mask_for(pad, true, torch::kFloat);
+  DOCTEST_REQUIRE((full.sizes() == torch::IntArrayRef({2, 1, 6, 6})));
+  for (int64_t i = 0; i < 6; ++i)
+    for (int64_t j = 0; j < 6; ++j) {
+      DOCTEST_CHECK(allowed(full, 0, i, j) == (j <= i));
+      DOCTEST_CHECK(allowed(local, 0, i, j) == (j <= i && i - j < 3));
+      DOCTEST_CHECK(allowed(full, 1, i, j) == (j <= i && j < 4));
+    }
+  DOCTEST_CHECK(full.min().item<float>() == std::numeric_limits<float>::lowest());
+  DOCTEST_CHECK(torch::isfinite(full).all().item<bool>());
+}
+
+DOCTEST_TEST_CASE("transformer: bidirectional masks follow transformers' Gemma3 window") {
+  Encoder enc(tiny_gemma(6), AttentionMode::Bidirectional);  // |i - j| < 6 / 2 + 1 = 4
+  const torch::Tensor pad = torch::tensor({{1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 0, 0, 0, 0}});
+  const torch::Tensor full = enc->attention_mask_for(pad, false, torch::kBFloat16);
+  const torch::Tensor local = enc->attention_mask_for(pad, true, torch::kBFloat16);
+  DOCTEST_CHECK((full.scalar_type() == torch::kBFloat16));
+  for (int64_t i = 0; i < 9; ++i)
+    for (int64_t j = 0; j < 9; ++j) {
+      DOCTEST_CHECK(allowed(full, 0, i, j));
+      DOCTEST_CHECK(allowed(full, 1, i, j) == (j < 5));
+      DOCTEST_CHECK(allowed(local, 0, i, j) == (std::abs(i - j) < 4));
+      DOCTEST_CHECK(allowed(local, 1, i, j) == (std::abs(i - j) < 4 && j < 5));
+    }
+}
+
+DOCTEST_TEST_CASE("transformer: padding never produces NaN, even for rows that see nothing") {
+  torch::NoGradGuard no_grad;
+  for (AttentionMode mode : {AttentionMode::Causal, AttentionMode::Bidirectional}) {
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+      Encoder enc(tiny_gemma(2), mode, torch::TensorOptions().dtype(dtype));
+      enc->init_parameters(7);
+      // Row 1: padded queries 8.. are more than the window away from any token;
+      // row 2 is all padding (allowed in forward, refused by pooling).
+      const torch::Tensor ids = torch::randint(0, 40, {3, 12}, torch::kLong);
+      torch::Tensor mask = torch::ones({3, 12}, torch::kLong);
+      mask[1].narrow(0, 3, 9).zero_();
+      mask[2].zero_();
+      const torch::Tensor h = enc->forward(ids, mask);
+      DOCTEST_CHECK(torch::isfinite(h.to(torch::kFloat)).all().item<bool>());
+      DOCTEST_CHECK_THROWS_AS(enc->embed(ids, mask, Pooling::Mean), kalm::UsageError);
+      const torch::Tensor emb = enc->embed(ids.narrow(0, 0, 2), mask.narrow(0, 0, 2), Pooling::Mean);
+      DOCTEST_CHECK(torch::isfinite(emb).all().item<bool>());
+    }
+  }
+}
+
+DOCTEST_TEST_CASE("transformer: bad inputs are usage errors") {
+  torch::NoGradGuard no_grad;
+  Encoder enc(tiny_qwen2(), AttentionMode::Causal);
+  enc->init_parameters(1);
+  const torch::Tensor ids = torch::randint(0, 40, {2, 5}, torch::kLong);
+  const torch::Tensor mask = torch::ones({2, 5}, torch::kLong);
+  DOCTEST_CHECK_THROWS_AS(enc->forward(ids, torch::ones({2, 4})), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(enc->forward(ids[0], mask[0]), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(enc->forward(ids.to(torch::kFloat), mask), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(enc->forward(torch::zeros({0, 5}, torch::kLong), torch::zeros({0, 5})), kalm::UsageError);
+  torch::Tensor big = ids.clone();
+  big[1][2] = 40;
+  try {
+    enc->forward(big, mask);
+    DOCTEST_FAIL("expected UsageError");
+  } catch (const kalm::UsageError& e) {
+    const std::string msg = e.what();
+    DOCTEST_CHECK(msg.find("token id 40 at sequence 1, position 2") != std::string::npos);
+  }
+  torch::Tensor negative = ids.clone();
+  negative[0][0] = -1;
+  DOCTEST_CHECK_THROWS_AS(enc->forward(negative, mask), kalm::UsageError);
+  const torch::Tensor left = torch::tensor({{0, 1, 1, 1, 1}, {1, 1, 1, 1, 1}});
+  DOCTEST_CHECK_THROWS_AS(enc->forward(ids, left), kalm::UsageError);
+  // int32 ids and a bool mask are fine.
+  const torch::Tensor h = enc->forward(ids.to(torch::kInt), mask.to(torch::kBool));
+  DOCTEST_CHECK((h.sizes() == torch::IntArrayRef({2, 5, 16})));
+}
+
+DOCTEST_TEST_CASE("transformer: init_parameters is reproducible and neutral in the norms") {
+  Encoder a(tiny_gemma(4), AttentionMode::Causal), b(tiny_gemma(4), AttentionMode::Causal);
+  a->init_parameters(42);
+  b->init_parameters(42);
+  const auto pa = a->named_parameters(), pb = b->named_parameters();
+  DOCTEST_REQUIRE(pa.size() == pb.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) DOCTEST_CHECK(torch::equal(pa[i].value(), pb[i].value()));
+  DOCTEST_CHECK(a->norm->weight.abs().sum().item<float>() == 0.0f);  // Gemma: (1 + w)
+  Encoder q(tiny_qwen2(), AttentionMode::Causal);
+  q->init_parameters(42);
+  DOCTEST_CHECK(q->norm->weight.sum().item<float>() == 16.0f);
+}
+
+DOCTEST_TEST_CASE("transformer: transformers' tensor names and shapes, fused internally") {
+  Encoder enc(tiny_qwen2(), AttentionMode::Causal);
+  enc->init_parameters(3);
+  const auto specs = enc->hf_tensor_specs();
+  const auto tensors = enc->hf_tensors();
+  DOCTEST_REQUIRE(specs.size() == tensors.size());
+  DOCTEST_CHECK(specs.size() == 1 + 2 * 12 + 1);  // embed, 12 per Qwen2 layer, norm
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    DOCTEST_CHECK(specs[i].name == tensors[i].first);
+    DOCTEST_CHECK((tensors[i].second.sizes() == torch::IntArrayRef(specs[i].shape)));
+  }
+  DOCTEST_CHECK(specs[1].name == "layers.0.self_attn.q_proj.weight");
+  DOCTEST_CHECK(specs[1].shape == std::vector<std::int64_t>{16, 16});
+  DOCTEST_CHECK(specs[3].shape == std::vector<std::int64_t>{8, 16});  // k_proj: 2 KV heads x 4
+
+  // Loading what hf_tensors() gives reproduces the module exactly.
+  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  Encoder copy(tiny_qwen2(), AttentionMode::Causal);
+  copy->load_hf_tensors(by_name, "memory");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ids = torch::randint(0, 40, {2, 6}, torch::kLong);
+  const torch::Tensor mask = torch::ones({2, 6});
+  DOCTEST_CHECK(torch::equal(copy->forward(ids, mask), enc->forward(ids, mask)));
+
+  by_name.erase("layers.1.mlp.down_proj.weight");
+  DOCTEST_CHECK_THROWS_AS(copy->load_hf_tensors(by_name, "memory"), kalm::ModelError);
+}
+
+DOCTEST_TEST_CASE("transformer: compute dtype names") {
+  DOCTEST_CHECK((kalm::model::parse_compute_dtype("f32") == torch::kFloat));
+  DOCTEST_CHECK((kalm::model::parse_compute_dtype("bf16") == torch::kBFloat16));
+  DOCTEST_CHECK_THROWS_AS(kalm::model::parse_compute_dtype("f16"), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("transformer: CUDA matches the CPU when a GPU is present") {
+  if (!torch::cuda::is_available()) return;  // exercised on GPU machines only
+  torch::NoGradGuard no_grad;
+  kalm::model::LoadOptions opts;
+  opts.device = torch::Device(torch::kCUDA);
+  for (const char* name : {"qwen2_bidir", "gemma3_causal"}) {
+    const auto model = kalm::model::load_model(kalm_model_test::fixture(name), opts);
+    DOCTEST_CHECK(model.encoder->device().is_cuda());
+    const torch::Tensor ids = kalm_model_test::expected(name, "input_ids");
+    const torch::Tensor mask = kalm_model_test::expected(name, "attention_mask");
+    const torch::Tensor emb = model.encoder->embed(ids, mask, Pooling::Mean).cpu();
+    DOCTEST_CHECK(kalm_model_test::max_abs_diff(emb, kalm_model_test::expected(name, "embeddings_mean")) <= 1e-4);
+  }
+}
