@@ -181,7 +181,7 @@ DOCTEST_TEST_CASE("checkpoint: broken model directories are refused with the fil
     const auto msg = message_of<ModelError>([&] { kalm::model::load_model(dir); });
     DOCTEST_CHECK(contains(msg, "model.safetensors"));
     DOCTEST_CHECK(contains(msg, "'model.layers.1.mlp.up_proj.weight'"));
-    DOCTEST_CHECK(contains(msg, "[96, 64]"));
+    DOCTEST_CHECK(contains(msg, "[64, 64]"));
   }
   DOCTEST_SUBCASE("wrong shape") {
     rewrite_weights(dir, [](auto& tensors) {
