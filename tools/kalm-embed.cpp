@@ -1,14 +1,16 @@
-// kalm-embed: Embed texts with a Hugging Face checkpoint (Qwen2 or Gemma3) and write the embeddings.
-// Until this tool's own work lands it offers only the shared flags
-// (--help, --version, --threads, --seed, --quiet, --config, --dump-config).
+// kalm-embed: batch embedding of corpora with a Hugging Face checkpoint.
 #include "kalm/cli/tool.h"
 #include "kalm/core/runtime.h"
-#include "kalm/error.h"
+#include "kalm/encode/embed_command.h"
 
 int main(int argc, char** argv) {
-  kalm::cli::Tool tool("kalm-embed", "Embed texts with a Hugging Face checkpoint (Qwen2 or Gemma3) and write the embeddings.");
+  kalm::cli::Tool tool("kalm-embed",
+                       "Embed texts with a Hugging Face checkpoint (Qwen2 or Gemma3) and write the embeddings "
+                       "(safetensors, npy or JSONL) in input order, or write token ids (--output-format tokens).");
+  kalm::encode::EmbedOptions options;
+  kalm::encode::add_embed_flags(tool, options);
   return tool.run(argc, argv, [&] {
     kalm::core::configure_runtime(tool.common());
-    throw kalm::Error("embedding is not implemented in this version of kalm yet (see README, Status)");
+    kalm::encode::run_embed(options, tool);
   });
 }

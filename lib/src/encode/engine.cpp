@@ -10,6 +10,8 @@ namespace kalm::encode {
 std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t>& lengths,
                                                    const EngineOptions& options) {
   if (options.batch_tokens < 1) throw UsageError("--batch-tokens must be positive");
+  if (!(options.max_padding >= 0.0 && options.max_padding <= 1.0))
+    throw UsageError("the padding fraction per batch must be within [0, 1]");
   std::vector<std::size_t> order(lengths.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   if (options.sort_by_length) {
@@ -23,7 +25,10 @@ std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t
   const auto budget = static_cast<std::size_t>(options.batch_tokens);
   for (std::size_t index : order) {
     const std::size_t new_longest = std::max(longest, lengths[index]);
-    if (!current.empty() && (current.size() + 1) * new_longest > budget) {
+    const bool too_much_padding =
+        options.sort_by_length &&
+        static_cast<double>(new_longest - lengths[index]) > options.max_padding * static_cast<double>(new_longest);
+    if (!current.empty() && ((current.size() + 1) * new_longest > budget || too_much_padding)) {
       batches.push_back(std::move(current));
       current.clear();
       longest = lengths[index];

@@ -24,6 +24,7 @@ class FakeEmbedder : public kalm::encode::BatchEmbedder {
 DOCTEST_TEST_CASE("plan_batches respects the token budget and sorts longest first") {
   kalm::encode::EngineOptions opt;
   opt.batch_tokens = 10;
+  opt.max_padding = 1.0;  // the budget alone decides here
   auto plan = kalm::encode::plan_batches({2, 5, 1, 5, 3, 12}, opt);
   // Sorted: 12(#5) 5(#1) 5(#3) 3(#4) 2(#0) 1(#2).
   DOCTEST_REQUIRE(plan.size() == 3);
@@ -34,6 +35,22 @@ DOCTEST_TEST_CASE("plan_batches respects the token budget and sorts longest firs
   plan = kalm::encode::plan_batches({2, 5, 1, 5, 3, 12}, opt);
   DOCTEST_CHECK(plan[0] == std::vector<std::size_t>{0, 1});  // input order: 2 × 5
   opt.batch_tokens = 0;
+  DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("plan_batches splits sorted batches that would be mostly padding") {
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 1000;
+  opt.max_padding = 0.25;
+  // 100 and 80 share a batch (20% padding); 70 would be 30% padding; 10 too.
+  auto plan = kalm::encode::plan_batches({10, 100, 70, 80}, opt);
+  DOCTEST_REQUIRE(plan.size() == 3);
+  DOCTEST_CHECK(plan[0] == std::vector<std::size_t>{1, 3});
+  DOCTEST_CHECK(plan[1] == std::vector<std::size_t>{2});
+  DOCTEST_CHECK(plan[2] == std::vector<std::size_t>{0});
+  opt.max_padding = 1.0;  // budget only
+  DOCTEST_CHECK(kalm::encode::plan_batches({10, 100, 70, 80}, opt).size() == 1);
+  opt.max_padding = 2.0;
   DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
 }
 

@@ -1,0 +1,165 @@
+// bench/embed: kalm's encoding engine on a random checkpoint shaped like
+// Qwen2-0.5B (896 hidden, 24 layers, 14 heads, 2 KV heads, 4864 FFN, vocab
+// 151936), against the matrix-multiply peak measured in the same run.
+//
+//   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR]
+//
+// Prints, for a corpus of mixed lengths (log-uniform 8..512 tokens):
+//   gemm_gflops_f32 / gemm_gflops_bf16   measured peak of at::matmul at model shapes
+//   flops_per_token                      2·(non-embedding params) + attention (from the shapes)
+//   bound_tokens_per_s                   peak / flops_per_token (using the corpus' mean length)
+//   tokens/s for f32 sorted by length, f32 in input order, bf16 sorted by length
+//   cosine(bf16, f32) minimum over texts
+// --save-dir writes the model and the corpus (token ids, JSONL) so that
+// bench/embed/transformers_peer.py can time transformers on the same input.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kalm/encode/engine.h"
+#include "kalm/model/checkpoint.h"
+#include "kalm/model/pooling.h"
+#include "kalm/model/transformer.h"
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Best-of-3 GFLOP/s of [m,k]x[k,n] in the given dtype.
+double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n, torch::ScalarType dtype) {
+  auto a = torch::randn({m, k}).to(dtype);
+  auto b = torch::randn({k, n}).to(dtype);
+  torch::matmul(a, b);  // warm-up
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    int reps = 0;
+    while (seconds_since(t0) < 1.0) {
+      torch::matmul(a, b);
+      ++reps;
+    }
+    best = std::max(best, 2.0 * m * k * n * reps / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
+class EncoderEmbedder : public kalm::encode::BatchEmbedder {
+ public:
+  explicit EncoderEmbedder(const kalm::model::Encoder& e) : encoder_(e) {}
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) override {
+    return encoder_->embed(ids, mask, kalm::model::Pooling::Mean, false);
+  }
+  torch::Device device() const override { return torch::kCPU; }
+
+ private:
+  const kalm::model::Encoder& encoder_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::int64_t layers = 24, texts = 64, seed = 0;
+  std::string save_dir;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--layers") layers = std::stoll(argv[i + 1]);
+    else if (flag == "--texts") texts = std::stoll(argv[i + 1]);
+    else if (flag == "--seed") seed = std::stoll(argv[i + 1]);
+    else if (flag == "--save-dir") save_dir = argv[i + 1];
+  }
+  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  torch::NoGradGuard no_grad;
+
+  kalm::model::ModelConfig cfg;
+  cfg.architecture = kalm::model::Architecture::Qwen2;
+  cfg.model_type = "qwen2";
+  cfg.hidden_size = 896;
+  cfg.num_hidden_layers = layers;
+  cfg.num_attention_heads = 14;
+  cfg.num_key_value_heads = 2;
+  cfg.head_dim = 64;
+  cfg.intermediate_size = 4864;
+  cfg.vocab_size = 151936;
+  cfg.max_position_embeddings = 32768;
+  cfg.rope_theta = 1000000.0;
+  cfg.hidden_activation = "silu";
+  cfg.tie_word_embeddings = true;
+  cfg.torch_dtype = "float32";
+  cfg.layer_types.assign(static_cast<std::size_t>(layers), kalm::model::LayerAttention::Full);
+
+  // Mixed lengths, log-uniform in [8, 512], fixed seed.
+  std::mt19937_64 rng(static_cast<std::uint64_t>(seed));
+  std::uniform_real_distribution<double> loglen(std::log(8.0), std::log(512.0));
+  std::uniform_int_distribution<int> token(1000, 150000);
+  std::vector<std::vector<std::int32_t>> corpus(static_cast<std::size_t>(texts));
+  std::int64_t total_tokens = 0;
+  double sum_sq_len = 0;
+  for (auto& seq : corpus) {
+    seq.resize(static_cast<std::size_t>(std::lround(std::exp(loglen(rng)))));
+    for (auto& t : seq) t = token(rng);
+    total_tokens += static_cast<std::int64_t>(seq.size());
+    sum_sq_len += static_cast<double>(seq.size()) * seq.size();
+  }
+  const double mean_len_weighted = sum_sq_len / total_tokens;  // attention cost per token ~ its sequence length
+
+  // FLOPs per token: every weight matrix once (2 flops per weight), plus QK^T and
+  // AV (2·2·L·heads·head_dim per token per layer), L weighted by tokens.
+  const double h = 896, kv = 2 * 64, ffn = 4864;
+  const double per_layer_weights = h * (h + 2 * kv) + h * h + 3 * h * ffn;
+  const double flops_per_token =
+      layers * (2 * per_layer_weights + 4 * mean_len_weighted * 14 * 64);
+
+  const double peak_f32 = gemm_gflops(2048, 896, 4864, torch::kFloat);
+  const double peak_bf16 = gemm_gflops(2048, 896, 4864, torch::kBFloat16);
+  std::printf("threads %d\ntexts %lld\ntokens %lld\n", at::get_num_threads(), static_cast<long long>(texts),
+              static_cast<long long>(total_tokens));
+  std::printf("gemm_gflops_f32 %.1f\ngemm_gflops_bf16 %.1f\n", peak_f32, peak_bf16);
+  std::printf("flops_per_token %.3e\nbound_tokens_per_s_f32 %.1f\n", flops_per_token,
+              peak_f32 * 1e9 / flops_per_token);
+
+  kalm::model::Encoder encoder(cfg, kalm::model::AttentionMode::Bidirectional);
+  encoder->init_parameters(static_cast<std::uint64_t>(seed));
+  encoder->eval();
+
+  auto run = [&](bool sorted, std::int64_t batch_tokens, const char* label) {
+    EncoderEmbedder embedder(encoder);
+    kalm::encode::EngineOptions opt;
+    opt.batch_tokens = batch_tokens;
+    opt.sort_by_length = sorted;
+    kalm::encode::Engine engine(embedder, opt);
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = engine.embed(corpus);
+    double secs = seconds_since(t0);
+    std::printf("%s tokens_per_s %.1f  (padded %.0f%%, %.1f s)\n", label, total_tokens / secs,
+                100.0 * (engine.stats().padded_tokens - engine.stats().tokens) / engine.stats().padded_tokens, secs);
+    std::fflush(stdout);
+    return out;
+  };
+  auto f32 = run(true, 8192, "kalm_f32_sorted");
+  run(false, 8192, "kalm_f32_input_order");
+  if (!save_dir.empty()) {
+    kalm::model::save_model(save_dir, *encoder);
+    std::ofstream ids(save_dir + "/corpus_ids.jsonl");
+    for (std::size_t i = 0; i < corpus.size(); ++i) {
+      ids << "{\"id\":\"" << i << "\",\"input_ids\":[";
+      for (std::size_t t = 0; t < corpus[i].size(); ++t) ids << (t ? "," : "") << corpus[i][t];
+      ids << "]}\n";
+    }
+    auto f = f32.contiguous();
+    std::ofstream raw(save_dir + "/kalm_f32_embeddings.f32", std::ios::binary);
+    raw.write(reinterpret_cast<const char*>(f.data_ptr<float>()), f.numel() * 4);
+  }
+  encoder->to(torch::kBFloat16);
+  auto bf16 = run(true, 8192, "kalm_bf16_sorted");
+  auto cos = torch::nn::functional::cosine_similarity(
+      f32, bf16, torch::nn::functional::CosineSimilarityFuncOptions().dim(1));
+  std::printf("cosine_bf16_vs_f32_min %.5f\n", cos.min().item<double>());
+  return 0;
+}

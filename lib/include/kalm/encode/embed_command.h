@@ -1,0 +1,59 @@
+#pragma once
+// kalm-embed's library entry point: records in, embeddings (or token ids) out.
+//
+// Reads JSONL corpus records ({"id","text"} or {"id","input_ids"}) or plain text
+// lines from files or stdin, in chunks, so memory is bounded by one chunk, one
+// batch and the output matrix. Output rows are in input order. Formats:
+//   safetensors  tensor "embeddings" [N, D] f32 (+ "ids" as metadata-free JSON
+//                sidecar is not needed: ids go to __metadata__ "ids_file" only when
+//                given) with the metadata of conventions.md
+//   npy          [N, D] float32, readable by numpy.load
+//   jsonl        {"id": ..., "embedding": [...]} per line (streamed)
+//   tokens       {"id": ..., "ids": [...]} per line: the tokenizer alone
+// Everything goes through atomic outputs: a failed run leaves no output file.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kalm/cli/tool.h"
+
+namespace kalm::encode {
+
+struct EmbedOptions {
+  std::vector<std::string> inputs;             // input files; none or "-" = stdin
+  std::string input_format = "jsonl";          // jsonl | text
+  std::string output = "-";                    // output file; "-" = stdout
+  std::string output_format = "auto";          // auto (by extension) | safetensors | npy | jsonl | tokens
+  std::string model;                           // Hugging Face model directory
+  std::string instruction;                     // task instruction, applied with instruction_template
+  std::string instruction_template = "Instruct: {instruction} \n Query: ";  // KaLM's query template
+  std::string prompt;                          // prompt name from config_sentence_transformers.json
+  std::int64_t dim = 0;                        // Matryoshka dimension; 0 = the model's
+  bool normalize = true;                       // L2-normalise the output rows
+  std::int64_t max_length = 512;               // tokens per text, special tokens included
+  bool truncate = true;                        // false: an over-long text is an error
+  std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
+  std::string dtype = "f32";                   // compute dtype: f32 | bf16
+  std::string device = "cpu";                  // cpu | cuda | cuda:N
+  std::string pooling;                         // override: mean | last | cls
+  std::string attention;                       // override: causal | bidirectional
+  std::string shard;                           // "K/N": embed the K-th (1-based) of N contiguous slices
+  bool special_tokens = true;                  // tokens output: include the model's special tokens
+  std::int64_t chunk_records = 8192;           // records tokenised and embedded per chunk
+};
+
+// Adds kalm-embed's flags, bound to `options`, to the tool's parser.
+void add_embed_flags(cli::Tool& tool, EmbedOptions& options);
+
+// Runs kalm-embed. Throws kalm::Error subclasses (see error.h).
+void run_embed(const EmbedOptions& options, const cli::Tool& tool);
+
+// Parses "K/N" (1 <= K <= N). Throws UsageError.
+std::pair<std::int64_t, std::int64_t> parse_shard(const std::string& spec);
+
+// Replaces "{instruction}" in the template; throws UsageError when it is absent.
+std::string apply_instruction(const std::string& instruction_template, const std::string& instruction);
+
+}  // namespace kalm::encode

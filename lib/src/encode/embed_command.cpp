@@ -1,0 +1,374 @@
+#include "kalm/encode/embed_command.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+
+#include "kalm/cli/progress.h"
+#include "kalm/encode/engine.h"
+#include "kalm/encode/model_embedder.h"
+#include "kalm/error.h"
+#include "kalm/io/json_writer.h"
+#include "kalm/io/jsonl.h"
+#include "kalm/io/npy.h"
+#include "kalm/io/safetensors.h"
+#include "kalm/io/zstd_stream.h"
+#include "kalm/version.h"
+
+namespace kalm::encode {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string resolve_output_format(const EmbedOptions& o) {
+  if (o.output_format != "auto") return o.output_format;
+  if (ends_with(o.output, ".npy")) return "npy";
+  if (ends_with(o.output, ".jsonl") || ends_with(o.output, ".jsonl.zst") || ends_with(o.output, ".json") ||
+      o.output == "-")
+    return "jsonl";
+  return "safetensors";
+}
+
+// Where the records come from: every input file in turn, as one stream of records
+// with file:line positions kept for messages.
+class RecordSource {
+ public:
+  RecordSource(std::vector<std::string> inputs, io::InputFormat format)
+      : inputs_(inputs.empty() ? std::vector<std::string>{"-"} : std::move(inputs)), format_(format) {}
+
+  bool next(io::CorpusRecord& record) {
+    while (true) {
+      if (!reader_) {
+        if (file_ >= inputs_.size()) return false;
+        io::ReaderOptions ro;
+        ro.format = format_;
+        reader_ = std::make_unique<io::JsonlReader>(inputs_[file_++], ro);
+      }
+      if (reader_->next(record)) return true;
+      reader_.reset();
+    }
+  }
+  std::string position() const {
+    return reader_ ? where(reader_->name(), reader_->line_number()) : std::string("<input>");
+  }
+
+ private:
+  std::vector<std::string> inputs_;
+  io::InputFormat format_;
+  std::size_t file_ = 0;
+  std::unique_ptr<io::JsonlReader> reader_;
+};
+
+// Counts the records of the inputs (a first pass, for --shard).
+std::int64_t count_records(const std::vector<std::string>& inputs, io::InputFormat format) {
+  RecordSource source(inputs, format);
+  io::CorpusRecord record;
+  std::int64_t n = 0;
+  while (source.next(record)) ++n;
+  return n;
+}
+
+struct Chunk {
+  std::vector<std::string> ids;
+  std::vector<bool> has_id;
+  std::vector<std::string> texts;                    // prompt + text, for text records
+  std::vector<std::vector<std::int32_t>> sequences;  // token ids, after truncation
+  std::vector<std::string> positions;                // file:line per record, for errors
+  std::vector<bool> pretokenized;
+};
+
+}  // namespace
+
+std::pair<std::int64_t, std::int64_t> parse_shard(const std::string& spec) {
+  auto slash = spec.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    std::size_t used1 = 0, used2 = 0;
+    long long k = std::stoll(spec.substr(0, slash), &used1);
+    long long n = std::stoll(spec.substr(slash + 1), &used2);
+    if (used1 != slash || used2 != spec.size() - slash - 1 || n < 1 || k < 1 || k > n)
+      throw std::invalid_argument("range");
+    return {k, n};
+  } catch (const std::exception&) {
+    throw UsageError("--shard wants K/N with 1 <= K <= N, got '" + spec + "'");
+  }
+}
+
+std::string apply_instruction(const std::string& instruction_template, const std::string& instruction) {
+  const std::string key = "{instruction}";
+  auto pos = instruction_template.find(key);
+  if (pos == std::string::npos)
+    throw UsageError("--instruction-template must contain {instruction}: '" + instruction_template + "'");
+  std::string out = instruction_template;
+  out.replace(pos, key.size(), instruction);
+  return out;
+}
+
+void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
+  auto& app = tool.app();
+  app.add_option("inputs", o.inputs, "Input files (JSONL or text, plain or zstd); none or - = stdin")
+      ->group(cli::kGroupInput);
+  app.add_option("--input-format", o.input_format, "jsonl ({\"id\",\"text\"} or {\"id\",\"input_ids\"}) or text (one per line)")
+      ->check(CLI::IsMember({"jsonl", "text"}))
+      ->group(cli::kGroupInput);
+  app.add_option("--shard", o.shard, "Embed only the K-th of N contiguous slices of the input (K/N, 1-based)")
+      ->group(cli::kGroupInput);
+  app.add_option("-o,--output", o.output, "Output file; - = stdout")->group(cli::kGroupOutput);
+  app.add_option("--output-format", o.output_format,
+                 "auto (from the output name), safetensors, npy, jsonl, or tokens (token ids, no model run)")
+      ->check(CLI::IsMember({"auto", "safetensors", "npy", "jsonl", "tokens"}))
+      ->group(cli::kGroupOutput);
+  app.add_option("--dim", o.dim, "Matryoshka dimension: keep the first DIM components (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(cli::kGroupOutput);
+  app.add_flag("--normalize,!--no-normalize", o.normalize, "L2-normalise the embeddings")->group(cli::kGroupOutput);
+  app.add_flag("--special-tokens,!--no-special-tokens", o.special_tokens,
+               "Add the model's special tokens (e.g. Gemma's <bos>)")
+      ->group(cli::kGroupOutput);
+  app.add_option("-m,--model", o.model, "Hugging Face model directory")->group(cli::kGroupModel);
+  app.add_option("--instruction", o.instruction, "Task instruction for queries, applied with --instruction-template")
+      ->group(cli::kGroupModel);
+  app.add_option("--instruction-template", o.instruction_template, "How an instruction prefixes a text")
+      ->group(cli::kGroupModel);
+  app.add_option("--prompt", o.prompt, "Prompt name from config_sentence_transformers.json (e.g. query)")
+      ->group(cli::kGroupModel);
+  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")
+      ->check(CLI::IsMember({"mean", "last", "cls"}))
+      ->group(cli::kGroupModel);
+  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
+      ->check(CLI::IsMember({"causal", "bidirectional"}))
+      ->group(cli::kGroupModel);
+  app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupModel);
+  app.add_flag("--truncate,!--no-truncate", o.truncate, "Truncate over-long texts (else: error)")
+      ->group(cli::kGroupModel);
+  app.add_option("--batch-tokens", o.batch_tokens, "Padded tokens per forward pass (rows x longest row)")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupCompute);
+  app.add_option("--dtype", o.dtype, "Compute dtype: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->group(cli::kGroupCompute);
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+}
+
+void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
+  const std::string format = resolve_output_format(o);
+  const bool tokens_only = format == "tokens";
+  if (o.model.empty()) throw UsageError("--model is required");
+  if (!o.instruction.empty() && !o.prompt.empty())
+    throw UsageError("--instruction and --prompt are exclusive: give one");
+  if ((format == "safetensors" || format == "npy") && o.output == "-" && ::isatty(STDOUT_FILENO))
+    throw UsageError("refusing to write binary " + format + " output to a terminal; use -o FILE");
+  const auto input_format = o.input_format == "text" ? io::InputFormat::kText : io::InputFormat::kJsonl;
+
+  // The shard's record range [first, last).
+  std::int64_t first = 0, last = -1;
+  if (!o.shard.empty()) {
+    auto [k, n] = parse_shard(o.shard);
+    for (const auto& in : o.inputs)
+      if (io::is_stdio(in)) throw UsageError("--shard needs input files (it counts records first), not stdin");
+    if (o.inputs.empty()) throw UsageError("--shard needs input files (it counts records first), not stdin");
+    const std::int64_t total = count_records(o.inputs, input_format);
+    first = total * (k - 1) / n;
+    last = total * k / n;
+  }
+
+  LoadedEmbedder model;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  if (tokens_only) {
+    tokenizer = load_tokenizer_only(o.model);
+  } else {
+    EmbedderSettings settings{o.dtype, o.device, o.pooling, o.attention};
+    model = load_embedder(o.model, settings, /*require_tokenizer=*/false);
+    tokenizer = std::move(model.tokenizer);
+    if (o.dim > model.dim)
+      throw UsageError("--dim " + std::to_string(o.dim) + " exceeds the model's dimension " + std::to_string(model.dim));
+  }
+
+  std::string prefix;
+  if (!o.instruction.empty()) prefix = apply_instruction(o.instruction_template, o.instruction);
+  if (!o.prompt.empty()) {
+    auto it = model.prompts.find(o.prompt);
+    if (it == model.prompts.end())
+      throw UsageError("--prompt " + o.prompt + ": no such prompt in " + o.model +
+                       "/config_sentence_transformers.json");
+    prefix = it->second;
+  }
+
+  text::EncodeOptions enc;
+  enc.add_special_tokens = o.special_tokens;
+  enc.max_length = static_cast<std::size_t>(o.max_length);
+
+  EngineOptions engine_options;
+  engine_options.batch_tokens = o.batch_tokens;
+  std::unique_ptr<Engine> engine;
+  if (!tokens_only) engine = std::make_unique<Engine>(*model.embedder, engine_options);
+
+  // Streamed outputs (jsonl, tokens) are written per chunk; matrix outputs at the end.
+  const bool streamed = format == "jsonl" || format == "tokens";
+  std::unique_ptr<io::JsonlWriter> writer;
+  if (streamed) writer = std::make_unique<io::JsonlWriter>(o.output);
+  std::vector<float> matrix;  // row-major [rows, out_dim]
+  std::int64_t out_dim = 0;
+
+  cli::Progress progress(tool.name(), "texts", std::nullopt, tool.common().quiet);
+  std::int64_t texts = 0, tokens = 0, truncated = 0, index = 0;
+
+  RecordSource source(o.inputs, input_format);
+  io::CorpusRecord record;
+  bool more = true;
+  std::string line;
+  while (more) {
+    Chunk chunk;
+    std::vector<std::size_t> text_slots;  // chunk rows that need tokenising
+    while (static_cast<std::int64_t>(chunk.ids.size()) < o.chunk_records) {
+      if (!(more = source.next(record))) break;
+      const std::int64_t i = index++;
+      if (i < first || (last >= 0 && i >= last)) continue;
+      chunk.ids.push_back(record.has_id ? record.id : std::to_string(i));
+      chunk.has_id.push_back(record.has_id);
+      chunk.positions.push_back(source.position());
+      if (record.has_text) {
+        text_slots.push_back(chunk.texts.size());
+        chunk.texts.push_back(prefix + record.text);
+        chunk.sequences.emplace_back();
+        chunk.pretokenized.push_back(false);
+      } else {
+        if (!model.embedder && !tokens_only) throw InternalError("no model");
+        std::vector<std::int32_t> ids;
+        ids.reserve(record.input_ids.size());
+        for (auto id : record.input_ids) {
+          if (model.vocab_size > 0 && id >= model.vocab_size)
+            throw FormatError(chunk.positions.back() + ": token id " + std::to_string(id) +
+                              " is outside the model's vocabulary of " + std::to_string(model.vocab_size));
+          ids.push_back(static_cast<std::int32_t>(id));
+        }
+        if (static_cast<std::int64_t>(ids.size()) > o.max_length) {
+          if (!o.truncate)
+            throw FormatError(chunk.positions.back() + ": " + std::to_string(ids.size()) +
+                              " tokens exceed --max-length " + std::to_string(o.max_length) + " (--no-truncate)");
+          ids.resize(static_cast<std::size_t>(o.max_length));
+          ++truncated;
+        }
+        if (ids.empty()) throw FormatError(chunk.positions.back() + ": input_ids is empty");
+        chunk.texts.emplace_back();
+        chunk.sequences.push_back(std::move(ids));
+        chunk.pretokenized.push_back(true);
+      }
+    }
+    if (chunk.ids.empty()) continue;
+
+    // Tokenise the chunk's texts on all cores.
+    std::vector<std::string> to_encode;
+    std::vector<std::size_t> rows;
+    for (std::size_t r = 0; r < chunk.ids.size(); ++r)
+      if (!chunk.pretokenized[r]) {
+        to_encode.push_back(std::move(chunk.texts[r]));
+        rows.push_back(r);
+      }
+    if (!to_encode.empty()) {
+      if (!tokenizer)
+        throw ModelError(o.model + ": has no tokenizer (tokenizer.json or tokenizer.model); "
+                         "give records with \"input_ids\" instead of \"text\"");
+      std::vector<text::Encoding> encodings;
+      try {
+        encodings = tokenizer->encode_batch(to_encode, enc);
+      } catch (const FormatError& e) {
+        throw FormatError(std::string("in a record of ") + chunk.positions.front() + "..: " + e.what());
+      }
+      for (std::size_t j = 0; j < rows.size(); ++j) {
+        auto& e = encodings[j];
+        if (e.truncated) {
+          if (!o.truncate)
+            throw FormatError(chunk.positions[rows[j]] + ": text exceeds --max-length " + std::to_string(o.max_length) +
+                              " tokens (--no-truncate)");
+          ++truncated;
+        }
+        if (e.ids.empty() && !tokens_only)
+          throw FormatError(chunk.positions[rows[j]] + ": text has no tokens (empty text and no special tokens)");
+        chunk.sequences[rows[j]] = std::move(e.ids);
+      }
+    }
+
+    for (const auto& s : chunk.sequences) tokens += static_cast<std::int64_t>(s.size());
+    texts += static_cast<std::int64_t>(chunk.ids.size());
+
+    if (tokens_only) {
+      for (std::size_t r = 0; r < chunk.ids.size(); ++r) {
+        line.clear();
+        line += "{\"id\":";
+        io::append_json_string(line, chunk.ids[r]);
+        line += ",\"ids\":[";
+        for (std::size_t t = 0; t < chunk.sequences[r].size(); ++t) {
+          if (t) line += ',';
+          line += std::to_string(chunk.sequences[r][t]);
+        }
+        line += "]}";
+        writer->write_line(line);
+      }
+      progress.advance(chunk.ids.size());
+      continue;
+    }
+
+    torch::Tensor pooled = engine->embed(chunk.sequences);
+    torch::Tensor emb = finalize_embeddings(pooled, o.dim, o.normalize);
+    out_dim = emb.size(1);
+    const float* data = emb.data_ptr<float>();
+    if (streamed) {
+      for (std::int64_t r = 0; r < emb.size(0); ++r) {
+        line.clear();
+        line += "{\"id\":";
+        io::append_json_string(line, chunk.ids[static_cast<std::size_t>(r)]);
+        line += ",\"embedding\":[";
+        for (std::int64_t c = 0; c < out_dim; ++c) {
+          if (c) line += ',';
+          io::append_json_number(line, static_cast<double>(data[r * out_dim + c]));
+        }
+        line += "]}";
+        writer->write_line(line);
+      }
+    } else {
+      matrix.insert(matrix.end(), data, data + emb.numel());
+    }
+    progress.advance(chunk.ids.size());
+  }
+
+  const std::int64_t rows = out_dim > 0 ? static_cast<std::int64_t>(matrix.size()) / out_dim : 0;
+  if (streamed) {
+    writer->finish();
+  } else if (format == "npy") {
+    io::write_npy(o.output, "<f4", {rows, out_dim}, matrix.data(), sizeof(float));
+  } else {
+    io::SafetensorsWriter st;
+    st.add("embeddings", io::DType::F32, {rows, out_dim}, matrix.data(), matrix.size() * sizeof(float));
+    st.set_metadata("format", "pt");
+    st.set_metadata("model", o.model);
+    st.set_metadata("dim", std::to_string(out_dim));
+    st.set_metadata("normalized", o.normalize ? "true" : "false");
+    st.set_metadata("instruction", o.instruction);
+    st.set_metadata("prompt", prefix);
+    st.set_metadata("pooling", model.pooling);
+    st.set_metadata("attention", model.attention);
+    st.set_metadata("max_length", std::to_string(o.max_length));
+    st.set_metadata("dtype", o.dtype);
+    st.set_metadata("tool", tool.name());
+    st.set_metadata("kalm_version", std::string(kVersion) + " (git " + kGitRevision + ")");
+    st.set_metadata("command", tool.command_line());
+    if (!o.shard.empty()) st.set_metadata("shard", o.shard);
+    st.write(o.output);
+  }
+
+  const double secs = progress.elapsed_seconds();
+  char summary[256];
+  std::snprintf(summary, sizeof summary, "%lld texts, %lld tokens (%lld truncated) in %s: %s texts/s, %s tokens/s",
+                static_cast<long long>(texts), static_cast<long long>(tokens), static_cast<long long>(truncated),
+                cli::format_seconds(secs).c_str(), cli::format_rate(secs > 0 ? texts / secs : 0).c_str(),
+                cli::format_rate(secs > 0 ? tokens / secs : 0).c_str());
+  progress.finish(summary);
+}
+
+}  // namespace kalm::encode

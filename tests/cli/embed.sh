@@ -1,0 +1,134 @@
+# kalm-embed end to end on a tiny random Qwen2 checkpoint (tests/fixtures/models)
+# with a tiny byte-level BPE tokenizer (tests/fixtures/tokenizers/tiny_bytelevel).
+. "$(dirname "$0")/lib.sh"
+src=${KALM_SOURCE_DIR:?}
+embed="$KALM_BIN/kalm-embed"
+py=/usr/bin/python3
+
+model="$tmp/model"
+mkdir -p "$model"
+cp -r "$src/tests/fixtures/models/qwen2_causal/." "$model/"
+rm -f "$model/expected.safetensors"
+cp "$src/tests/fixtures/tokenizers/tiny_bytelevel/tokenizer.json" "$src/tests/fixtures/tokenizers/tiny_bytelevel/tokenizer_config.json" "$model/"
+
+cat > "$tmp/corpus.jsonl" <<'JSON'
+{"id": "d1", "text": "The quick brown fox jumps over the lazy dog."}
+{"id": "d2", "text": "a"}
+{"id": 3, "text": "Pack my box with five dozen liquor jugs, then pack another box with twelve more."}
+{"id": "d4", "text": "hello world"}
+JSON
+
+# 1. safetensors (default) and npy outputs agree; rows are unit vectors.
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/e.safetensors"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/e.npy"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/e.jsonl"
+expect_rc 0 $py - "$tmp" <<'PY'
+import sys, json, struct, numpy as np
+d = sys.argv[1]
+raw = open(d + "/e.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+info = header["embeddings"]
+assert info["dtype"] == "F32" and info["shape"] == [4, 64], info
+b, e = info["data_offsets"]
+st = np.frombuffer(raw[8 + n + b:8 + n + e], dtype="<f4").reshape(4, 64)
+meta = header["__metadata__"]
+assert meta["dim"] == "64" and meta["normalized"] == "true" and meta["pooling"] == "mean", meta
+assert meta["tool"] == "kalm-embed", meta
+npy = np.load(d + "/e.npy")
+assert npy.shape == (4, 64) and (npy == st).all()
+rows = [json.loads(l) for l in open(d + "/e.jsonl")]
+assert [r["id"] for r in rows] == ["d1", "d2", "3", "d4"], rows
+js = np.array([r["embedding"] for r in rows], dtype=np.float32)
+assert np.abs(js - npy).max() == 0.0
+assert np.allclose(np.linalg.norm(npy, axis=1), 1.0, atol=1e-5)
+PY
+
+# 2. Batching does not change results: one text per batch vs everything in one.
+expect_rc 0 "$embed" -q -m "$model" --batch-tokens 1 "$tmp/corpus.jsonl" -o "$tmp/small.npy"
+expect_rc 0 $py -c "
+import numpy as np, sys
+a = np.load('$tmp/e.npy'); b = np.load('$tmp/small.npy')
+assert np.abs(a - b).max() <= 1e-5, np.abs(a - b).max()"
+
+# 3. Matryoshka --dim: 16 columns, renormalised; equals the normalised prefix of --no-normalize.
+expect_rc 0 "$embed" -q -m "$model" --dim 16 "$tmp/corpus.jsonl" -o "$tmp/d16.npy"
+expect_rc 0 "$embed" -q -m "$model" --no-normalize "$tmp/corpus.jsonl" -o "$tmp/raw.npy"
+expect_rc 0 $py -c "
+import numpy as np
+a = np.load('$tmp/d16.npy'); r = np.load('$tmp/raw.npy')[:, :16]
+assert a.shape == (4, 16)
+assert np.abs(a - r / np.linalg.norm(r, axis=1, keepdims=True)).max() <= 1e-6"
+expect_rc 2 "$embed" -q -m "$model" --dim 65 "$tmp/corpus.jsonl" -o "$tmp/bad.npy"
+expect_no_file "$tmp/bad.npy"
+
+# 4. Plain text input, stdin, instruction and prompt prefixes.
+printf 'hello world\n' | "$embed" -q -m "$model" --input-format text -o "$tmp/t.npy"
+checks=$((checks + 1)); [ $? -eq 0 ] || { echo "FAIL: text from stdin"; failures=$((failures + 1)); }
+expect_rc 0 $py -c "
+import numpy as np
+a = np.load('$tmp/t.npy'); b = np.load('$tmp/e.npy')
+assert np.abs(a[0] - b[3]).max() <= 1e-6"
+expect_rc 0 "$embed" -q -m "$model" --prompt query "$tmp/corpus.jsonl" -o "$tmp/q.npy"
+expect_rc 0 "$embed" -q -m "$model" --instruction "Given a query, retrieve documents that answer the query" "$tmp/corpus.jsonl" -o "$tmp/q2.npy"
+expect_rc 0 $py -c "
+import numpy as np
+a = np.load('$tmp/q.npy'); b = np.load('$tmp/q2.npy'); c = np.load('$tmp/e.npy')
+assert np.abs(a - b).max() == 0.0          # same prefix text either way
+assert np.abs(a - c).max() > 1e-3          # and it changes the embedding"
+expect_rc 2 "$embed" -q -m "$model" --prompt nosuch "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "no such prompt" "$tmp/err"
+
+# 5. Token ids mode, and pre-tokenised input gives the same embeddings.
+expect_rc 0 "$embed" -q -m "$model" --output-format tokens "$tmp/corpus.jsonl" -o "$tmp/tok.jsonl"
+expect_grep '^\{"id":"d4","ids":\[[0-9,]+\]\}$' "$tmp/tok.jsonl" "tokens output"
+expect_rc 0 $py -c "
+import json
+rows = [json.loads(l) for l in open('$tmp/tok.jsonl')]
+with open('$tmp/ids.jsonl', 'w') as f:
+    for r in rows: f.write(json.dumps({'id': r['id'], 'input_ids': r['ids']}) + '\n')"
+rm -f "$model/tokenizer.json" "$model/tokenizer_config.json"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/ids.jsonl" -o "$tmp/ids.npy"
+expect_rc 0 $py -c "
+import numpy as np
+assert np.abs(np.load('$tmp/ids.npy') - np.load('$tmp/e.npy')).max() <= 1e-6"
+# ... but text needs a tokenizer
+expect_rc 1 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "has no tokenizer" "$tmp/err"
+expect_no_file "$tmp/x.npy"
+cp "$src/tests/fixtures/tokenizers/tiny_bytelevel/tokenizer.json" "$src/tests/fixtures/tokenizers/tiny_bytelevel/tokenizer_config.json" "$model/"
+
+# 6. Shards 1/2 + 2/2 = the whole corpus, in order.
+expect_rc 0 "$embed" -q -m "$model" --shard 1/2 "$tmp/corpus.jsonl" -o "$tmp/s1.npy"
+expect_rc 0 "$embed" -q -m "$model" --shard 2/2 "$tmp/corpus.jsonl" -o "$tmp/s2.npy"
+expect_rc 0 $py -c "
+import numpy as np
+s = np.concatenate([np.load('$tmp/s1.npy'), np.load('$tmp/s2.npy')])
+assert s.shape == (4, 64) and np.abs(s - np.load('$tmp/e.npy')).max() <= 1e-6"
+expect_rc 2 "$embed" -q -m "$model" --shard 3/2 "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+
+# 7. Truncation: counted by default, an error with --no-truncate (no output left).
+expect_rc 0 "$embed" -m "$model" --max-length 4 "$tmp/corpus.jsonl" -o "$tmp/tr.npy"
+expect_grep "\(2 truncated\)" "$tmp/err" "summary line"
+expect_rc 1 "$embed" -q -m "$model" --max-length 4 --no-truncate "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "corpus.jsonl:1: .*--max-length" "$tmp/err"
+expect_no_file "$tmp/x.npy"
+
+# 8. Bad input and bad model directories: exit 1, a message naming the place.
+printf '{"id": "a", "text": "fine"}\n{"id": "b", "text": 42}\n' > "$tmp/bad.jsonl"
+expect_rc 1 "$embed" -q -m "$model" "$tmp/bad.jsonl" -o "$tmp/x.npy"
+expect_grep "bad.jsonl:2" "$tmp/err"
+expect_no_file "$tmp/x.npy"
+expect_rc 1 "$embed" -q -m "$tmp/no-such-model" "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "no-such-model" "$tmp/err"
+mkdir -p "$tmp/broken" && cp "$model/config.json" "$tmp/broken/"
+expect_rc 1 "$embed" -q -m "$tmp/broken" "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "broken" "$tmp/err"
+expect_rc 2 "$embed" -q "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_grep "model is required" "$tmp/err"
+
+# 9. Empty input: zero rows, not an error.
+: > "$tmp/empty.jsonl"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/empty.jsonl" -o "$tmp/empty.jsonl.out.jsonl"
+checks=$((checks + 1)); [ ! -s "$tmp/empty.jsonl.out.jsonl" ] || { echo "FAIL: empty output not empty"; failures=$((failures + 1)); }
+finish
