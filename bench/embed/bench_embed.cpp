@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   std::printf("flops_per_token %.3e\nbound_tokens_per_s_f32 %.1f\n", flops_per_token,
               peak_f32 * 1e9 / flops_per_token);
 
-  kalm::model::Encoder encoder(cfg, kalm::model::AttentionMode::Bidirectional);
+  // Causal, so that stock transformers Qwen2Model (bench/embed/transformers_peer.py) is the same model.
+  kalm::model::Encoder encoder(cfg, kalm::model::AttentionMode::Causal);
   encoder->init_parameters(static_cast<std::uint64_t>(seed));
   encoder->eval();
 
