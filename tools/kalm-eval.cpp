@@ -1,14 +1,19 @@
-// kalm-eval: Evaluate embeddings MTEB-style: retrieval, STS, classification, clustering, pair classification, reranking, bitext mining.
-// Until this tool's own work lands it offers only the shared flags
-// (--help, --version, --threads, --seed, --quiet, --config, --dump-config).
+// kalm-eval: MTEB-style evaluation of an embedding model on task directories
+// (retrieval, reranking, STS, pair classification, classification, clustering,
+// bitext mining), of precomputed embeddings, or of a TREC run file.
 #include "kalm/cli/tool.h"
 #include "kalm/core/runtime.h"
-#include "kalm/error.h"
+#include "kalm/eval/eval_command.h"
 
 int main(int argc, char** argv) {
-  kalm::cli::Tool tool("kalm-eval", "Evaluate embeddings MTEB-style: retrieval, STS, classification, clustering, pair classification, reranking, bitext mining.");
+  kalm::cli::Tool tool("kalm-eval",
+                       "Evaluate embeddings MTEB-style: retrieval, reranking, STS, pair classification, "
+                       "classification, clustering and bitext mining task directories, with a BM25 baseline and "
+                       "Matryoshka widths; or score a TREC run file (--qrels, --run).");
+  kalm::eval::EvalOptions options;
+  kalm::eval::add_eval_flags(tool, options);
   return tool.run(argc, argv, [&] {
     kalm::core::configure_runtime(tool.common());
-    throw kalm::Error("evaluation is not implemented in this version of kalm yet (see README, Status)");
+    kalm::eval::run_eval(options, tool);
   });
 }

@@ -1,0 +1,261 @@
+#include "kalm/eval/eval_command.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "kalm/cli/progress.h"
+#include "kalm/encode/engine.h"
+#include "kalm/encode/model_embedder.h"
+#include "kalm/error.h"
+#include "kalm/eval/trec_files.h"
+#include "kalm/io/atomic_file.h"
+#include "kalm/io/jsonl.h"
+#include "kalm/io/safetensors.h"
+#include "kalm/model/tensor_io.h"
+#include "kalm/version.h"
+
+namespace kalm::eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Tokenises and embeds in chunks so memory holds one chunk's token ids at a time.
+class ModelEncoder : public TextEncoder {
+ public:
+  ModelEncoder(encode::LoadedEmbedder model, const EvalOptions& o)
+      : model_(std::move(model)), max_length_(o.max_length) {
+    encode::EngineOptions eo;
+    eo.batch_tokens = o.batch_tokens;
+    engine_ = std::make_unique<encode::Engine>(*model_.embedder, eo);
+  }
+
+  torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what) override {
+    constexpr std::size_t kChunk = 8192;
+    text::EncodeOptions enc;
+    enc.add_special_tokens = true;
+    enc.max_length = static_cast<std::size_t>(max_length_);
+    std::vector<torch::Tensor> parts;
+    for (std::size_t begin = 0; begin < texts.size(); begin += kChunk) {
+      const std::size_t end = std::min(texts.size(), begin + kChunk);
+      std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(begin),
+                                     texts.begin() + static_cast<std::ptrdiff_t>(end));
+      std::vector<text::Encoding> encodings;
+      try {
+        encodings = model_.tokenizer->encode_batch(chunk, enc);
+      } catch (const FormatError& e) {
+        throw FormatError(what + ": " + e.what());
+      }
+      std::vector<std::vector<std::int32_t>> seqs;
+      seqs.reserve(encodings.size());
+      for (std::size_t i = 0; i < encodings.size(); ++i) {
+        if (encodings[i].ids.empty())
+          throw FormatError(what + ": text " + std::to_string(begin + i + 1) +
+                            " has no tokens (empty text and the model adds no special tokens)");
+        seqs.push_back(std::move(encodings[i].ids));
+      }
+      parts.push_back(engine_->embed(seqs));
+      if (progress_) progress_->advance(seqs.size());
+    }
+    if (parts.empty()) return torch::zeros({0, model_.dim});
+    return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
+  }
+  std::int64_t dim() const override { return model_.dim; }
+  void set_progress(cli::Progress* p) { progress_ = p; }
+
+ private:
+  encode::LoadedEmbedder model_;
+  std::int64_t max_length_;
+  std::unique_ptr<encode::Engine> engine_;
+  cli::Progress* progress_ = nullptr;
+};
+
+torch::Tensor read_embeddings(const std::string& path, const char* flag) {
+  auto file = io::SafetensorsFile::open(path);
+  if (!file.contains("embeddings"))
+    throw FormatError(display_name(path) + ": " + flag + " wants a safetensors file with a tensor 'embeddings' [N, D]");
+  torch::Tensor t = model::tensor_from(file, "embeddings");
+  if (t.dim() != 2 || !t.is_floating_point())
+    throw FormatError(display_name(path) + ": tensor 'embeddings' must be 2-D floating point");
+  return t.to(torch::kFloat32);
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  io::AtomicOutputFile out(path);
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+std::string version_string() { return std::string(kVersion) + " (git " + kGitRevision + ")"; }
+
+}  // namespace
+
+std::vector<std::string> read_suite(const std::string& path) {
+  if (!fs::exists(path)) throw IoError(path + ": no such file (--suite)");
+  io::LineReader reader(path);
+  const fs::path base = fs::path(path).parent_path();
+  std::vector<std::string> dirs;
+  std::string_view line;
+  while (reader.next(line)) {
+    auto b = line.find_first_not_of(" \t");
+    if (b == std::string_view::npos || line[b] == '#') continue;
+    auto e = line.find_last_not_of(" \t");
+    fs::path p(std::string(line.substr(b, e - b + 1)));
+    if (p.is_relative()) p = base / p;
+    if (!fs::is_directory(p))
+      throw FormatError(where(reader.name(), reader.line_number()) + ": task directory " + p.string() +
+                        " does not exist");
+    dirs.push_back(p.lexically_normal().string());
+  }
+  if (dirs.empty()) throw FormatError(display_name(path) + ": the suite names no task directory");
+  return dirs;
+}
+
+std::unique_ptr<TextEncoder> open_model_encoder(const EvalOptions& o, bool) {
+  encode::EmbedderSettings settings{o.dtype, o.device, o.pooling, o.attention};
+  auto model = encode::load_embedder(o.model, settings, /*require_tokenizer=*/true);
+  if (!model.tokenizer) throw ModelError(o.model + ": has no tokenizer (tokenizer.json or tokenizer.model)");
+  return std::make_unique<ModelEncoder>(std::move(model), o);
+}
+
+void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
+  auto& app = tool.app();
+  app.add_option("tasks", o.tasks, "Task directories (each with a task.json)")->group(cli::kGroupInput);
+  app.add_option("--suite", o.suite, "File listing task directories, one per line (relative to the file)")
+      ->group(cli::kGroupInput);
+  app.add_option("--split", o.splits, "Evaluate these splits instead of each task's (repeatable)")
+      ->group(cli::kGroupInput);
+  app.add_option("--query-embeddings", o.query_embeddings,
+                 "Precomputed query embeddings (safetensors 'embeddings', queries.jsonl order); retrieval only")
+      ->group(cli::kGroupInput);
+  app.add_option("--corpus-embeddings", o.corpus_embeddings,
+                 "Precomputed corpus embeddings (safetensors 'embeddings', corpus.jsonl order); retrieval only")
+      ->group(cli::kGroupInput);
+  app.add_option("--qrels", o.qrels, "TREC qrels file: score --run against it and print JSON")->group(cli::kGroupInput);
+  app.add_option("--run", o.run, "TREC run file (with --qrels)")->group(cli::kGroupInput);
+  app.add_flag("--per-query", o.per_query, "--qrels/--run: add every query's measures")->group(cli::kGroupOutput);
+  app.add_option("--output-dir", o.output_dir, "Write one results JSON per task here (created if missing)")
+      ->group(cli::kGroupOutput);
+  app.add_option("--dim", o.dims, "Matryoshka widths to score, comma-separated (default: the model's)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupOutput);
+  app.add_flag("--bm25,!--no-bm25", o.bm25, "Score BM25 beside retrieval and reranking tasks")
+      ->group(cli::kGroupOutput);
+  app.add_option("--top-k", o.top_k, "Retrieval: documents ranked per query")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupOutput);
+  app.add_option("-m,--model", o.model, "Hugging Face model directory")->group(cli::kGroupModel);
+  app.add_option("--instruction-template", o.instruction_template, "How a task instruction prefixes a text")
+      ->group(cli::kGroupModel);
+  app.add_flag("--instructions,!--no-instructions", o.instructions, "Apply the tasks' instructions")
+      ->group(cli::kGroupModel);
+  app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupModel);
+  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")
+      ->check(CLI::IsMember({"mean", "last", "cls"}))
+      ->group(cli::kGroupModel);
+  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
+      ->check(CLI::IsMember({"causal", "bidirectional"}))
+      ->group(cli::kGroupModel);
+  app.add_option("--batch-tokens", o.batch_tokens, "Padded tokens per forward pass (rows x longest row)")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupCompute);
+  app.add_option("--dtype", o.dtype, "Compute dtype: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->group(cli::kGroupCompute);
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+}
+
+void run_eval(const EvalOptions& o, const cli::Tool& tool) {
+  const bool quiet = tool.common().quiet;
+  // ---- TREC files ----------------------------------------------------------
+  if (!o.qrels.empty() || !o.run.empty()) {
+    if (o.qrels.empty() || o.run.empty()) throw UsageError("--qrels and --run go together");
+    if (!o.tasks.empty() || !o.suite.empty() || !o.model.empty())
+      throw UsageError("--qrels/--run score a run file; they take no task directories and no --model");
+    std::string json = evaluate_trec_files(o.qrels, o.run, o.per_query);
+    write_text("-", json);
+    return;
+  }
+  if (o.per_query) throw UsageError("--per-query goes with --qrels/--run");
+
+  std::vector<std::string> dirs = o.tasks;
+  if (!o.suite.empty())
+    for (auto& d : read_suite(o.suite)) dirs.push_back(d);
+  if (dirs.empty()) throw UsageError("no task: give task directories, --suite FILE, or --qrels with --run");
+
+  // Read every task.json first: a typo in the last task should not cost a model run.
+  std::vector<TaskSpec> specs;
+  std::set<std::string> names;
+  for (const auto& d : dirs) {
+    specs.push_back(load_task_spec(d));
+    if (!names.insert(specs.back().name).second)
+      throw UsageError("two tasks are named '" + specs.back().name + "' (" + d +
+                       "); their results files would collide");
+  }
+
+  RunnerOptions ro;
+  ro.dims = o.dims;
+  ro.instruction_template = o.instruction_template;
+  ro.use_instructions = o.instructions;
+  ro.bm25 = o.bm25;
+  ro.top_k = o.top_k;
+  ro.seed = tool.common().seed;
+  ro.splits = o.splits;
+  if (o.instructions && ro.instruction_template.find("{instruction}") == std::string::npos)
+    throw UsageError("--instruction-template must contain {instruction}: '" + ro.instruction_template + "'");
+
+  const bool precomputed = !o.query_embeddings.empty() || !o.corpus_embeddings.empty();
+  std::unique_ptr<TextEncoder> encoder;
+  ResultMeta meta;
+  meta.kalm_version = version_string();
+  meta.command = tool.command_line();
+  torch::Tensor query_emb, corpus_emb;
+  if (precomputed) {
+    if (o.query_embeddings.empty() || o.corpus_embeddings.empty())
+      throw UsageError("--query-embeddings and --corpus-embeddings go together");
+    if (!o.model.empty()) throw UsageError("give --model or precomputed embeddings, not both");
+    if (specs.size() != 1) throw UsageError("precomputed embeddings belong to one retrieval task; give exactly one");
+    query_emb = read_embeddings(o.query_embeddings, "--query-embeddings");
+    corpus_emb = read_embeddings(o.corpus_embeddings, "--corpus-embeddings");
+    meta.model = o.query_embeddings + " + " + o.corpus_embeddings;
+  } else {
+    if (o.model.empty()) throw UsageError("--model is required (or --query-embeddings/--corpus-embeddings)");
+    encoder = open_model_encoder(o, quiet);
+    meta.model = o.model;
+  }
+
+  if (!o.output_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.output_dir, ec);
+    if (ec || !fs::is_directory(o.output_dir))
+      throw IoError(o.output_dir + ": cannot create the output directory: " + ec.message());
+  }
+
+  std::vector<TaskResult> results;
+  for (const auto& spec : specs) {
+    cli::Progress progress(tool.name(), "texts", std::nullopt, quiet);
+    if (auto* m = dynamic_cast<ModelEncoder*>(encoder.get())) m->set_progress(&progress);
+    TaskResult r = precomputed ? run_retrieval_with_embeddings(spec, query_emb, corpus_emb, ro)
+                               : run_task(spec, *encoder, ro);
+    if (auto* m = dynamic_cast<ModelEncoder*>(encoder.get())) m->set_progress(nullptr);
+    if (!o.output_dir.empty())
+      write_text((fs::path(o.output_dir) / (spec.name + ".json")).string(), task_result_json(r, meta));
+    char summary[256];
+    std::snprintf(summary, sizeof summary, "%s: %llu texts embedded; %s (encode %s, search %s, metrics %s, bm25 %s)",
+                  spec.name.c_str(), static_cast<unsigned long long>(progress.count()),
+                  cli::format_seconds(r.seconds).c_str(), cli::format_seconds(r.timing.encode).c_str(),
+                  cli::format_seconds(r.timing.search).c_str(), cli::format_seconds(r.timing.metrics).c_str(),
+                  cli::format_seconds(r.timing.bm25).c_str());
+    progress.finish(summary);
+    results.push_back(std::move(r));
+  }
+  write_text("-", results_table(results));
+}
+
+}  // namespace kalm::eval
