@@ -1,14 +1,17 @@
-// kalm-mine-negatives: Mine hard negatives: embed queries and a candidate pool, exact top-k search, sample negatives from a rank window, positive-aware.
-// Until this tool's own work lands it offers only the shared flags
-// (--help, --version, --threads, --seed, --quiet, --config, --dump-config).
+// kalm-mine-negatives: hard-negative mining with ranking-consistency filtering.
 #include "kalm/cli/tool.h"
 #include "kalm/core/runtime.h"
-#include "kalm/error.h"
+#include "kalm/mine/mine_command.h"
 
 int main(int argc, char** argv) {
-  kalm::cli::Tool tool("kalm-mine-negatives", "Mine hard negatives: embed queries and a candidate pool, exact top-k search, sample negatives from a rank window, positive-aware.");
+  kalm::cli::Tool tool("kalm-mine-negatives",
+                       "Mine hard negatives for training groups: embed queries (with their instruction) and a "
+                       "candidate pool, exact top-k search, sample negatives from a rank window, positive-aware, "
+                       "with KaLM's ranking-consistency filter; or build groups from labelled texts (--from-labels).");
+  kalm::mine::MineOptions options;
+  kalm::mine::add_mine_flags(tool, options);
   return tool.run(argc, argv, [&] {
     kalm::core::configure_runtime(tool.common());
-    throw kalm::Error("hard-negative mining is not implemented in this version of kalm yet (see README, Status)");
+    kalm::mine::run_mine(options, tool);
   });
 }

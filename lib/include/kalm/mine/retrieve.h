@@ -1,0 +1,22 @@
+#pragma once
+// Exact retrieval for the data tools: every query's top hits over a pool of
+// embeddings, as the Hit lists that kalm/mine/selection.h consumes.
+//
+// Shapes: queries [Q, D], pool [N, D], float (any dtype search::exact_topk
+// takes). Returns Q lists of min(k, N) hits, score descending then pool index
+// ascending (deterministic). An empty pool or k <= 0 gives empty lists.
+// Throws FormatError when the dimensions differ (they come from user files).
+// Thread safety: a pure function (LibTorch's intra-op pool inside).
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "kalm/mine/selection.h"
+
+namespace kalm::mine {
+
+std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k);
+
+}  // namespace kalm::mine

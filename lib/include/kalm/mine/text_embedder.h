@@ -1,0 +1,62 @@
+#pragma once
+// Texts -> L2-normalised embeddings for the data tools (mining, filtering), and
+// precomputed embedding files, behind one small interface.
+//
+// TextEmbedder opens a model directory once (kalm/encode/model_embedder.h),
+// tokenises with the directory's tokenizer (required: the data tools see text),
+// truncates to max_length and runs the encoding engine. Rows come back in input
+// order, float32 on the CPU, normalised (cosine = inner product).
+//
+// Thread safety: one TextEmbedder per thread.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kalm/encode/model_embedder.h"
+
+namespace kalm::mine {
+
+struct ModelFlags {
+  std::string model;                 // Hugging Face model directory ("" = none)
+  std::int64_t max_length = 512;     // tokens per text, special tokens included
+  std::int64_t batch_tokens = 16384; // padded tokens per forward pass
+  std::string dtype = "f32";         // f32 | bf16
+  std::string device = "cpu";        // cpu | cuda | cuda:N
+  std::string pooling;               // "" = the model's
+  std::string attention;             // "" = the model's
+};
+
+class TextEmbedder {
+ public:
+  // Throws ModelError when the directory is unusable or has no tokenizer.
+  explicit TextEmbedder(const ModelFlags& flags);
+  ~TextEmbedder();
+
+  // [N, D] float32, rows normalised. `prefix` is prepended to every text (an
+  // instruction, or "" for passages); `prefixes`, when non-empty, gives one per
+  // text instead. `where` names each text for errors (e.g. "data.jsonl:3"); a
+  // text with no tokens is a FormatError naming it.
+  torch::Tensor embed(const std::vector<std::string>& texts, const std::vector<std::string>& prefixes,
+                      const std::vector<std::string>& where);
+  // Token count of each text (special tokens included, not truncated).
+  std::vector<std::int64_t> count_tokens(const std::vector<std::string>& texts);
+
+  const encode::LoadedEmbedder& loaded() const { return loaded_; }
+  const std::string& model_dir() const { return flags_.model; }
+
+ private:
+  ModelFlags flags_;
+  encode::LoadedEmbedder loaded_;
+};
+
+// Reads tensor "embeddings" [rows, D] from a safetensors file as float32
+// (a zero-copy view for f32 files). Throws FormatError naming the file when the
+// tensor is missing, not 2-D, or its row count differs from `rows` (`what` says
+// what the rows should be, e.g. "queries (one per input group)").
+torch::Tensor load_embedding_file(const std::string& path, std::int64_t rows, const std::string& what);
+
+}  // namespace kalm::mine

@@ -1,0 +1,79 @@
+#include "kalm/mine/text_embedder.h"
+
+#include "kalm/encode/engine.h"
+#include "kalm/error.h"
+#include "kalm/io/safetensors.h"
+#include "kalm/model/tensor_io.h"
+
+namespace kalm::mine {
+
+TextEmbedder::TextEmbedder(const ModelFlags& flags) : flags_(flags) {
+  if (flags.max_length <= 0) throw UsageError("--max-length must be positive");
+  encode::EmbedderSettings settings{flags.dtype, flags.device, flags.pooling, flags.attention};
+  loaded_ = encode::load_embedder(flags.model, settings, /*require_tokenizer=*/true);
+  if (!loaded_.tokenizer) throw ModelError(flags.model + ": has no tokenizer (tokenizer.json or tokenizer.model)");
+}
+
+TextEmbedder::~TextEmbedder() = default;
+
+torch::Tensor TextEmbedder::embed(const std::vector<std::string>& texts, const std::vector<std::string>& prefixes,
+                                  const std::vector<std::string>& where) {
+  KALM_ASSERT(prefixes.empty() || prefixes.size() == texts.size(), "one prefix per text");
+  KALM_ASSERT(where.size() == texts.size(), "one position per text");
+  if (texts.empty()) return torch::zeros({0, loaded_.dim}, torch::kFloat32);
+  // Tokenise in chunks so the prefixed copies never all exist at once.
+  constexpr std::size_t kChunk = 8192;
+  text::EncodeOptions enc;
+  enc.max_length = static_cast<std::size_t>(flags_.max_length);
+  encode::EngineOptions engine_options;
+  engine_options.batch_tokens = flags_.batch_tokens;
+  encode::Engine engine(*loaded_.embedder, engine_options);
+  std::vector<torch::Tensor> parts;
+  for (std::size_t begin = 0; begin < texts.size(); begin += kChunk) {
+    const std::size_t end = std::min(texts.size(), begin + kChunk);
+    std::vector<std::string> batch;
+    batch.reserve(end - begin);
+    for (std::size_t i = begin; i < end; ++i) batch.push_back((prefixes.empty() ? std::string() : prefixes[i]) + texts[i]);
+    std::vector<text::Encoding> encodings;
+    try {
+      encodings = loaded_.tokenizer->encode_batch(batch, enc);
+    } catch (const FormatError& e) {
+      throw FormatError("in the texts from " + where[begin] + " on: " + e.what());
+    }
+    std::vector<std::vector<std::int32_t>> sequences;
+    sequences.reserve(encodings.size());
+    for (std::size_t j = 0; j < encodings.size(); ++j) {
+      if (encodings[j].ids.empty()) throw FormatError(where[begin + j] + ": text has no tokens (empty text)");
+      sequences.push_back(std::move(encodings[j].ids));
+    }
+    parts.push_back(encode::finalize_embeddings(engine.embed(sequences), 0, /*normalize=*/true));
+  }
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
+}
+
+std::vector<std::int64_t> TextEmbedder::count_tokens(const std::vector<std::string>& texts) {
+  text::EncodeOptions enc;  // no truncation: the length bounds want the true count
+  auto encodings = loaded_.tokenizer->encode_batch(texts, enc);
+  std::vector<std::int64_t> counts;
+  counts.reserve(encodings.size());
+  for (const auto& e : encodings) counts.push_back(static_cast<std::int64_t>(e.ids.size()));
+  return counts;
+}
+
+torch::Tensor load_embedding_file(const std::string& path, std::int64_t rows, const std::string& what) {
+  auto file = io::SafetensorsFile::open(path);
+  const io::TensorInfo* info = file.find("embeddings");
+  if (!info) throw FormatError(display_name(path) + ": no tensor named 'embeddings'");
+  if (info->shape.size() != 2)
+    throw FormatError(display_name(path) + ": tensor 'embeddings' must be 2-D [rows, dim], has " +
+                      std::to_string(info->shape.size()) + " dimensions");
+  if (info->shape[0] != rows)
+    throw FormatError(display_name(path) + ": tensor 'embeddings' has " + std::to_string(info->shape[0]) +
+                      " rows, expected " + std::to_string(rows) + ": " + what);
+  torch::Tensor t = model::tensor_from(file, *info);
+  if (!t.is_floating_point())
+    throw FormatError(display_name(path) + ": tensor 'embeddings' must be f32, f16 or bf16");
+  return t.scalar_type() == torch::kFloat32 ? t : t.to(torch::kFloat32);
+}
+
+}  // namespace kalm::mine
