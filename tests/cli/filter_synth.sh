@@ -26,6 +26,8 @@ expect_rc 0 "$exe" --rejects "$tmp/rej.jsonl" -o "$tmp/out.jsonl" "$tmp/in.jsonl
   expect_grep '12 records: 2 kept, 10 rejected \(duplicate 1, empty_negative 1, empty_positive 1, empty_query 1, malformed 4, negative_equals_positive 1, query_equals_positive 1\)' "$tmp/err" "summary"
   printf '%s\n' '{"query": "what is rust", "pos": ["a systems language"], "neg": ["a fungus"]}' \
     '{"query": "kept two", "pos": ["another answer"], "extra": {"k": [1,2]}}' > "$tmp/want.jsonl"
+  # kept + rejected = input records (the blank line is not a record).
+  checks=$((checks + 1)); [ $(( $(wc -l < "$tmp/out.jsonl") + $(wc -l < "$tmp/rej.jsonl") )) -eq "$(grep -c . "$tmp/in.jsonl")" ] || { echo "FAIL: kept + rejected != input"; failures=$((failures + 1)); }
   checks=$((checks + 1)); cmp -s "$tmp/out.jsonl" "$tmp/want.jsonl" || { echo "FAIL: kept records changed"; diff "$tmp/out.jsonl" "$tmp/want.jsonl"; failures=$((failures + 1)); }
   expect_rc 0 $py - "$tmp/rej.jsonl" <<'PY'
 import json, sys

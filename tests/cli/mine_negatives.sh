@@ -23,9 +23,11 @@ cat > "$tmp/groups.jsonl" <<'J'
 {"query": "q1", "pos": ["a"], "task": "t"}
 {"query": "q2", "pos": ["b"], "neg": ["c"], "extra_field": [1, 2]}
 {"query": "q3", "pos": ["d"], "neg": ["a"]}
+{"query": "q4", "pos": ["d", "a"]}
 J
 write_emb "$tmp/pool.st" '[[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]'
-write_emb "$tmp/q.st" '[[0.875,0.5,0.75,0.125],[0.25,0.75,0.375,0.625],[0.875,0.125,0.25,0.5]]'
+# q4 scores like q3, but with two positives its anchor is the best one (a, 0.875): kept where q3 is dropped.
+write_emb "$tmp/q.st" '[[0.875,0.5,0.75,0.125],[0.25,0.75,0.375,0.625],[0.875,0.125,0.25,0.5],[0.875,0.125,0.25,0.5]]'
 pre=(--query-embeddings "$tmp/q.st" --corpus-embeddings "$tmp/pool.st")
 
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --scores --filter-topk 0 \
@@ -33,6 +35,7 @@ expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --sco
   cat > "$tmp/want.jsonl" <<'J'
 {"query":"q1","pos":["a"],"neg":["c","b"],"pos_scores":[0.875],"neg_scores":[0.75,0.5],"task":"t"}
 {"query":"q2","pos":["b"],"neg":["c","d"],"pos_scores":[0.75],"neg_scores":[0.375,0.625],"extra_field":[1, 2]}
+{"query":"q4","pos":["d","a"],"neg":["c","b"],"pos_scores":[0.5,0.875],"neg_scores":[0.25,0.125]}
 J
   checks=$((checks + 1)); cmp -s "$tmp/out.jsonl" "$tmp/want.jsonl" || { echo "FAIL: mined output"; diff "$tmp/out.jsonl" "$tmp/want.jsonl"; failures=$((failures + 1)); }
   expect_grep '^\{"query": "q3", "pos": \["d"\], "neg": \["a"\],"_reject":\{"stage":"mine","reason":"ranking_consistency","positive_rank":2,"positive_score":0.5,"threshold_score":0.875\}\}$' "$tmp/rej.jsonl" "ranking reject"
@@ -42,7 +45,7 @@ J
 }
 # k = 1: q3's positive (rank 2) ties the item at index 1: kept. Without --filter-topk nothing is dropped.
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --filter-topk 1 --rejects "$tmp/rej1.jsonl" -o "$tmp/o1.jsonl" "$tmp/groups.jsonl" && {
-  checks=$((checks + 1)); [ "$(wc -l < "$tmp/o1.jsonl")" -eq 3 ] && [ ! -s "$tmp/rej1.jsonl" ] || { echo "FAIL: k=1 keeps all"; failures=$((failures + 1)); }
+  checks=$((checks + 1)); [ "$(wc -l < "$tmp/o1.jsonl")" -eq 4 ] && [ ! -s "$tmp/rej1.jsonl" ] || { echo "FAIL: k=1 keeps all"; failures=$((failures + 1)); }
   # q3: a is an existing negative (kept), d the positive: mined from b, c -> c (0.25) first.
   expect_grep '^\{"query":"q3","pos":\["d"\],"neg":\["a","c"\]\}$' "$tmp/o1.jsonl" "q3 with kept negative"
 }
@@ -56,7 +59,7 @@ expect_rc 0 "$exe" -q "${pre[@]}" --range 0-1 --negatives 1 --sampling top --exi
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-1 --negatives 1 --existing replace --shortfall drop \
   --rejects "$tmp/rej4.jsonl" -o "$tmp/o4.jsonl" "$tmp/groups.jsonl" && {
   expect_grep '"reason":"shortfall","eligible":0,"needed":1' "$tmp/rej4.jsonl" "shortfall reject"
-  checks=$((checks + 1)); [ $(( $(wc -l < "$tmp/o4.jsonl") + $(wc -l < "$tmp/rej4.jsonl") )) -eq 3 ] || { echo "FAIL: kept+rejected != input"; failures=$((failures + 1)); }
+  checks=$((checks + 1)); [ $(( $(wc -l < "$tmp/o4.jsonl") + $(wc -l < "$tmp/rej4.jsonl") )) -eq 4 ] || { echo "FAIL: kept+rejected != input"; failures=$((failures + 1)); }
 }
 # A drop with no --rejects is an error, and nothing is written.
 expect_rc 1 "$exe" -q "${pre[@]}" --range 0-1 --negatives 1 --existing replace --shortfall drop -o "$tmp/o5.jsonl" "$tmp/groups.jsonl" && {
@@ -76,7 +79,7 @@ expect_rc 1 "$exe" "${pre[@]}" -o "$tmp/bad-out.jsonl" "$tmp/nopos.jsonl" && exp
 # Embedding rows that do not match the input.
 write_emb "$tmp/q2.st" '[[1,0,0,0]]'
 expect_rc 1 "$exe" --query-embeddings "$tmp/q2.st" --corpus-embeddings "$tmp/pool.st" -o "$tmp/bad-out.jsonl" "$tmp/groups.jsonl" && {
-  expect_grep "q2.st: tensor 'embeddings' has 1 rows, expected 3" "$tmp/err"
+  expect_grep "q2.st: tensor 'embeddings' has 1 rows, expected 4" "$tmp/err"
   expect_no_file "$tmp/bad-out.jsonl"
 }
 # Usage errors: exit 2.
