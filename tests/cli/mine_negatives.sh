@@ -28,6 +28,7 @@ J
 write_emb "$tmp/pool.st" '[[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]'
 # q4 scores like q3, but with two positives its anchor is the best one (a, 0.875): kept where q3 is dropped.
 write_emb "$tmp/q.st" '[[0.875,0.5,0.75,0.125],[0.25,0.75,0.375,0.625],[0.875,0.125,0.25,0.5],[0.875,0.125,0.25,0.5]]'
+printf '%s\n' '{"id": "0", "text": "a"}' '{"id": "1", "text": "b"}' '{"id": "2", "text": "c"}' '{"id": "3", "text": "d"}' > "$tmp/corpus.jsonl"
 pre=(--query-embeddings "$tmp/q.st" --corpus-embeddings "$tmp/pool.st")
 
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --scores --filter-topk 0 \
@@ -65,6 +66,24 @@ expect_rc 0 "$exe" -q "${pre[@]}" --range 0-1 --negatives 1 --existing replace -
 expect_rc 1 "$exe" -q "${pre[@]}" --range 0-1 --negatives 1 --existing replace --shortfall drop -o "$tmp/o5.jsonl" "$tmp/groups.jsonl" && {
   expect_grep 'groups.jsonl:1: group dropped \(shortfall\)' "$tmp/err"
   expect_no_file "$tmp/o5.jsonl"
+}
+
+# Existing negatives: the first M are kept (nothing mined), one equal to a positive is removed.
+printf '%s\n' '{"query": "q1", "pos": ["a"], "neg": ["d", "c", "b"]}' '{"query": "q1", "pos": ["a"], "neg": ["a ", "b"]}' > "$tmp/ex.jsonl"
+write_emb "$tmp/qx.st" '[[0.875,0.5,0.75,0.125],[0.875,0.5,0.75,0.125]]'
+expect_rc 0 "$exe" -q --query-embeddings "$tmp/qx.st" --corpus-embeddings "$tmp/pool.st" --corpus "$tmp/corpus.jsonl" \
+  --range 0-4 --negatives 2 --sampling top -o "$tmp/ex.out" "$tmp/ex.jsonl" && {
+  printf '%s\n' '{"query":"q1","pos":["a"],"neg":["d","c"]}' '{"query":"q1","pos":["a"],"neg":["b","c"]}' > "$tmp/ex.want"
+  checks=$((checks + 1)); cmp -s "$tmp/ex.out" "$tmp/ex.want" || { echo "FAIL: existing negatives"; diff "$tmp/ex.out" "$tmp/ex.want"; failures=$((failures + 1)); }
+}
+# A positive outside --corpus cannot be scored from precomputed embeddings: the group is named.
+printf '%s\n' '{"query": "q1", "pos": ["zzz"]}' > "$tmp/out-of-pool.jsonl"
+write_emb "$tmp/q1.st" '[[0.875,0.5,0.75,0.125]]'
+expect_rc 1 "$exe" --query-embeddings "$tmp/q1.st" --corpus-embeddings "$tmp/pool.st" --corpus "$tmp/corpus.jsonl" \
+  --filter-topk 1 --rejects "$tmp/oop.rej" -o "$tmp/oop.out" "$tmp/out-of-pool.jsonl" && {
+  expect_grep "out-of-pool.jsonl:1: text 'zzz' is not in the candidate pool" "$tmp/err"
+  expect_no_file "$tmp/oop.out"
+  expect_no_file "$tmp/oop.rej"
 }
 
 # Bad input: exit 1, file:line in the message, no output left behind.
@@ -117,6 +136,20 @@ assert rows[0]["neg"][0] == "dogs bark", rows[0]
 PY
   expect_grep '"model": ".*model"' "$tmp/m1.jsonl.meta.json" "meta model"
 }
+# --corpus with a model: negatives come from the corpus; positives outside it are embedded for their scores.
+printf '%s\n' '{"id": 1, "text": "cats are mammals"}' '{"id": 2, "text": "bread needs yeast"}' '{"id": 3, "text": "France is in Europe"}' \
+  '{"id": 4, "text": "the ocean is blue"}' '{"id": 5, "text": "a cat is a small animal"}' > "$tmp/mcorpus.jsonl"
+expect_rc 0 "$exe" -q --model "$model" --corpus "$tmp/mcorpus.jsonl" --range 0-5 --negatives 2 --existing replace --scores \
+  -o "$tmp/mc.jsonl" "$tmp/text.jsonl" && expect_rc 0 $py - "$tmp/mc.jsonl" "$tmp/mcorpus.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+corpus = {json.loads(l)["text"] for l in open(sys.argv[2])}
+assert len(rows) == 4
+for r in rows:
+    assert len(r["neg"]) == 2 and set(r["neg"]) <= corpus and not set(r["neg"]) & set(r["pos"]), r
+    assert len(r["pos_scores"]) == 1 and -1.0001 <= r["pos_scores"][0] <= 1.0001, r
+assert "a cat is a small animal" not in rows[0]["neg"]   # equals the positive
+PY
 # A pool text with no tokens is named by file:line.
 printf '{"query": "x", "pos": ["y"], "neg": [""]}\n' > "$tmp/empty.jsonl"
 expect_rc 1 "$exe" -q --model "$model" -o "$tmp/e.jsonl" "$tmp/empty.jsonl" && {
