@@ -45,6 +45,8 @@ assert rows[8]["_raw"] == "[1, 2]", rows[8]
 assert "_raw_latin1" in rows[9] or "_raw" in rows[9], rows[9]
 PY
 }
+expect_grep '"rejected": \{"duplicate": 1, "empty_negative": 1, "empty_positive": 1, "empty_query": 1, "malformed": 4, ' "$tmp/out.jsonl.meta.json" "meta counts"
+expect_grep '"tool": "kalm-synth-filter"' "$tmp/out.jsonl.meta.json" "meta tool"
 # --no-dedup keeps the duplicate.
 expect_rc 0 "$exe" -q --no-dedup --rejects "$tmp/rej2.jsonl" -o "$tmp/out2.jsonl" "$tmp/in.jsonl" && {
   checks=$((checks + 1)); [ "$(wc -l < "$tmp/out2.jsonl")" -eq 3 ] && [ "$(wc -l < "$tmp/rej2.jsonl")" -eq 9 ] || { echo "FAIL: --no-dedup counts"; failures=$((failures + 1)); }

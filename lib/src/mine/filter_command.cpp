@@ -18,6 +18,7 @@
 #include "kalm/mine/retrieve.h"
 #include "kalm/mine/selection.h"
 #include "kalm/text/unicode.h"
+#include "meta_json.h"
 
 namespace kalm::mine {
 namespace {
@@ -330,6 +331,22 @@ void run_filter(const FilterOptions& o, const cli::Tool& tool) {
   out.finish();
   if (rej) rej->finish();
   progress.advance(records.size());
+
+  MetaJson meta(tool);
+  meta.add("model", o.model.model);
+  meta.add("min_tokens", o.min_tokens);
+  meta.add("max_tokens", o.max_tokens);
+  meta.add("dedup", o.dedup);
+  meta.add("near_dup_threshold", o.near_dup_threshold);
+  meta.add("near_dup_k", o.near_dup_k);
+  meta.add("filter_topk", o.filter_topk);
+  meta.add("instruction", o.instruction);
+  meta.add("instruction_template", o.instruction_template);
+  meta.add("max_length", o.model.max_length);
+  meta.add("input_records", static_cast<std::int64_t>(records.size()));
+  meta.add("kept", kept);
+  meta.add("rejected", counts);
+  meta.write_beside(o.output);
 
   std::string reasons;
   for (const auto& [reason, n] : counts) reasons += (reasons.empty() ? "" : ", ") + reason + " " + std::to_string(n);

@@ -10,12 +10,11 @@
 #include "kalm/cli/progress.h"
 #include "kalm/encode/embed_command.h"
 #include "kalm/error.h"
-#include "kalm/io/atomic_file.h"
 #include "kalm/io/json_writer.h"
 #include "kalm/io/jsonl.h"
 #include "kalm/mine/retrieve.h"
 #include "kalm/mine/selection.h"
-#include "kalm/version.h"
+#include "meta_json.h"
 
 namespace kalm::mine {
 namespace {
@@ -115,22 +114,6 @@ std::string query_prefix(const std::optional<std::string>& record_instruction, c
 
 float row_dot(const torch::Tensor& a, const torch::Tensor& b) { return a.dot(b).item<float>(); }
 
-void write_json_field(std::string& out, const char* key, const std::string& value, bool& first) {
-  out += first ? "\n  " : ",\n  ";
-  first = false;
-  io::append_json_string(out, key);
-  out += ": ";
-  io::append_json_string(out, value);
-}
-
-void write_json_raw(std::string& out, const char* key, const std::string& raw, bool& first) {
-  out += first ? "\n  " : ",\n  ";
-  first = false;
-  io::append_json_string(out, key);
-  out += ": ";
-  out += raw;
-}
-
 std::string num(double v) {
   std::string s;
   io::append_json_number(s, v);
@@ -148,48 +131,32 @@ std::string counts_text(const Counts& c) {
 
 void write_meta(const MineOptions& o, const cli::Tool& tool, std::int64_t input, std::int64_t kept,
                 const Counts& rejected, std::int64_t pool_size, std::int64_t mined, std::int64_t padded) {
-  if (io::is_stdio(o.output)) return;
-  std::string j = "{";
-  bool first = true;
-  write_json_field(j, "tool", tool.name(), first);
-  write_json_field(j, "kalm_version", std::string(kVersion) + " (git " + kGitRevision + ")", first);
-  write_json_field(j, "command", tool.command_line(), first);
-  write_json_field(j, "mode", o.from_labels ? "from-labels" : "groups", first);
-  write_json_field(j, "model", o.model.model, first);
-  write_json_field(j, "query_embeddings", o.query_embeddings, first);
-  write_json_field(j, "corpus_embeddings", o.corpus_embeddings, first);
-  write_json_field(j, "corpus", o.corpus, first);
-  write_json_field(j, "instruction", o.instruction, first);
-  write_json_field(j, "instruction_template", o.instruction_template, first);
-  write_json_field(j, "range", o.range, first);
-  write_json_field(j, "rank_basis", o.rank_basis, first);
-  write_json_raw(j, "negatives", std::to_string(o.negatives), first);
-  write_json_field(j, "sampling", o.sampling, first);
-  write_json_field(j, "existing", o.existing, first);
-  write_json_raw(j, "max_score_ratio", o.max_score_ratio ? num(*o.max_score_ratio) : "null", first);
-  write_json_raw(j, "margin", o.margin ? num(*o.margin) : "null", first);
-  write_json_raw(j, "filter_topk", o.filter_topk ? std::to_string(*o.filter_topk) : "null", first);
-  write_json_field(j, "shortfall", o.shortfall, first);
-  write_json_raw(j, "scores", o.scores ? "true" : "false", first);
-  write_json_raw(j, "seed", std::to_string(tool.common().seed), first);
-  write_json_raw(j, "max_length", std::to_string(o.model.max_length), first);
-  write_json_raw(j, "input_records", std::to_string(input), first);
-  write_json_raw(j, "kept", std::to_string(kept), first);
-  std::string rej = "{";
-  for (const auto& [reason, n] : rejected) {
-    if (rej.size() > 1) rej += ", ";
-    io::append_json_string(rej, reason);
-    rej += ": " + std::to_string(n);
-  }
-  rej += "}";
-  write_json_raw(j, "rejected", rej, first);
-  write_json_raw(j, "pool_size", std::to_string(pool_size), first);
-  write_json_raw(j, "mined_negatives", std::to_string(mined), first);
-  write_json_raw(j, "padded_negatives", std::to_string(padded), first);
-  j += "\n}\n";
-  io::AtomicOutputFile meta(o.output + ".meta.json");
-  meta.write(j.data(), j.size());
-  meta.commit();
+  MetaJson m(tool);
+  m.add("mode", std::string(o.from_labels ? "from-labels" : "groups"));
+  m.add("model", o.model.model);
+  m.add("query_embeddings", o.query_embeddings);
+  m.add("corpus_embeddings", o.corpus_embeddings);
+  m.add("corpus", o.corpus);
+  m.add("instruction", o.instruction);
+  m.add("instruction_template", o.instruction_template);
+  m.add("range", o.range);
+  m.add("rank_basis", o.rank_basis);
+  m.add("negatives", o.negatives);
+  m.add("sampling", o.sampling);
+  m.add("existing", o.existing);
+  m.add("max_score_ratio", o.max_score_ratio);
+  m.add("margin", o.margin);
+  m.add("filter_topk", o.filter_topk);
+  m.add("shortfall", o.shortfall);
+  m.add("scores", o.scores);
+  m.add("max_length", o.model.max_length);
+  m.add("input_records", input);
+  m.add("kept", kept);
+  m.add("rejected", rejected);
+  m.add("pool_size", pool_size);
+  m.add("mined_negatives", mined);
+  m.add("padded_negatives", padded);
+  m.write_beside(o.output);
 }
 
 // The rejects stream, opened on the first reject; with no --rejects path a
