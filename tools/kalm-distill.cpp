@@ -1,14 +1,20 @@
-// kalm-distill: Contrastive distillation of a student embedding model from a teacher's soft scores.
-// Until this tool's own work lands it offers only the shared flags
-// (--help, --version, --threads, --seed, --quiet, --config, --dump-config).
+// kalm-distill: kalm-train's loop with contrastive distillation from the
+// teacher scores in the records (pos_scores / neg_scores). See kalm::train.
 #include "kalm/cli/tool.h"
 #include "kalm/core/runtime.h"
-#include "kalm/error.h"
+#include "kalm/train/train_command.h"
 
 int main(int argc, char** argv) {
-  kalm::cli::Tool tool("kalm-distill", "Contrastive distillation of a student embedding model from a teacher's soft scores.");
-  return tool.run(argc, argv, [&] {
+  kalm::train::block_stop_signals();  // before any thread: see kalm-train.cpp
+  kalm::cli::Tool tool("kalm-distill",
+                       "Fine-tune a text-embedding model with contrastive distillation (KaLM V2.5): InfoNCE with focal "
+                       "reweighting plus a KL term towards the teacher's soft labels from pos_scores / neg_scores.");
+  kalm::train::TrainFlags flags;
+  kalm::train::add_train_flags(tool, flags, /*distill=*/true);
+  int status = 0;
+  const int rc = tool.run(argc, argv, [&] {
     kalm::core::configure_runtime(tool.common());
-    throw kalm::Error("distillation is not implemented in this version of kalm yet (see README, Status)");
+    status = kalm::train::run_train_command(flags, tool, /*distill=*/true);
   });
+  return rc != 0 ? rc : status;
 }

@@ -1,0 +1,40 @@
+#pragma once
+// kalm-train's and kalm-distill's command lines: flags bound to TrainOptions
+// (trainer.h) and the `soup` subcommand (soup.h), and the entry points that
+// tools/kalm-train.cpp and tools/kalm-distill.cpp call.
+//
+// Exit status (conventions.md): 0 done, 1 runtime failure, 2 usage error,
+// 128 + N after a clean checkpoint on signal N (SIGINT 130, SIGTERM 143).
+// Not thread-safe; one per process.
+
+#include <string>
+
+#include "kalm/cli/tool.h"
+#include "kalm/train/soup.h"
+#include "kalm/train/trainer.h"
+
+namespace kalm::train {
+
+// String-valued flags that the options struct holds as enums/optionals.
+struct TrainFlags {
+  TrainOptions options;
+  std::string stage = "finetune";  // pretrain | finetune (kalm-distill: distill, fixed)
+  std::string mix;                 // none | pairwise | listwise; "" = the stage's default
+  std::string distill_scope = "group";
+  std::string matryoshka_dims;     // "896,512,..."; "" = the recipe's for the hidden size
+  std::string matryoshka_weights;  // "1,0.3,..."
+  bool no_grad_clip = false;
+  CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)
+  SoupOptions soup_options;
+};
+
+// Adds the flags. distill: kalm-distill's set (no --stage, no soup; the
+// distillation flags).
+void add_train_flags(cli::Tool& tool, TrainFlags& flags, bool distill);
+
+// Resolves the string flags into options and runs training (or the soup).
+// Returns the process exit code for a clean finish (0) or a signal stop
+// (128 + N). Throws kalm::Error subclasses otherwise.
+int run_train_command(TrainFlags& flags, const cli::Tool& tool, bool distill);
+
+}  // namespace kalm::train

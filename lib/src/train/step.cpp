@@ -1,0 +1,163 @@
+#include "kalm/train/step.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kalm/error.h"
+
+namespace kalm::train {
+
+TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                          std::int64_t max_length, const std::vector<std::string>& sources) {
+  if (max_length < 1) throw UsageError("maximum length must be at least 1 token, got " + std::to_string(max_length));
+  text::EncodeOptions eo;
+  eo.add_special_tokens = true;
+  eo.max_length = static_cast<std::size_t>(max_length);
+  auto encodings = tokenizer.encode_batch(texts, eo);
+  const auto n = static_cast<std::int64_t>(texts.size());
+  std::int64_t longest = 1;
+  for (std::size_t i = 0; i < encodings.size(); ++i) {
+    if (encodings[i].ids.empty())
+      throw FormatError((i < sources.size() ? sources[i] : "text " + std::to_string(i)) +
+                        ": a text tokenises to nothing (empty text and no special tokens); its embedding is undefined");
+    longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(encodings[i].ids.size()));
+  }
+  TokenBatch out;
+  const std::int64_t pad = tokenizer.pad_id().value_or(0);
+  out.ids = torch::full({n, longest}, pad, torch::kLong);
+  out.mask = torch::zeros({n, longest}, torch::kLong);
+  auto ids = out.ids.accessor<std::int64_t, 2>();
+  auto mask = out.mask.accessor<std::int64_t, 2>();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto& e = encodings[static_cast<std::size_t>(i)].ids;
+    for (std::size_t j = 0; j < e.size(); ++j) {
+      ids[i][static_cast<std::int64_t>(j)] = e[j];
+      mask[i][static_cast<std::int64_t>(j)] = 1;
+    }
+    out.tokens += static_cast<std::int64_t>(e.size());
+  }
+  return out;
+}
+
+TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t end) {
+  TokenBatch out;
+  auto mask = batch.mask.slice(0, begin, end);
+  const auto lengths = mask.sum(1);
+  const std::int64_t longest = std::max<std::int64_t>(1, lengths.max().item<std::int64_t>());
+  out.mask = mask.slice(1, 0, longest).contiguous();
+  out.ids = batch.ids.slice(0, begin, end).slice(1, 0, longest).contiguous();
+  out.tokens = lengths.sum().item<std::int64_t>();
+  return out;
+}
+
+torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling) {
+  auto hidden = encoder.forward(batch.ids, batch.mask);
+  return model::pool(hidden, batch.mask, pooling);
+}
+
+namespace {
+
+torch::Tensor embed_chunked(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
+                            std::int64_t chunk) {
+  std::vector<torch::Tensor> parts;
+  const auto n = batch.ids.size(0);
+  for (std::int64_t s = 0; s < n; s += chunk)
+    parts.push_back(embed_for_training(encoder, slice_rows(batch, s, std::min(n, s + chunk)), pooling));
+  return torch::cat(parts, 0);
+}
+
+void backward_chunked(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
+                      std::int64_t chunk, const torch::Tensor& grad) {
+  const auto n = batch.ids.size(0);
+  for (std::int64_t s = 0; s < n; s += chunk) {
+    const auto e = std::min(n, s + chunk);
+    auto emb = embed_for_training(encoder, slice_rows(batch, s, e), pooling);
+    emb.backward(grad.slice(0, s, e));
+  }
+}
+
+loss::LossOutput detach_total(loss::LossOutput out) {
+  out.total = out.total.detach();
+  return out;
+}
+
+}  // namespace
+
+loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
+                                  const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
+                                  torch::Generator generator, double loss_scale) {
+  if (!grad_cache_chunk) {
+    auto q = embed_for_training(encoder, batch.queries, pooling);
+    auto p = embed_for_training(encoder, batch.passages, pooling);
+    auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
+    (out.total * loss_scale).backward();
+    return detach_total(std::move(out));
+  }
+  const std::int64_t chunk = *grad_cache_chunk;
+  if (chunk < 1) throw UsageError("--grad-cache-chunk must be at least 1, got " + std::to_string(chunk));
+  torch::Tensor q, p;
+  {
+    torch::NoGradGuard no_grad;
+    q = embed_chunked(encoder, batch.queries, pooling, chunk);
+    p = embed_chunked(encoder, batch.passages, pooling, chunk);
+  }
+  q = q.detach().requires_grad_(true);
+  p = p.detach().requires_grad_(true);
+  auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
+  (out.total * loss_scale).backward();
+  const auto q_grad = q.grad().detach();
+  const auto p_grad = p.grad().detach();
+  backward_chunked(encoder, batch.queries, pooling, chunk, q_grad);
+  backward_chunked(encoder, batch.passages, pooling, chunk, p_grad);
+  return detach_total(std::move(out));
+}
+
+TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
+                       bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,
+                       std::int64_t query_max_length, std::int64_t passage_max_length) {
+  std::vector<std::string> queries, passages, query_sources, passage_sources, types;
+  std::vector<double> scores;
+  for (auto index : indices) {
+    auto group = sample_group(data, index, num_negatives, with_scores, rng);
+    const Example& ex = data.examples[index];
+    queries.push_back(std::move(group.query));
+    query_sources.push_back(ex.source + " (query)");
+    for (auto& p : group.passages) {
+      passages.push_back(std::move(p));
+      passage_sources.push_back(ex.source + " (passage)");
+    }
+    scores.insert(scores.end(), group.teacher_scores.begin(), group.teacher_scores.end());
+    types.push_back(ex.type);
+    if (num_negatives <= 0 && !loss::in_batch_negatives_for_type(ex.type))
+      throw FormatError(ex.source + ": a '" + ex.type +
+                        "' group is scored against its own group only, which has no negative without hard "
+                        "negatives (--num-negatives 0, e.g. --stage pretrain)");
+  }
+  TrainBatch batch;
+  batch.queries = tokenize_batch(tokenizer, queries, query_max_length, query_sources);
+  batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources);
+  batch.info.group_size = 1 + std::max<std::int64_t>(0, num_negatives);
+  batch.info.in_batch = loss::in_batch_mask(types, torch::kCPU);
+  if (with_scores)
+    batch.info.teacher_scores = torch::tensor(scores, torch::kDouble)
+                                    .reshape({static_cast<std::int64_t>(indices.size()), batch.info.group_size});
+  return batch;
+}
+
+Schedule parse_schedule(const std::string& name) {
+  if (name == "linear") return Schedule::kLinear;
+  if (name == "cosine") return Schedule::kCosine;
+  if (name == "constant") return Schedule::kConstant;
+  throw UsageError("--schedule must be linear, cosine or constant, got '" + name + "'");
+}
+
+double learning_rate_at(std::int64_t step, std::int64_t total, std::int64_t warmup, double peak, Schedule schedule) {
+  if (step < warmup) return peak * static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+  if (schedule == Schedule::kConstant) return peak;
+  const double progress =
+      static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
+  if (schedule == Schedule::kLinear) return peak * std::max(0.0, 1.0 - progress);
+  return peak * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+}  // namespace kalm::train

@@ -1,0 +1,207 @@
+#include "kalm/train/train_command.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "kalm/error.h"
+
+namespace kalm::train {
+namespace {
+
+template <typename T>
+std::vector<T> parse_list(const std::string& text, const std::string& flag) {
+  std::vector<T> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      std::size_t used = 0;
+      T v;
+      if constexpr (std::is_integral_v<T>)
+        v = static_cast<T>(std::stoll(item, &used));
+      else
+        v = static_cast<T>(std::stod(item, &used));
+      if (used != item.size()) throw std::invalid_argument("trailing");
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw UsageError(flag + ": '" + item + "' is not a number (want a comma-separated list)");
+    }
+  }
+  if (out.empty()) throw UsageError(flag + ": empty list");
+  return out;
+}
+
+loss::MixMode parse_mix(const std::string& name) {
+  if (name == "none") return loss::MixMode::kNone;
+  if (name == "pairwise") return loss::MixMode::kPairwise;
+  if (name == "listwise") return loss::MixMode::kListwise;
+  throw UsageError("--mix must be none, pairwise or listwise, got '" + name + "'");
+}
+
+}  // namespace
+
+void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
+  auto& app = tool.app();
+  auto& o = f.options;
+  const char* kLoss = "Loss";
+  const char* kOptim = "Optimisation";
+  app.add_option("inputs", o.data.inputs,
+                 "Training groups: JSONL(.zst) files or directories (one task per file or sub-directory)")
+      ->group(cli::kGroupInput);
+  app.add_option("--instructions", o.data.instructions_file,
+                 "JSON object task -> instruction, applied to queries (a record's \"instruction\" wins)")
+      ->group(cli::kGroupInput);
+  app.add_option("--instruction-template", o.data.instruction_template, "How an instruction prefixes a query")
+      ->group(cli::kGroupInput);
+  app.add_option("--batch-size", o.batching.batch_size, "Groups (queries) per contrastive batch")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupInput);
+  app.add_option("--num-negatives", o.num_negatives,
+                 "Hard negatives per query (M; sampled with replacement when a group has fewer); default 0 for "
+                 "pretrain, 7 otherwise")
+      ->check(CLI::NonNegativeNumber)
+      ->group(cli::kGroupInput);
+  app.add_flag("--task-homogeneous,!--no-task-homogeneous", o.batching.task_homogeneous,
+               "Fill batches from one task at a time (KaLM's in-task sampler)")
+      ->group(cli::kGroupInput);
+  app.add_option("--homogeneous-ratio", o.batching.homogeneous_ratio,
+                 "Share of same-task slots in a homogeneous batch; the rest are random (recipe 4.4)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(cli::kGroupInput);
+  app.add_option("--query-max-length", o.query_max_length, "Tokens per query, special tokens included")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupInput);
+  app.add_option("--passage-max-length", o.passage_max_length, "Tokens per passage, special tokens included")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupInput);
+
+  app.add_option("--init", o.init, "Start from this Hugging Face model directory (Qwen2 or Gemma3)")
+      ->group(cli::kGroupModel);
+  app.add_option("--init-config", o.init_config, "Or: a config.json for a new randomly initialised model")
+      ->group(cli::kGroupModel);
+  app.add_option("--tokenizer", o.tokenizer, "Tokenizer directory (default: --init)")->group(cli::kGroupModel);
+  app.add_option("--train-tokenizer", o.train_tokenizer,
+                 "Or: train a SentencePiece tokenizer of this vocabulary size on the training texts")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupModel);
+  app.add_option("--pooling", o.pooling, "mean, last or cls")
+      ->check(CLI::IsMember({"mean", "last", "cls"}))
+      ->group(cli::kGroupModel);
+  app.add_option("--attention", o.attention, "causal or bidirectional (default: the model's)")
+      ->check(CLI::IsMember({"causal", "bidirectional"}))
+      ->group(cli::kGroupModel);
+
+  if (!distill)
+    app.add_option("--stage", f.stage, "pretrain (in-batch negatives only) or finetune (hard negatives, focal, mixing)")
+        ->check(CLI::IsMember({"pretrain", "finetune"}))
+        ->group(kOptim);
+  app.add_option("--lr", o.learning_rate, "Peak learning rate (AdamW)")->group(kOptim);
+  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->group(kOptim);
+  app.add_option("--adam-beta1", o.adam_beta1, "AdamW beta1")->group(kOptim);
+  app.add_option("--adam-beta2", o.adam_beta2, "AdamW beta2")->group(kOptim);
+  app.add_option("--adam-eps", o.adam_eps, "AdamW epsilon")->group(kOptim);
+  app.add_option("--schedule", o.schedule, "Decay after warm-up: linear, cosine or constant")
+      ->check(CLI::IsMember({"linear", "cosine", "constant"}))
+      ->group(kOptim);
+  app.add_option("--warmup-ratio", o.warmup_ratio, "Share of the steps spent warming up")
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(kOptim);
+  app.add_option("--warmup-steps", o.warmup_steps, "Warm-up steps (overrides --warmup-ratio)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(kOptim);
+  app.add_option("--max-grad-norm", o.max_grad_norm, "Clip the gradients' global L2 norm (default 1; see --no-grad-clip)")
+      ->check(CLI::PositiveNumber)
+      ->group(kOptim);
+  app.add_flag("--no-grad-clip", f.no_grad_clip, "Do not clip gradients")->group(kOptim);
+  app.add_option("--grad-accumulation", o.grad_accumulation, "Micro-batches per optimiser step")
+      ->check(CLI::PositiveNumber)
+      ->group(kOptim);
+  app.add_option("--grad-cache-chunk", o.grad_cache_chunk,
+                 "GradCache: embed N texts at a time so the batch is not bounded by memory (unset: plain backward)")
+      ->check(CLI::PositiveNumber)
+      ->group(kOptim);
+  app.add_option("--epochs", o.epochs, "Passes over the data")->check(CLI::PositiveNumber)->group(kOptim);
+  app.add_option("--max-steps", o.max_steps, "Optimiser steps (overrides --epochs)")
+      ->check(CLI::PositiveNumber)
+      ->group(kOptim);
+
+  app.add_option("--temperature", o.loss.temperature, "InfoNCE temperature")->group(kLoss);
+  app.add_option("--focal-gamma", o.focal_gamma, "Focal reweighting gamma (0 = plain InfoNCE); default 0 for "
+                                                 "pretrain, 0.5 otherwise")
+      ->check(CLI::NonNegativeNumber)
+      ->group(kLoss);
+  app.add_option("--mix", f.mix, "Hard-negative mixing: none, pairwise or listwise; default none for pretrain, "
+                                 "pairwise otherwise")
+      ->check(CLI::IsMember({"none", "pairwise", "listwise"}))
+      ->group(kLoss);
+  app.add_option("--mix-count", o.loss.mix_count, "Synthetic negatives per query (pairwise)")
+      ->check(CLI::PositiveNumber)
+      ->group(kLoss);
+  app.add_option("--matryoshka-dims", f.matryoshka_dims,
+                 "Comma-separated Matryoshka dims, largest = hidden size (default: the recipe's for the size)")
+      ->group(kLoss);
+  app.add_option("--matryoshka-weights", f.matryoshka_weights, "Comma-separated weight per Matryoshka dim")
+      ->group(kLoss);
+  if (distill) {
+    app.add_option("--distill-weight", o.loss.distill_weight, "Weight of the KL term (alpha)")->group(kLoss);
+    app.add_option("--teacher-temperature", o.loss.teacher_temperature, "Teacher softmax temperature")
+        ->group(kLoss);
+    app.add_option("--student-temperature", o.loss.student_temperature, "Student softmax temperature (KL)")
+        ->group(kLoss);
+    app.add_option("--distill-scope", f.distill_scope,
+                   "group (softmax over the query's own passages) or in-batch (whole masked row)")
+        ->check(CLI::IsMember({"group", "in-batch"}))
+        ->group(kLoss);
+    app.add_flag("--distill-only", o.loss.distill_only, "Train on the KL term alone (no contrastive term)")
+        ->group(kLoss);
+  }
+
+  app.add_option("-o,--output", o.output, "Output directory: checkpoints and the final model")
+      ->group(cli::kGroupOutput);
+  app.add_option("--metrics", o.metrics, "Append one JSON line per step (loss, components, lr, grad norm, tokens/s)")
+      ->group(cli::kGroupOutput);
+  app.add_option("--save-steps", o.save_steps, "Write OUTPUT/checkpoint-STEP every N steps (0 = never)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(cli::kGroupOutput);
+  app.add_flag("--resume", o.resume, "Continue from the newest checkpoint in OUTPUT (exactly)")
+      ->group(cli::kGroupOutput);
+  app.add_option("--stop-at-step", o.stop_at_step, "Checkpoint and stop after this step (resume later with --resume)")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupOutput);
+
+  if (!distill) {
+    f.soup = app.add_subcommand("soup", "Average checkpoints (model soup): kalm-train soup -o DIR CKPT...");
+    f.soup->add_option("checkpoints", f.soup_options.inputs, "Model or checkpoint directories")->required();
+    f.soup->add_option("-o,--output", f.soup_options.output, "Output model directory")->required();
+    f.soup->add_option("--weights", f.soup_options.weights, "One weight per checkpoint (normalised); default uniform")
+        ->delimiter(',');
+  }
+}
+
+int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
+  if (f.soup && f.soup->parsed()) {
+    make_soup(f.soup_options);
+    return 0;
+  }
+  auto& o = f.options;
+  o.stage = distill ? Stage::kDistill : parse_stage(f.stage);
+  if (!f.mix.empty()) o.mix = parse_mix(f.mix);
+  if (f.no_grad_clip) o.max_grad_norm.reset();
+  o.loss.distill_scope = f.distill_scope == "in-batch" ? loss::DistillScope::kInBatch : loss::DistillScope::kGroup;
+  if (!f.matryoshka_dims.empty()) {
+    o.loss.matryoshka_dims = parse_list<std::int64_t>(f.matryoshka_dims, "--matryoshka-dims");
+    o.loss.matryoshka_weights = f.matryoshka_weights.empty()
+                                    ? std::vector<double>(o.loss.matryoshka_dims.size(), 1.0)
+                                    : parse_list<double>(f.matryoshka_weights, "--matryoshka-weights");
+    o.matryoshka_from_recipe = false;
+  } else if (!f.matryoshka_weights.empty()) {
+    throw UsageError("--matryoshka-weights needs --matryoshka-dims");
+  }
+  o.seed = tool.common().seed;
+  o.quiet = tool.common().quiet;
+  o.command_line = tool.command_line();
+  auto result = run_training(o);
+  return result.signal ? 128 + result.signal : 0;
+}
+
+}  // namespace kalm::train

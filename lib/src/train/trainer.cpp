@@ -1,0 +1,528 @@
+#include "kalm/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <simdjson.h>
+#include <signal.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "kalm/cli/progress.h"
+#include "kalm/error.h"
+#include "kalm/io/json_writer.h"
+#include "kalm/io/safetensors.h"
+#include "kalm/model/checkpoint.h"
+#include "kalm/model/tensor_io.h"
+#include "kalm/text/tokenizer.h"
+#include "kalm/train/export.h"
+#include "kalm/train/step.h"
+#include "kalm/version.h"
+
+namespace kalm::train {
+namespace fs = std::filesystem;
+
+Stage parse_stage(const std::string& name) {
+  if (name == "pretrain") return Stage::kPretrain;
+  if (name == "finetune") return Stage::kFinetune;
+  if (name == "distill") return Stage::kDistill;
+  throw UsageError("--stage must be pretrain or finetune, got '" + name + "'");
+}
+
+void block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+namespace {
+
+constexpr const char* kStateFile = "trainer_state.json";
+constexpr const char* kOptimizerFile = "optimizer.pt";
+constexpr const char* kRngFile = "rng_state.safetensors";
+
+// A pending SIGINT/SIGTERM, consumed; 0 when none.
+int take_stop_signal() {
+  sigset_t pending;
+  sigemptyset(&pending);
+  if (sigpending(&pending) != 0) return 0;
+  for (int sig : {SIGINT, SIGTERM}) {
+    if (sigismember(&pending, sig)) {
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      timespec zero{0, 0};
+      sigtimedwait(&one, nullptr, &zero);
+      return sig;
+    }
+  }
+  return 0;
+}
+
+// Blocks the stop signals for the loop's lifetime and restores the caller's
+// mask afterwards (a still-pending signal is consumed first, so restoring the
+// mask does not kill the process after a clean checkpoint).
+class StopSignalScope {
+ public:
+  StopSignalScope() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &previous_);
+  }
+  ~StopSignalScope() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+
+ private:
+  sigset_t previous_;
+};
+
+// What must not change between a run and its resumption.
+struct Fingerprint {
+  std::uint64_t seed = 0;
+  std::int64_t batch_size = 0, grad_accumulation = 0, total_steps = 0, num_examples = 0, num_negatives = 0;
+  std::string stage;
+};
+
+std::string stage_name(Stage s) {
+  return s == Stage::kPretrain ? "pretrain" : s == Stage::kFinetune ? "finetune" : "distill";
+}
+
+struct SavedState {
+  std::int64_t step = 0;
+  std::int64_t micro_batches = 0;
+  Fingerprint fingerprint;
+};
+
+std::string state_json(const SavedState& s, const std::string& command_line) {
+  std::string out = "{\n";
+  auto num = [&](const char* key, std::int64_t v, bool comma = true) {
+    out += "  \"" + std::string(key) + "\": " + std::to_string(v) + (comma ? ",\n" : "\n");
+  };
+  num("step", s.step);
+  num("micro_batches", s.micro_batches);
+  out += "  \"seed\": " + std::to_string(s.fingerprint.seed) + ",\n";
+  num("batch_size", s.fingerprint.batch_size);
+  num("grad_accumulation", s.fingerprint.grad_accumulation);
+  num("total_steps", s.fingerprint.total_steps);
+  num("num_examples", s.fingerprint.num_examples);
+  num("num_negatives", s.fingerprint.num_negatives);
+  out += "  \"stage\": \"" + s.fingerprint.stage + "\",\n  \"tool_version\": ";
+  io::append_json_string(out, std::string(kVersion) + " (" + kGitRevision + ")");
+  out += ",\n  \"command_line\": ";
+  io::append_json_string(out, command_line);
+  out += "\n}\n";
+  return out;
+}
+
+SavedState read_state(const std::string& path) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string text;
+  if (simdjson::padded_string::load(path).get(text) != simdjson::SUCCESS) throw IoError(path + ": cannot read");
+  simdjson::dom::element doc;
+  if (auto err = parser.parse(text).get(doc))
+    throw FormatError(path + ": invalid JSON (" + simdjson::error_message(err) + ")");
+  auto get_int = [&](const char* key) -> std::int64_t {
+    std::int64_t v;
+    if (doc[key].get_int64().get(v) != simdjson::SUCCESS)
+      throw FormatError(path + ": field '" + key + "' is missing or not an integer");
+    return v;
+  };
+  SavedState s;
+  s.step = get_int("step");
+  s.micro_batches = get_int("micro_batches");
+  std::uint64_t seed;
+  if (doc["seed"].get_uint64().get(seed) != simdjson::SUCCESS)
+    throw FormatError(path + ": field 'seed' is missing or not an integer");
+  s.fingerprint.seed = seed;
+  s.fingerprint.batch_size = get_int("batch_size");
+  s.fingerprint.grad_accumulation = get_int("grad_accumulation");
+  s.fingerprint.total_steps = get_int("total_steps");
+  s.fingerprint.num_examples = get_int("num_examples");
+  s.fingerprint.num_negatives = get_int("num_negatives");
+  std::string_view stage;
+  if (doc["stage"].get_string().get(stage) != simdjson::SUCCESS)
+    throw FormatError(path + ": field 'stage' is missing or not a string");
+  s.fingerprint.stage = std::string(stage);
+  return s;
+}
+
+void check_fingerprint(const Fingerprint& saved, const Fingerprint& now, const std::string& dir) {
+  auto mismatch = [&](const std::string& what, const std::string& a, const std::string& b) {
+    throw UsageError("--resume: " + dir + " was made with " + what + " " + a + ", this run has " + b +
+                     " (a resumed run must repeat the original settings)");
+  };
+  if (saved.seed != now.seed) mismatch("--seed", std::to_string(saved.seed), std::to_string(now.seed));
+  if (saved.batch_size != now.batch_size)
+    mismatch("--batch-size", std::to_string(saved.batch_size), std::to_string(now.batch_size));
+  if (saved.grad_accumulation != now.grad_accumulation)
+    mismatch("--grad-accumulation", std::to_string(saved.grad_accumulation), std::to_string(now.grad_accumulation));
+  if (saved.total_steps != now.total_steps)
+    mismatch("a total of steps", std::to_string(saved.total_steps), std::to_string(now.total_steps));
+  if (saved.num_examples != now.num_examples)
+    mismatch("training groups", std::to_string(saved.num_examples), std::to_string(now.num_examples));
+  if (saved.num_negatives != now.num_negatives)
+    mismatch("--num-negatives", std::to_string(saved.num_negatives), std::to_string(now.num_negatives));
+  if (saved.stage != now.stage) mismatch("--stage", saved.stage, now.stage);
+}
+
+// The newest complete checkpoint-N directory in `output`, or "".
+std::string latest_checkpoint(const std::string& output) {
+  std::string best;
+  std::int64_t best_step = -1;
+  std::error_code ec;
+  for (fs::directory_iterator it(output, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || !it->is_directory()) continue;
+    const std::string digits = name.substr(11);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (!fs::exists(it->path() / kStateFile)) continue;
+    const std::int64_t step = std::stoll(digits);
+    if (step > best_step) {
+      best_step = step;
+      best = it->path().string();
+    }
+  }
+  return best;
+}
+
+// Drops the metrics lines of steps after `step` (a resumed run rewrites them).
+void truncate_metrics(const std::string& path, std::int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    long long s = 0;
+    if (std::sscanf(line.c_str(), "{\"step\": %lld", &s) == 1 && s > step) break;
+    kept += line + "\n";
+  }
+  write_text_file(path, kept);
+}
+
+// The sentence-transformers prompt of an instruction: the template up to
+// {query}, which must end it (otherwise no prefix prompt can express it).
+std::string prompt_of(const std::string& instruction_template, const std::string& instruction) {
+  const std::string kq = "{query}", ki = "{instruction}";
+  auto pq = instruction_template.find(kq);
+  if (pq == std::string::npos || pq + kq.size() != instruction_template.size()) return {};
+  std::string prefix = instruction_template.substr(0, pq);
+  auto pi = prefix.find(ki);
+  if (pi == std::string::npos) return {};
+  return prefix.replace(pi, ki.size(), instruction);
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& o) : o_(o) {}
+  TrainResult run();
+
+ private:
+  void resolve_options();
+  void prepare_model(const std::string& resume_dir);
+  void save_checkpoint();
+  void export_final();
+  void write_model_files(const std::string& dir);
+  void write_metrics(const std::string& line);
+
+  const TrainOptions& o_;
+  Dataset data_;
+  loss::LossOptions loss_;
+  std::int64_t num_negatives_ = 0;
+  bool with_scores_ = false;
+  model::Pooling pooling_ = model::Pooling::Mean;
+  Schedule schedule_ = Schedule::kLinear;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::string tokenizer_dir_;
+  model::Encoder encoder_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  torch::Generator generator_;
+  SavedState state_;
+  std::int64_t batches_per_epoch_ = 0;
+  std::FILE* metrics_ = nullptr;
+};
+
+void Trainer::resolve_options() {
+  if (o_.output.empty()) throw UsageError("--output DIR is required");
+  const int sources = !o_.init.empty() + !o_.init_config.empty();
+  if (sources != 1) throw UsageError("give exactly one of --init DIR and --init-config FILE");
+  if (!o_.init_config.empty() && o_.tokenizer.empty() && !o_.train_tokenizer)
+    throw UsageError("--init-config needs --tokenizer DIR or --train-tokenizer VOCAB");
+  if (!o_.tokenizer.empty() && o_.train_tokenizer)
+    throw UsageError("--tokenizer and --train-tokenizer are exclusive");
+  if (o_.grad_accumulation < 1) throw UsageError("--grad-accumulation must be at least 1");
+  if (o_.epochs < 1) throw UsageError("--epochs must be at least 1");
+  if (o_.max_steps && *o_.max_steps < 1) throw UsageError("--max-steps must be at least 1");
+  if (o_.save_steps < 0) throw UsageError("--save-steps must be >= 0");
+  if (o_.learning_rate < 0 || !std::isfinite(o_.learning_rate)) throw UsageError("--lr must be a finite number >= 0");
+  if (o_.warmup_ratio < 0 || o_.warmup_ratio > 1) throw UsageError("--warmup-ratio must lie in [0, 1]");
+  if (o_.max_grad_norm && !(*o_.max_grad_norm > 0)) throw UsageError("--max-grad-norm must be > 0");
+  if (o_.grad_cache_chunk && *o_.grad_cache_chunk < 1) throw UsageError("--grad-cache-chunk must be at least 1");
+  schedule_ = parse_schedule(o_.schedule);
+  pooling_ = model::parse_pooling(o_.pooling);
+
+  loss_ = o_.loss;
+  const bool pretrain = o_.stage == Stage::kPretrain;
+  num_negatives_ = o_.num_negatives.value_or(pretrain ? 0 : 7);
+  if (num_negatives_ < 0) throw UsageError("--num-negatives must be >= 0");
+  loss_.focal_gamma = o_.focal_gamma.value_or(pretrain ? 0.0 : o_.loss.focal_gamma);
+  loss_.mix = o_.mix.value_or(pretrain ? loss::MixMode::kNone : o_.loss.mix);
+  with_scores_ = o_.stage == Stage::kDistill;
+  if (!with_scores_ && loss_.distill_only) throw UsageError("--distill-only needs the distill stage (kalm-distill)");
+}
+
+void Trainer::prepare_model(const std::string& resume_dir) {
+  model::LoadOptions lo;
+  if (!o_.attention.empty()) lo.attention = model::parse_attention_mode(o_.attention);
+  if (!resume_dir.empty()) {
+    tokenizer_dir_ = resume_dir;
+    tokenizer_ = text::load_tokenizer(resume_dir);
+    encoder_ = model::load_model(resume_dir, lo).encoder;
+  } else {
+    if (o_.train_tokenizer) {
+      tokenizer_dir_ = (fs::path(o_.output) / ".kalm-tokenizer").string();
+      fs::create_directories(tokenizer_dir_);
+      std::vector<std::string> texts;
+      for (const auto& ex : data_.examples) {
+        texts.push_back(ex.query);
+        texts.insert(texts.end(), ex.pos.begin(), ex.pos.end());
+        texts.insert(texts.end(), ex.neg.begin(), ex.neg.end());
+      }
+      text::SentencePieceTrainOptions so;
+      so.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
+      so.seed = static_cast<unsigned>(o_.seed);
+      text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
+    } else {
+      tokenizer_dir_ = o_.tokenizer.empty() ? o_.init : o_.tokenizer;
+    }
+    tokenizer_ = text::load_tokenizer(tokenizer_dir_);
+    if (!o_.init.empty()) {
+      encoder_ = model::load_model(o_.init, lo).encoder;
+    } else {
+      auto config = model::parse_config_file(o_.init_config);
+      const auto vocab = static_cast<std::int64_t>(tokenizer_->vocab_size());
+      if (o_.train_tokenizer) {
+        config.vocab_size = vocab;
+        model::validate_config(config);
+      } else if (vocab > config.vocab_size) {
+        throw ModelError(o_.init_config + ": vocab_size " + std::to_string(config.vocab_size) +
+                         " is smaller than the tokenizer's " + std::to_string(vocab) + " ids (" + tokenizer_dir_ + ")");
+      }
+      encoder_ = model::Encoder(config, lo.attention.value_or(config.default_attention()));
+      encoder_->init_parameters(o_.seed);
+    }
+  }
+  encoder_->train();
+  for (auto& p : encoder_->parameters()) p.requires_grad_(true);
+}
+
+void Trainer::write_model_files(const std::string& dir) {
+  model::save_model(dir, *encoder_);
+  copy_tokenizer_files(tokenizer_dir_, dir);
+  SentenceTransformersExport st;
+  st.pooling = pooling_;
+  st.dimension = encoder_->hidden_size();
+  st.max_seq_length = std::max(o_.query_max_length, o_.passage_max_length);
+  for (const auto& [task, instruction] : data_.instructions) {
+    auto prompt = prompt_of(o_.data.instruction_template, instruction);
+    if (!prompt.empty()) st.prompts[task] = prompt;
+  }
+  write_sentence_transformers_files(dir, st);
+}
+
+void Trainer::save_checkpoint() {
+  const std::string name = "checkpoint-" + std::to_string(state_.step);
+  const fs::path final_dir = fs::path(o_.output) / name;
+  const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  write_model_files(tmp.string());
+  torch::save(*optimizer_, (tmp / kOptimizerFile).string());
+  model::save_safetensors((tmp / kRngFile).string(), {{"loss_generator", generator_.get_state()}});
+  write_text_file((tmp / kStateFile).string(), state_json(state_, o_.command_line));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) throw IoError(final_dir.string() + ": cannot publish the checkpoint: " + ec.message());
+}
+
+void Trainer::export_final() {
+  write_model_files(o_.output);
+  write_text_file(o_.output + "/kalm_training.json", state_json(state_, o_.command_line));
+}
+
+void Trainer::write_metrics(const std::string& line) {
+  if (!metrics_) return;
+  if (std::fputs(line.c_str(), metrics_) < 0 || std::fputc('\n', metrics_) < 0 || std::fflush(metrics_) != 0)
+    throw IoError(o_.metrics + ": write failed: " + std::strerror(errno));
+}
+
+TrainResult Trainer::run() {
+  resolve_options();
+  std::error_code ec;
+  fs::create_directories(o_.output, ec);
+  if (ec) throw IoError(o_.output + ": cannot create directory: " + ec.message());
+  data_ = load_dataset(o_.data);
+
+  std::string resume_dir;
+  if (o_.resume) {
+    resume_dir = latest_checkpoint(o_.output);
+    if (resume_dir.empty() && !o_.quiet)
+      std::cerr << "kalm-train: --resume: no checkpoint in " << o_.output << ", starting from the beginning\n";
+  }
+  prepare_model(resume_dir);
+  if (o_.matryoshka_from_recipe) loss::set_recipe_matryoshka(loss_, encoder_->hidden_size());
+  loss::validate_options(loss_);
+
+  batches_per_epoch_ = static_cast<std::int64_t>(plan_epoch(data_, o_.batching, o_.seed, 0).batches.size());
+  const std::int64_t total =
+      o_.max_steps ? *o_.max_steps : o_.epochs * batches_per_epoch_ / o_.grad_accumulation;
+  if (total < 1)
+    throw UsageError("the data makes no full optimiser step (" + std::to_string(batches_per_epoch_) +
+                     " batches per epoch, --grad-accumulation " + std::to_string(o_.grad_accumulation) + ")");
+  const std::int64_t warmup =
+      o_.warmup_steps ? *o_.warmup_steps
+                      : static_cast<std::int64_t>(std::ceil(o_.warmup_ratio * static_cast<double>(total)));
+
+  Fingerprint fp{o_.seed,       o_.batching.batch_size, o_.grad_accumulation, total,
+                 static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage)};
+  state_.fingerprint = fp;
+
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      encoder_->parameters(), torch::optim::AdamWOptions(o_.learning_rate)
+                                  .betas({o_.adam_beta1, o_.adam_beta2})
+                                  .eps(o_.adam_eps)
+                                  .weight_decay(o_.weight_decay));
+  generator_ = at::make_generator<at::CPUGeneratorImpl>(o_.seed ^ 0x6d697869ULL);
+  if (!resume_dir.empty()) {
+    auto saved = read_state((fs::path(resume_dir) / kStateFile).string());
+    check_fingerprint(saved.fingerprint, fp, resume_dir);
+    state_ = saved;
+    torch::load(*optimizer_, (fs::path(resume_dir) / kOptimizerFile).string());
+    auto rng = io::SafetensorsFile::open((fs::path(resume_dir) / kRngFile).string());
+    generator_.set_state(model::tensor_copy(rng, "loss_generator"));
+  }
+
+  if (!o_.metrics.empty()) {
+    if (!resume_dir.empty()) truncate_metrics(o_.metrics, state_.step);
+    metrics_ = std::fopen(o_.metrics.c_str(), resume_dir.empty() ? "w" : "a");
+    if (!metrics_) throw IoError(o_.metrics + ": cannot open: " + std::strerror(errno));
+  }
+  struct CloseFile {
+    std::FILE*& f;
+    ~CloseFile() {
+      if (f) std::fclose(f);
+      f = nullptr;
+    }
+  } close_metrics{metrics_};
+
+  StopSignalScope signals;
+  TrainResult result;
+  cli::Progress progress("kalm-train", "steps", static_cast<std::uint64_t>(total - state_.step), o_.quiet);
+  EpochPlan plan;
+  std::int64_t plan_epoch_index = -1;
+  std::int64_t tokens_total = 0;
+  const auto params = encoder_->parameters();
+
+  while (state_.step < total) {
+    const auto t0 = std::chrono::steady_clock::now();
+    optimizer_->zero_grad();
+    std::map<std::string, double> sums;
+    std::int64_t tokens = 0;
+    double loss_sum = 0;
+    for (std::int64_t a = 0; a < o_.grad_accumulation; ++a) {
+      const std::int64_t epoch = state_.micro_batches / batches_per_epoch_;
+      const std::int64_t b = state_.micro_batches % batches_per_epoch_;
+      if (epoch != plan_epoch_index) {
+        plan = plan_epoch(data_, o_.batching, o_.seed, static_cast<std::uint64_t>(epoch));
+        plan_epoch_index = epoch;
+      }
+      auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
+      auto batch = build_batch(data_, plan.batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
+                               *tokenizer_, o_.query_max_length, o_.passage_max_length);
+      auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
+                                  1.0 / static_cast<double>(o_.grad_accumulation));
+      const double value = out.total.item<double>();
+      if (!std::isfinite(value))
+        throw Error("step " + std::to_string(state_.step + 1) + ": the loss is not finite (" + std::to_string(value) +
+                    "); lower --lr or check the data (epoch " + std::to_string(epoch) + ", batch " +
+                    std::to_string(b) + ")");
+      loss_sum += value;
+      for (const auto& [k, v] : out.components) sums[k] += v.item<double>();
+      for (const auto& [k, v] : out.metrics) sums[k] += v.item<double>();
+      tokens += batch.queries.tokens + batch.passages.tokens;
+      ++state_.micro_batches;
+    }
+    const double lr = learning_rate_at(state_.step, total, warmup, o_.learning_rate, schedule_);
+    for (auto& group : optimizer_->param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double grad_norm =
+        torch::nn::utils::clip_grad_norm_(params, o_.max_grad_norm.value_or(std::numeric_limits<double>::infinity()));
+    optimizer_->step();
+    ++state_.step;
+    tokens_total += tokens;
+
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double accum = static_cast<double>(o_.grad_accumulation);
+    result.last_loss = loss_sum / accum;
+    result.losses.push_back(result.last_loss);
+    if (metrics_) {
+      std::string line = "{\"step\": " + std::to_string(state_.step) + ", \"epoch\": ";
+      io::append_json_number(line, static_cast<double>(state_.micro_batches) / static_cast<double>(batches_per_epoch_));
+      line += ", \"loss\": ";
+      io::append_json_number(line, result.last_loss);
+      for (const auto& [k, v] : sums) {
+        line += ", ";
+        io::append_json_string(line, k);
+        line += ": ";
+        io::append_json_number(line, std::isfinite(v / accum) ? v / accum : 0.0);
+      }
+      line += ", \"lr\": ";
+      io::append_json_number(line, lr);
+      line += ", \"grad_norm\": ";
+      io::append_json_number(line, std::isfinite(grad_norm) ? grad_norm : -1.0);
+      line += ", \"tokens_per_s\": ";
+      io::append_json_number(line, seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+      line += "}";
+      write_metrics(line);
+    }
+    progress.advance();
+
+    if (state_.step == total) break;
+    const int sig = take_stop_signal();
+    const bool stop_here = sig != 0 || (o_.stop_at_step && state_.step >= *o_.stop_at_step);
+    if (stop_here || (o_.save_steps > 0 && state_.step % o_.save_steps == 0)) save_checkpoint();
+    if (stop_here) {
+      result.signal = sig;
+      result.stopped = true;
+      break;
+    }
+  }
+  result.steps = state_.step;
+  result.encoder = encoder_;
+  if (!result.stopped) {
+    export_final();
+    std::error_code ignore;
+    fs::remove_all(fs::path(o_.output) / ".kalm-tokenizer", ignore);
+  }
+  std::ostringstream summary;
+  summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "
+          << data_.examples.size() << " groups, final loss " << result.last_loss << ", "
+          << cli::format_rate(static_cast<double>(tokens_total) / std::max(1e-9, progress.elapsed_seconds()))
+          << " tokens/s";
+  progress.finish(summary.str());
+  return result;
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& options) { return Trainer(options).run(); }
+
+}  // namespace kalm::train
