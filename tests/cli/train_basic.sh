@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# kalm-train / kalm-distill end to end on the toy set and a tiny Qwen2 with a
+# SentencePiece tokenizer trained on the fly: usage errors, a run and its export,
+# stop + --resume bit-identical to an uninterrupted run, SIGTERM -> checkpoint
+# and exit 143, distillation, and the soup subcommand.
+source "$(dirname "$0")/lib.sh"
+fx="$KALM_SOURCE_DIR/tests/fixtures/train"
+train="$KALM_BIN/kalm-train"
+distill="$KALM_BIN/kalm-distill"
+common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+        --batch-size 8 --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q)
+
+# Usage errors exit 2 and name the problem.
+expect_rc 2 "$train" "$fx/toy" --output "$tmp/x" --bogus-flag
+expect_rc 2 "$train" "$fx/toy" --init-config "$fx/tiny_qwen2.json" --output "$tmp/x"
+expect_grep "needs --tokenizer DIR or --train-tokenizer" "$tmp/err"
+expect_rc 2 "$train" "$fx/toy" "${common[@]}"
+expect_grep "--output DIR is required" "$tmp/err"
+expect_rc 2 "$train" "$fx/toy" "${common[@]}" --stage warmup -o "$tmp/x"
+# Runtime errors exit 1 with file:line.
+printf '{"query": "q", "pos": []}\n' > "$tmp/bad.jsonl"
+expect_rc 1 "$train" "$tmp/bad.jsonl" "${common[@]}" -o "$tmp/x"
+expect_grep "bad.jsonl:1" "$tmp/err"
+expect_rc 1 "$train" "$tmp/missing.jsonl" "${common[@]}" -o "$tmp/x"
+
+# --help lists the flags with defaults.
+expect_rc 0 "$train" --help
+expect_grep "--grad-cache-chunk" "$tmp/out"
+expect_grep "--batch-size INT:POSITIVE=48" "$tmp/out"
+
+# A full run: 4 steps over 2 epochs (grad accumulation 2), metrics and an export.
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
+  --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/full" --metrics "$tmp/full.jsonl"
+for f in config.json model.safetensors tokenizer.model modules.json 1_Pooling/config.json \
+         config_sentence_transformers.json kalm_training.json; do
+  checks=$((checks + 1)); [ -f "$tmp/full/$f" ] || { echo "FAIL: export lacks $f"; failures=$((failures + 1)); }
+done
+expect_grep '"step": 4,' "$tmp/full.jsonl"
+expect_grep '"retrieval": "Instruct: Given a question' "$tmp/full/config_sentence_transformers.json"
+# The exported model embeds with kalm-embed.
+printf '{"id": "a", "text": "the cat sleeps"}\n' > "$tmp/c.jsonl"
+expect_rc 0 "$KALM_BIN/kalm-embed" --model "$tmp/full" "$tmp/c.jsonl" -o "$tmp/e.jsonl" --threads 1 -q
+expect_grep '"embedding"' "$tmp/e.jsonl"
+
+# Stop after step 3, resume: the same bytes as the uninterrupted run.
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
+  --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/part" --stop-at-step 3
+checks=$((checks + 1)); [ -f "$tmp/part/checkpoint-3/optimizer.pt" ] || { echo "FAIL: no checkpoint-3"; failures=$((failures + 1)); }
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
+  --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/part" --resume
+checks=$((checks + 1))
+cmp -s "$tmp/full/model.safetensors" "$tmp/part/model.safetensors" || { echo "FAIL: resumed weights differ"; failures=$((failures + 1)); }
+
+# SIGTERM: checkpoint at the next step boundary, exit 128 + 15.
+"$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain --max-steps 100000 -o "$tmp/sig" &
+pid=$!
+for _ in $(seq 100); do [ -d "$tmp/sig/.kalm-tokenizer" ] && break; sleep 0.1; done
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+checks=$((checks + 1)); [ "$rc" -eq 143 ] || { echo "FAIL: SIGTERM exit $rc, expected 143"; failures=$((failures + 1)); }
+checks=$((checks + 1)); ls -d "$tmp"/sig/checkpoint-* >/dev/null 2>&1 || { echo "FAIL: no checkpoint after SIGTERM"; failures=$((failures + 1)); }
+expect_no_file "$tmp/sig/model.safetensors"
+
+# Distillation from pos_scores / neg_scores.
+expect_rc 0 "$distill" "$fx/toy/sts.jsonl" --init "$tmp/full" --num-negatives 1 --batch-size 8 --max-steps 2 \
+  --query-max-length 24 --passage-max-length 24 --threads 1 -q -o "$tmp/dist" --metrics "$tmp/dist.jsonl"
+expect_grep '"kl": ' "$tmp/dist.jsonl"
+printf '{"query": "q", "pos": ["p"], "neg": ["n"]}\n' > "$tmp/noscores.jsonl"
+expect_rc 1 "$distill" "$tmp/noscores.jsonl" --init "$tmp/full" --num-negatives 1 --batch-size 1 -q -o "$tmp/d2"
+expect_grep "noscores.jsonl:1" "$tmp/err"
+
+# Soup: uniform average of two models.
+expect_rc 0 "$train" soup -o "$tmp/soup" "$tmp/full" "$tmp/dist"
+checks=$((checks + 1)); [ -f "$tmp/soup/model.safetensors" ] || { echo "FAIL: no soup"; failures=$((failures + 1)); }
+expect_rc 2 "$train" soup -o "$tmp/soup2" "$tmp/full" "$tmp/dist" --weights 1
+
+finish
