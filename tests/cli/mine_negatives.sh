@@ -105,6 +105,9 @@ expect_rc 1 "$exe" --query-embeddings "$tmp/q2.st" --corpus-embeddings "$tmp/poo
 expect_rc 2 "$exe" "$tmp/groups.jsonl" && expect_grep 'give --model, or both' "$tmp/err"
 expect_rc 2 "$exe" "${pre[@]}" --range 5-3 "$tmp/groups.jsonl" && expect_grep 'range wants A-B' "$tmp/err"
 expect_rc 2 "$exe" "${pre[@]}" --sampling best "$tmp/groups.jsonl"
+expect_rc 2 "$exe" "${pre[@]}" --task t "$tmp/groups.jsonl" && expect_grep 'apply only to --from-labels' "$tmp/err"
+expect_rc 2 "$exe" --from-labels --filter-topk 3 "$tmp/groups.jsonl" && expect_grep 'do not apply to --from-labels' "$tmp/err"
+expect_rc 2 "$exe" "${pre[@]}" --model "$tmp" "$tmp/groups.jsonl" && expect_grep 'exclusive' "$tmp/err"
 
 # A tiny model with a tokenizer: the embedding path, deterministic by seed.
 model="$tmp/model"

@@ -212,8 +212,12 @@ void check_options(const MineOptions& o) {
   if (o.from_labels) {
     if (pre) throw UsageError("--from-labels embeds with --model (precomputed embeddings are not supported there)");
     if (!o.corpus.empty()) throw UsageError("--from-labels takes its candidates from the input itself, not --corpus");
+    if (o.filter_topk || o.max_score_ratio || o.margin || o.scores)
+      throw UsageError("--filter-topk, --max-score-ratio, --margin and --scores do not apply to --from-labels");
     return;
   }
+  if (!o.task.empty() || o.label_type != "classification")
+    throw UsageError("--task and --label-type apply only to --from-labels");
   if (o.model.model.empty() && (o.query_embeddings.empty() || o.corpus_embeddings.empty()))
     throw UsageError("give --model, or both --query-embeddings and --corpus-embeddings");
 }

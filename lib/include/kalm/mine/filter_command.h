@@ -24,7 +24,9 @@
 // prompt; for two-step (retrieval) types it appears only in the brainstorm step.
 //
 // Both throw kalm::Error subclasses (UsageError for flags, FormatError naming
-// file:line, IoError, ModelError); outputs are atomic.
+// file:line, IoError, ModelError); outputs are atomic. Every record is held in
+// memory (the duplicate and ranking stages look at all of them).
+// Thread safety: one run at a time per process; fill_template is reentrant.
 
 #include <cstdint>
 #include <optional>

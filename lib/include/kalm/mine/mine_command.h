@@ -15,6 +15,8 @@
 //
 // Throws kalm::Error subclasses: UsageError (flags), FormatError (input data,
 // naming file:line), IoError, ModelError. Nothing is written on failure.
+// Thread safety: one run at a time per process (it sets up LibTorch's pool and
+// prints progress); the work inside uses LibTorch's threads.
 
 #include <cstdint>
 #include <optional>
