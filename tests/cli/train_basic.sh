@@ -61,6 +61,11 @@ checks=$((checks + 1)); [ "$rc" -eq 143 ] || { echo "FAIL: SIGTERM exit $rc, exp
 checks=$((checks + 1)); ls -d "$tmp"/sig/checkpoint-* >/dev/null 2>&1 || { echo "FAIL: no checkpoint after SIGTERM"; failures=$((failures + 1)); }
 expect_no_file "$tmp/sig/model.safetensors"
 
+# bf16 autocast trains and exports float32 weights.
+expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain --max-steps 2 --dtype bf16 -o "$tmp/bf16"
+expect_grep '"torch_dtype": "float32"' "$tmp/bf16/config.json"
+expect_rc 2 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --dtype f16 -o "$tmp/f16"
+
 # Distillation from pos_scores / neg_scores.
 expect_rc 0 "$distill" "$fx/toy/sts.jsonl" --init "$tmp/full" --num-negatives 1 --batch-size 8 --max-steps 2 \
   --query-max-length 24 --passage-max-length 24 --threads 1 -q -o "$tmp/dist" --metrics "$tmp/dist.jsonl"

@@ -1,5 +1,7 @@
 #include "kalm/train/step.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -83,12 +85,34 @@ loss::LossOutput detach_total(loss::LossOutput out) {
 
 }  // namespace
 
+CpuAutocast::CpuAutocast(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
+  previous_enabled_ = at::autocast::is_cpu_enabled();
+  previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+CpuAutocast::~CpuAutocast() {
+  if (!enabled_) return;
+  // The cast cache holds bf16 copies of the weights; it must not outlive the
+  // outermost scope (the weights change at every optimiser step).
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(previous_enabled_);
+  at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+}
+
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
-                                  torch::Generator generator, double loss_scale) {
+                                  torch::Generator generator, double loss_scale, bool bf16_autocast) {
   if (!grad_cache_chunk) {
-    auto q = embed_for_training(encoder, batch.queries, pooling);
-    auto p = embed_for_training(encoder, batch.passages, pooling);
+    torch::Tensor q, p;
+    {
+      CpuAutocast autocast(bf16_autocast);
+      q = embed_for_training(encoder, batch.queries, pooling);
+      p = embed_for_training(encoder, batch.passages, pooling);
+    }
     auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
     (out.total * loss_scale).backward();
     return detach_total(std::move(out));
@@ -98,6 +122,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   torch::Tensor q, p;
   {
     torch::NoGradGuard no_grad;
+    CpuAutocast autocast(bf16_autocast);
     q = embed_chunked(encoder, batch.queries, pooling, chunk);
     p = embed_chunked(encoder, batch.passages, pooling, chunk);
   }
@@ -107,6 +132,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   (out.total * loss_scale).backward();
   const auto q_grad = q.grad().detach();
   const auto p_grad = p.grad().detach();
+  CpuAutocast autocast(bf16_autocast);
   backward_chunked(encoder, batch.queries, pooling, chunk, q_grad);
   backward_chunked(encoder, batch.passages, pooling, chunk, p_grad);
   return detach_total(std::move(out));

@@ -91,6 +91,10 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->check(CLI::IsMember({"causal", "bidirectional"}))
       ->group(cli::kGroupModel);
 
+  app.add_option("--dtype", o.dtype,
+                 "Compute dtype: f32, or bf16 (CPU autocast: matmuls in bfloat16; weights, optimiser and loss in f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->group(cli::kGroupCompute);
   if (!distill)
     app.add_option("--stage", f.stage, "pretrain (in-batch negatives only) or finetune (hard negatives, focal, mixing)")
         ->check(CLI::IsMember({"pretrain", "finetune"}))

@@ -237,6 +237,7 @@ class Trainer {
   loss::LossOptions loss_;
   std::int64_t num_negatives_ = 0;
   bool with_scores_ = false;
+  bool bf16_ = false;
   model::Pooling pooling_ = model::Pooling::Mean;
   Schedule schedule_ = Schedule::kLinear;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -266,6 +267,8 @@ void Trainer::resolve_options() {
   if (o_.max_grad_norm && !(*o_.max_grad_norm > 0)) throw UsageError("--max-grad-norm must be > 0");
   if (o_.grad_cache_chunk && *o_.grad_cache_chunk < 1) throw UsageError("--grad-cache-chunk must be at least 1");
   schedule_ = parse_schedule(o_.schedule);
+  if (o_.dtype != "f32" && o_.dtype != "bf16") throw UsageError("--dtype must be f32 or bf16, got '" + o_.dtype + "'");
+  bf16_ = o_.dtype == "bf16";
   pooling_ = model::parse_pooling(o_.pooling);
 
   loss_ = o_.loss;
@@ -448,7 +451,7 @@ TrainResult Trainer::run() {
       auto batch = build_batch(data_, plan.batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
                                *tokenizer_, o_.query_max_length, o_.passage_max_length);
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
-                                  1.0 / static_cast<double>(o_.grad_accumulation));
+                                  1.0 / static_cast<double>(o_.grad_accumulation), bf16_);
       const double value = out.total.item<double>();
       if (!std::isfinite(value))
         throw Error("step " + std::to_string(state_.step + 1) + ": the loss is not finite (" + std::to_string(value) +

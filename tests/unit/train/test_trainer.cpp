@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <filesystem>
 #include <fstream>
 
@@ -115,10 +116,10 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
   kalm::loss::LossOptions lo;
   lo.matryoshka_dims = {32, 16};
   lo.matryoshka_weights = {1.0, 0.5};
-  auto grads = [&](std::optional<std::int64_t> chunk) {
+  auto grads = [&](std::optional<std::int64_t> chunk, bool bf16 = false) {
     for (auto& p : enc->parameters()) p.mutable_grad() = torch::Tensor();
     auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
-    auto out = forward_backward(*enc, batch, kalm::model::Pooling::Mean, lo, chunk, gen, 0.5);
+    auto out = forward_backward(*enc, batch, kalm::model::Pooling::Mean, lo, chunk, gen, 0.5, bf16);
     std::vector<torch::Tensor> g;
     for (auto& p : enc->parameters()) g.push_back(p.grad().clone());
     return std::make_pair(out.total.item<double>(), g);
@@ -144,6 +145,22 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
       DOCTEST_CHECK(worst <= 1e-5 * scale);
   }
   DOCTEST_CHECK_THROWS_AS(grads(0), kalm::UsageError);
+
+  // bf16 autocast: the same loss and gradients to bfloat16 precision, weights untouched
+  // in float32, and autocast off again afterwards.
+  auto [bf_loss, bf] = grads(std::nullopt, true);
+  auto [bf_cached_loss, bf_cached] = grads(4, true);
+  DOCTEST_CHECK(!at::autocast::is_cpu_enabled());
+  DOCTEST_CHECK(bf_loss == doctest::Approx(plain_loss).epsilon(2e-2));
+  DOCTEST_CHECK(bf_cached_loss == doctest::Approx(bf_loss).epsilon(1e-2));
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    DOCTEST_CHECK((bf[i].scalar_type() == torch::kFloat));
+    num += (bf[i] - plain[i]).pow(2).sum().item<double>();
+    den += plain[i].pow(2).sum().item<double>();
+  }
+  DOCTEST_CHECK(std::sqrt(num / den) < 0.1);  // relative L2 error of the whole gradient
+  DOCTEST_CHECK(std::sqrt(num / den) > 0.0);  // bf16 really ran
 }
 
 DOCTEST_TEST_CASE("a tiny model trains: the loss decreases on a fixed toy set") {

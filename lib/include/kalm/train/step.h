@@ -63,9 +63,27 @@ struct TrainBatch {
 // chunk. `generator` feeds the loss's mixing draws (loss.h). Returns the loss
 // output (components detached; `total` detached too). Throws what
 // compute_loss and the encoder throw; UsageError for C < 1.
+// bf16_autocast: run the encoder under LibTorch's CPU autocast (matmuls and
+// linear layers in bfloat16, weights, gradients, pooling and the loss in
+// float32), as torch.autocast("cpu", torch.bfloat16) does.
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
-                                  torch::Generator generator, double loss_scale = 1.0);
+                                  torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false);
+
+// Enables CPU bfloat16 autocast for its lifetime (nestable; restores the
+// previous state). Not thread-safe across threads: autocast state is per thread.
+class CpuAutocast {
+ public:
+  explicit CpuAutocast(bool enabled);
+  ~CpuAutocast();
+  CpuAutocast(const CpuAutocast&) = delete;
+  CpuAutocast& operator=(const CpuAutocast&) = delete;
+
+ private:
+  bool enabled_;
+  bool previous_enabled_ = false;
+  torch::ScalarType previous_dtype_ = torch::kBFloat16;
+};
 
 // Samples the groups of `indices` (in order, from `rng`; see sample_group),
 // tokenises queries to query_max_length and passages to passage_max_length,

@@ -69,6 +69,7 @@ struct TrainOptions {
   std::optional<std::int64_t> train_tokenizer;  // or: train a SentencePiece model of this vocabulary size
   std::string pooling = "mean";              // mean | last | cls
   std::string attention;                     // causal | bidirectional; "" = the model's
+  std::string dtype = "f32";                 // compute: f32, or bf16 (CPU autocast; weights stay f32)
   // Optimisation
   Stage stage = Stage::kFinetune;
   double learning_rate = 1e-5;               // peak lr
