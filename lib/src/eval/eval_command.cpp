@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -93,6 +94,31 @@ std::string version_string() { return std::string(kVersion) + " (git " + kGitRev
 
 }  // namespace
 
+std::vector<std::int64_t> parse_dims(const std::string& spec) {
+  std::vector<std::int64_t> dims;
+  if (spec.empty()) return dims;
+  std::size_t pos = 0;
+  while (true) {
+    const std::size_t comma = spec.find(',', pos);
+    const std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v < 1)
+      throw UsageError("--dim wants positive integers separated by commas (e.g. 896,256,64), got '" + spec + "'");
+    if (std::find(dims.begin(), dims.end(), v) != dims.end())
+      throw UsageError("--dim names width " + item + " twice");
+    dims.push_back(v);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return dims;
+}
+
 std::vector<std::string> read_suite(const std::string& path) {
   if (!fs::exists(path)) throw IoError(path + ": no such file (--suite)");
   io::LineReader reader(path);
@@ -139,9 +165,7 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_flag("--per-query", o.per_query, "--qrels/--run: add every query's measures")->group(cli::kGroupOutput);
   app.add_option("--output-dir", o.output_dir, "Write one results JSON per task here (created if missing)")
       ->group(cli::kGroupOutput);
-  app.add_option("--dim", o.dims, "Matryoshka widths to score, comma-separated (default: the model's)")
-      ->delimiter(',')
-      ->check(CLI::PositiveNumber)
+  app.add_option("--dim", o.dim, "Matryoshka widths to score, comma-separated, e.g. 896,256,64 (default: the model's)")
       ->group(cli::kGroupOutput);
   app.add_flag("--bm25,!--no-bm25", o.bm25, "Score BM25 beside retrieval and reranking tasks")
       ->group(cli::kGroupOutput);
@@ -156,11 +180,9 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
       ->check(CLI::PositiveNumber)
       ->group(cli::kGroupModel);
-  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")
-      ->check(CLI::IsMember({"mean", "last", "cls"}))
-      ->group(cli::kGroupModel);
+  // pooling/attention are checked in run_eval: --dump-config writes "" for them when unset.
+  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")->group(cli::kGroupModel);
   app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
-      ->check(CLI::IsMember({"causal", "bidirectional"}))
       ->group(cli::kGroupModel);
   app.add_option("--batch-tokens", o.batch_tokens, "Padded tokens per forward pass (rows x longest row)")
       ->check(CLI::PositiveNumber)
@@ -183,6 +205,10 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
     return;
   }
   if (o.per_query) throw UsageError("--per-query goes with --qrels/--run");
+  if (!o.pooling.empty() && o.pooling != "mean" && o.pooling != "last" && o.pooling != "cls")
+    throw UsageError("--pooling must be mean, last or cls, not '" + o.pooling + "'");
+  if (!o.attention.empty() && o.attention != "causal" && o.attention != "bidirectional")
+    throw UsageError("--attention must be causal or bidirectional, not '" + o.attention + "'");
 
   std::vector<std::string> dirs = o.tasks;
   if (!o.suite.empty())
@@ -200,7 +226,7 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
   }
 
   RunnerOptions ro;
-  ro.dims = o.dims;
+  ro.dims = parse_dims(o.dim);
   ro.instruction_template = o.instruction_template;
   ro.use_instructions = o.instructions;
   ro.bm25 = o.bm25;

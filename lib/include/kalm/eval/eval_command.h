@@ -35,7 +35,7 @@ struct EvalOptions {
   std::string run;                             // TREC run (with --qrels)
   bool per_query = false;                      // --qrels/--run: per-query measures too
   std::string output_dir;                      // one results JSON per task; "" = none
-  std::vector<std::int64_t> dims;              // Matryoshka widths; empty = the model's
+  std::string dim;                             // Matryoshka widths "896,256,64"; "" = the model's
   std::vector<std::string> splits;             // override every task's splits
   std::string instruction_template = "Instruct: {instruction} \n Query: ";  // KaLM's query template
   bool instructions = true;                    // apply the tasks' instructions
@@ -53,6 +53,10 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& options);
 
 // Runs kalm-eval. Throws kalm::Error subclasses.
 void run_eval(const EvalOptions& options, const cli::Tool& tool);
+
+// "896,256,64" -> {896, 256, 64}; "" -> {}. Throws UsageError naming --dim for
+// anything but positive integers separated by commas.
+std::vector<std::int64_t> parse_dims(const std::string& spec);
 
 // The task directories of a suite file: one per line, relative to the suite
 // file's directory unless absolute; blank lines and '#' comments skipped.
