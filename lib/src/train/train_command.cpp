@@ -167,6 +167,9 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--save-steps", o.save_steps, "Write OUTPUT/checkpoint-STEP every N steps (0 = never)")
       ->check(CLI::NonNegativeNumber)
       ->group(cli::kGroupOutput);
+  app.add_option("--keep-checkpoints", o.keep_checkpoints, "Keep only the newest N checkpoints (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(cli::kGroupOutput);
   app.add_flag("--resume", o.resume, "Continue from the newest checkpoint in OUTPUT (exactly)")
       ->group(cli::kGroupOutput);
   app.add_option("--stop-at-step", o.stop_at_step, "Checkpoint and stop after this step (resume later with --resume)")

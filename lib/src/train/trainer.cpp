@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -228,6 +229,7 @@ class Trainer {
   void resolve_options();
   void prepare_model(const std::string& resume_dir);
   void save_checkpoint();
+  void prune_checkpoints();
   void export_final();
   void write_model_files(const std::string& dir);
   void write_metrics(const std::string& line);
@@ -262,6 +264,7 @@ void Trainer::resolve_options() {
   if (o_.epochs < 1) throw UsageError("--epochs must be at least 1");
   if (o_.max_steps && *o_.max_steps < 1) throw UsageError("--max-steps must be at least 1");
   if (o_.save_steps < 0) throw UsageError("--save-steps must be >= 0");
+  if (o_.keep_checkpoints < 0) throw UsageError("--keep-checkpoints must be >= 0");
   if (o_.learning_rate < 0 || !std::isfinite(o_.learning_rate)) throw UsageError("--lr must be a finite number >= 0");
   if (o_.warmup_ratio < 0 || o_.warmup_ratio > 1) throw UsageError("--warmup-ratio must lie in [0, 1]");
   if (o_.max_grad_norm && !(*o_.max_grad_norm > 0)) throw UsageError("--max-grad-norm must be > 0");
@@ -354,6 +357,24 @@ void Trainer::save_checkpoint() {
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) throw IoError(final_dir.string() + ": cannot publish the checkpoint: " + ec.message());
+  if (o_.keep_checkpoints > 0) prune_checkpoints();
+}
+
+// Removes the oldest checkpoints beyond keep_checkpoints (only after the new one
+// is in place, so a complete checkpoint always exists).
+void Trainer::prune_checkpoints() {
+  std::vector<std::pair<std::int64_t, fs::path>> found;
+  std::error_code ec;
+  for (fs::directory_iterator it(o_.output, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || !it->is_directory()) continue;
+    const std::string digits = name.substr(11);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    found.emplace_back(std::stoll(digits), it->path());
+  }
+  std::sort(found.begin(), found.end());
+  const auto keep = static_cast<std::size_t>(o_.keep_checkpoints);
+  for (std::size_t i = 0; i + keep < found.size(); ++i) fs::remove_all(found[i].second, ec);
 }
 
 void Trainer::export_final() {

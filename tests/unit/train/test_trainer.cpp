@@ -280,8 +280,16 @@ DOCTEST_TEST_CASE("model soup: weighted average, checked shapes and configs") {
   auto o = tiny_options(t.sub("a"));
   o.stage = Stage::kPretrain;
   o.data.inputs = {kFixtures + "/toy/retrieval.jsonl"};
-  o.max_steps = 1;
+  o.max_steps = 5;
+  o.save_steps = 1;
+  o.keep_checkpoints = 2;
   run_training(o);
+  // Checkpoints 1..4 were written (5 is the final export); the newest 2 remain.
+  DOCTEST_CHECK(!fs::exists(fs::path(o.output) / "checkpoint-2"));
+  DOCTEST_CHECK(fs::exists(fs::path(o.output) / "checkpoint-3"));
+  DOCTEST_CHECK(fs::exists(fs::path(o.output) / "checkpoint-4"));
+  o.max_steps = 1;
+  o.save_steps = 0;
   o.output = t.sub("b");
   o.seed = 4;
   o.init_config.clear();

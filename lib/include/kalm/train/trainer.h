@@ -94,6 +94,7 @@ struct TrainOptions {
   std::string output;                        // directory (required)
   std::string metrics;                       // JSONL metrics file; "" = none
   std::int64_t save_steps = 0;               // checkpoint every N steps; 0 = only at the end / on a signal
+  std::int64_t keep_checkpoints = 0;         // keep only the newest N checkpoints; 0 = keep all
   bool resume = false;                       // continue from the newest checkpoint in output
   std::optional<std::int64_t> stop_at_step;  // checkpoint and stop after this step (as on a signal)
   std::uint64_t seed = 42;
