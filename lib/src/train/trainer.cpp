@@ -305,6 +305,15 @@ void Trainer::prepare_model(const std::string& resume_dir) {
       so.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
       so.seed = static_cast<unsigned>(o_.seed);
       text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
+      // What transformers needs to pick a class for a bare tokenizer.model; the
+      // settings keep its ids equal to kalm's (no added bos/eos, plain
+      // SentencePiece encoding) and give sentence-transformers a pad token.
+      write_text_file(tokenizer_dir_ + "/tokenizer_config.json",
+                      "{\n  \"tokenizer_class\": \"LlamaTokenizer\",\n  \"legacy\": true,\n"
+                      "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
+                      "  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
+                      "  \"unk_token\": \"<unk>\",\n  \"pad_token\": \"<unk>\",\n  \"model_max_length\": " +
+                          std::to_string(std::max(o_.query_max_length, o_.passage_max_length)) + "\n}\n");
     } else {
       tokenizer_dir_ = o_.tokenizer.empty() ? o_.init : o_.tokenizer;
     }

@@ -198,8 +198,11 @@ DOCTEST_TEST_CASE("a tiny model trains: the loss decreases on a fixed toy set") 
   DOCTEST_CHECK(st.prompts.at("retrieval") == "Instruct: Given a question, retrieve the sentence that answers it \n Query: ");
   DOCTEST_CHECK(st.prompts.at("sts") == "Instruct: Retrieve semantically similar text \n Query: ");
   DOCTEST_CHECK(fs::exists(fs::path(o.output) / "tokenizer.model"));
+  DOCTEST_CHECK(fs::exists(fs::path(o.output) / "tokenizer_config.json"));
   DOCTEST_CHECK(!fs::exists(fs::path(o.output) / ".kalm-tokenizer"));
   auto tok = kalm::text::load_tokenizer(o.output);
+  DOCTEST_CHECK(tok->pad_id() == tok->unk_id());
+  DOCTEST_CHECK(tok->num_special_tokens_added() == 0);
   auto batch = tokenize_batch(*tok, {"the cat sleeps", "a whale dives in the sea"}, 24);
   auto a = loaded.encoder->embed(batch.ids, batch.mask, kalm::model::Pooling::Mean);
   auto b = r.encoder->embed(batch.ids, batch.mask, kalm::model::Pooling::Mean);
