@@ -222,8 +222,12 @@ TaskSpec load_task_spec(const std::string& dir) {
                                                     "classification, clustering, bitext)"));
   spec.type = *kind;
   if (find_field(o, "name")) spec.name = get_string(o, "name", path);
-  if (spec.name.empty()) spec.name = fs::path(dir).lexically_normal().filename().string();
-  if (spec.name.empty() || spec.name == ".") spec.name = fs::absolute(dir).lexically_normal().filename().string();
+  if (spec.name.empty()) {
+    // "tasks/sts/" and "." name their directory too.
+    fs::path p = fs::absolute(dir).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    spec.name = p.filename().string();
+  }
   if (find_field(o, "instruction")) spec.instruction = get_string(o, "instruction", path);
   if (auto e = find_field(o, "instruction_both_sides")) {
     bool b = false;

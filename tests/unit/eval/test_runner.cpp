@@ -105,6 +105,8 @@ DOCTEST_TEST_CASE("task.json: fields, defaults and the main score of every type"
   t.write("task.json", R"({"type": "sts"})");
   auto named = load_task_spec(t.str());
   DOCTEST_CHECK(named.name == t.path.filename().string());  // the directory's name
+  DOCTEST_CHECK(load_task_spec(t.str() + "/").name == t.path.filename().string());
+  DOCTEST_CHECK(load_task_spec(t.str() + "/.").name == t.path.filename().string());
   DOCTEST_CHECK(named.instruction.empty());
   DOCTEST_CHECK(named.instruction_both_sides);
 }
