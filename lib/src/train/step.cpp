@@ -105,13 +105,18 @@ CpuAutocast::~CpuAutocast() {
 
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
-                                  torch::Generator generator, double loss_scale, bool bf16_autocast) {
+                                  torch::Generator generator, double loss_scale, bool bf16_autocast,
+                                  DataParallel* parallel) {
   if (!grad_cache_chunk) {
     torch::Tensor q, p;
     {
       CpuAutocast autocast(bf16_autocast);
       q = embed_for_training(encoder, batch.queries, pooling);
       p = embed_for_training(encoder, batch.passages, pooling);
+    }
+    if (parallel) {
+      q = parallel->all_gather_rows(q);
+      p = parallel->all_gather_rows(p);
     }
     auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
     (out.total * loss_scale).backward();
@@ -126,12 +131,18 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
     q = embed_chunked(encoder, batch.queries, pooling, chunk);
     p = embed_chunked(encoder, batch.passages, pooling, chunk);
   }
+  const auto nq = q.size(0), np = p.size(0);
+  if (parallel) {
+    q = parallel->all_gather_rows(q);
+    p = parallel->all_gather_rows(p);
+  }
   q = q.detach().requires_grad_(true);
   p = p.detach().requires_grad_(true);
   auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
   (out.total * loss_scale).backward();
-  const auto q_grad = q.grad().detach();
-  const auto p_grad = p.grad().detach();
+  const std::int64_t r = parallel ? parallel->rank() : 0;
+  const auto q_grad = q.grad().detach().slice(0, r * nq, (r + 1) * nq);
+  const auto p_grad = p.grad().detach().slice(0, r * np, (r + 1) * np);
   CpuAutocast autocast(bf16_autocast);
   backward_chunked(encoder, batch.queries, pooling, chunk, q_grad);
   backward_chunked(encoder, batch.passages, pooling, chunk, p_grad);

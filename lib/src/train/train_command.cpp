@@ -124,6 +124,16 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "GradCache: embed N texts at a time so the batch is not bounded by memory (unset: plain backward)")
       ->check(CLI::PositiveNumber)
       ->group(kOptim);
+  app.add_option("--world-size", o.world_size,
+                 "Data-parallel processes (c10d Gloo); --batch-size is per process")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupCompute);
+  app.add_option("--rank", o.rank, "This process's rank in [0, --world-size)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(cli::kGroupCompute);
+  app.add_option("--dist-store", o.dist_store,
+                 "Rendezvous file shared by every rank (c10d FileStore; remove it before a new run)")
+      ->group(cli::kGroupCompute);
   app.add_option("--epochs", o.epochs, "Passes over the data")->check(CLI::PositiveNumber)->group(kOptim);
   app.add_option("--max-steps", o.max_steps, "Optimiser steps (overrides --epochs)")
       ->check(CLI::PositiveNumber)

@@ -22,6 +22,7 @@
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/tensor_io.h"
 #include "kalm/text/tokenizer.h"
+#include "kalm/train/dist.h"
 #include "kalm/train/export.h"
 #include "kalm/train/step.h"
 #include "kalm/version.h"
@@ -250,6 +251,9 @@ class Trainer {
   SavedState state_;
   std::int64_t batches_per_epoch_ = 0;
   std::FILE* metrics_ = nullptr;
+  std::unique_ptr<DataParallel> parallel_;
+  bool leader_ = true;  // rank 0: writes checkpoints, metrics, the export
+  BatchingOptions global_batching_;
 };
 
 void Trainer::resolve_options() {
@@ -293,7 +297,7 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     encoder_ = model::load_model(resume_dir, lo).encoder;
   } else {
     if (o_.train_tokenizer) {
-      tokenizer_dir_ = (fs::path(o_.output) / ".kalm-tokenizer").string();
+      tokenizer_dir_ = (fs::path(o_.output) / (".kalm-tokenizer" + (o_.rank > 0 ? "-" + std::to_string(o_.rank) : ""))).string();
       fs::create_directories(tokenizer_dir_);
       std::vector<std::string> texts;
       for (const auto& ex : data_.examples) {
@@ -353,6 +357,16 @@ void Trainer::write_model_files(const std::string& dir) {
 }
 
 void Trainer::save_checkpoint() {
+  if (!leader_) {
+    parallel_->barrier();
+    return;
+  }
+  struct Release {  // the other ranks wait for the checkpoint, even when writing it failed
+    DataParallel* p;
+    ~Release() {
+      if (p) try { p->barrier(); } catch (...) {}
+    }
+  } release{parallel_.get()};
   const std::string name = "checkpoint-" + std::to_string(state_.step);
   const fs::path final_dir = fs::path(o_.output) / name;
   const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");
@@ -387,6 +401,7 @@ void Trainer::prune_checkpoints() {
 }
 
 void Trainer::export_final() {
+  if (!leader_) return;
   write_model_files(o_.output);
   write_text_file(o_.output + "/kalm_training.json", state_json(state_, o_.command_line));
 }
@@ -403,6 +418,14 @@ TrainResult Trainer::run() {
   fs::create_directories(o_.output, ec);
   if (ec) throw IoError(o_.output + ": cannot create directory: " + ec.message());
   data_ = load_dataset(o_.data);
+  if (o_.world_size > 1) {
+    parallel_ = std::make_unique<DataParallel>(o_.rank, o_.world_size, o_.dist_store);
+    leader_ = o_.rank == 0;
+  } else if (o_.rank != 0) {
+    throw UsageError("--rank needs --world-size > 1");
+  }
+  global_batching_ = o_.batching;
+  global_batching_.batch_size = o_.batching.batch_size * o_.world_size;
 
   std::string resume_dir;
   if (o_.resume) {
@@ -414,7 +437,7 @@ TrainResult Trainer::run() {
   if (o_.matryoshka_from_recipe) loss::set_recipe_matryoshka(loss_, encoder_->hidden_size());
   loss::validate_options(loss_);
 
-  batches_per_epoch_ = static_cast<std::int64_t>(plan_epoch(data_, o_.batching, o_.seed, 0).batches.size());
+  batches_per_epoch_ = static_cast<std::int64_t>(plan_epoch(data_, global_batching_, o_.seed, 0).batches.size());
   const std::int64_t total =
       o_.max_steps ? *o_.max_steps : o_.epochs * batches_per_epoch_ / o_.grad_accumulation;
   if (total < 1)
@@ -424,7 +447,7 @@ TrainResult Trainer::run() {
       o_.warmup_steps ? *o_.warmup_steps
                       : static_cast<std::int64_t>(std::ceil(o_.warmup_ratio * static_cast<double>(total)));
 
-  Fingerprint fp{o_.seed,       o_.batching.batch_size, o_.grad_accumulation, total,
+  Fingerprint fp{o_.seed,       global_batching_.batch_size, o_.grad_accumulation, total,
                  static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage)};
   state_.fingerprint = fp;
 
@@ -443,7 +466,7 @@ TrainResult Trainer::run() {
     generator_.set_state(model::tensor_copy(rng, "loss_generator"));
   }
 
-  if (!o_.metrics.empty()) {
+  if (!o_.metrics.empty() && leader_) {
     if (!resume_dir.empty()) truncate_metrics(o_.metrics, state_.step);
     metrics_ = std::fopen(o_.metrics.c_str(), resume_dir.empty() ? "w" : "a");
     if (!metrics_) throw IoError(o_.metrics + ": cannot open: " + std::strerror(errno));
@@ -458,7 +481,7 @@ TrainResult Trainer::run() {
 
   StopSignalScope signals;
   TrainResult result;
-  cli::Progress progress("kalm-train", "steps", static_cast<std::uint64_t>(total - state_.step), o_.quiet);
+  cli::Progress progress("kalm-train", "steps", static_cast<std::uint64_t>(total - state_.step), o_.quiet || !leader_);
   EpochPlan plan;
   std::int64_t plan_epoch_index = -1;
   std::int64_t tokens_total = 0;
@@ -474,14 +497,20 @@ TrainResult Trainer::run() {
       const std::int64_t epoch = state_.micro_batches / batches_per_epoch_;
       const std::int64_t b = state_.micro_batches % batches_per_epoch_;
       if (epoch != plan_epoch_index) {
-        plan = plan_epoch(data_, o_.batching, o_.seed, static_cast<std::uint64_t>(epoch));
+        plan = plan_epoch(data_, global_batching_, o_.seed, static_cast<std::uint64_t>(epoch));
         plan_epoch_index = epoch;
       }
       auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
       auto batch = build_batch(data_, plan.batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
                                *tokenizer_, o_.query_max_length, o_.passage_max_length);
+      if (parallel_) {
+        // Every rank sampled the same global batch; each embeds its own slice.
+        const std::int64_t b_local = o_.batching.batch_size, g = batch.info.group_size, r = o_.rank;
+        batch.queries = slice_rows(batch.queries, r * b_local, (r + 1) * b_local);
+        batch.passages = slice_rows(batch.passages, r * b_local * g, (r + 1) * b_local * g);
+      }
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
-                                  1.0 / static_cast<double>(o_.grad_accumulation), bf16_);
+                                  1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get());
       const double value = out.total.item<double>();
       if (!std::isfinite(value))
         throw Error("step " + std::to_string(state_.step + 1) + ": the loss is not finite (" + std::to_string(value) +
@@ -493,6 +522,7 @@ TrainResult Trainer::run() {
       tokens += batch.queries.tokens + batch.passages.tokens;
       ++state_.micro_batches;
     }
+    if (parallel_) parallel_->all_reduce_gradients(params);
     const double lr = learning_rate_at(state_.step, total, warmup, o_.learning_rate, schedule_);
     for (auto& group : optimizer_->param_groups())
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -529,7 +559,8 @@ TrainResult Trainer::run() {
     progress.advance();
 
     if (state_.step == total) break;
-    const int sig = take_stop_signal();
+    int sig = take_stop_signal();
+    if (parallel_) sig = static_cast<int>(parallel_->all_max(sig));  // every rank stops at the same step
     const bool stop_here = sig != 0 || (o_.stop_at_step && state_.step >= *o_.stop_at_step);
     if (stop_here || (o_.save_steps > 0 && state_.step % o_.save_steps == 0)) save_checkpoint();
     if (stop_here) {
@@ -543,7 +574,7 @@ TrainResult Trainer::run() {
   if (!result.stopped) {
     export_final();
     std::error_code ignore;
-    fs::remove_all(fs::path(o_.output) / ".kalm-tokenizer", ignore);
+    fs::remove_all(fs::path(o_.output) / (".kalm-tokenizer" + (o_.rank > 0 ? "-" + std::to_string(o_.rank) : "")), ignore);
   }
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "

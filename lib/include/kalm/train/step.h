@@ -29,6 +29,7 @@
 #include "kalm/model/transformer.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/train/data.h"
+#include "kalm/train/dist.h"
 
 namespace kalm::train {
 
@@ -66,9 +67,14 @@ struct TrainBatch {
 // bf16_autocast: run the encoder under LibTorch's CPU autocast (matmuls and
 // linear layers in bfloat16, weights, gradients, pooling and the loss in
 // float32), as torch.autocast("cpu", torch.bfloat16) does.
+// parallel: `batch` holds this rank's slice of the queries and passages while
+// batch.info describes the global batch; embeddings are all-gathered before
+// the loss (dist.h). Gradients are NOT summed over ranks here (the caller does
+// it once per optimiser step).
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
-                                  torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false);
+                                  torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false,
+                                  DataParallel* parallel = nullptr);
 
 // Enables CPU bfloat16 autocast for its lifetime (nestable; restores the
 // previous state). Not thread-safe across threads: autocast state is per thread.

@@ -85,6 +85,10 @@ struct TrainOptions {
   std::int64_t epochs = 1;
   std::optional<std::int64_t> max_steps;     // optimiser steps; overrides epochs
   std::optional<std::int64_t> grad_cache_chunk;  // GradCache chunk (texts); unset = plain backward
+  // Data parallel (dist.h): batch_size is per rank, the global batch is world_size times it
+  int world_size = 1;                        // processes
+  int rank = 0;                              // this process, in [0, world_size)
+  std::string dist_store;                    // c10d FileStore path shared by all ranks
   // Loss; focal_gamma / mix unset = the stage's default
   loss::LossOptions loss;                    // temperature, mixing details, distillation, Matryoshka
   std::optional<double> focal_gamma;
