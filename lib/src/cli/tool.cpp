@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -40,6 +41,61 @@ std::string quote_command_line(int argc, char** argv) {
     }
   }
   return out;
+}
+
+namespace {
+
+bool is_bare_toml_value(const std::string& v) {
+  if (v == "true" || v == "false") return true;
+  if (v.empty()) return false;
+  char* end = nullptr;
+  std::strtod(v.c_str(), &end);
+  return end && *end == '\0';
+}
+
+// One `key=value` line, or a comment when CLI11's reader could not read it back.
+void dump_value(std::ostringstream& os, const std::string& key, const std::vector<std::string>& values,
+                bool multi) {
+  for (const auto& v : values) {
+    if (v.find_first_of("\"\n\r") != std::string::npos) {
+      os << "# " << key << ": a value with quotes or line breaks; give it on the command line\n";
+      return;
+    }
+  }
+  auto quoted = [](const std::string& v) { return is_bare_toml_value(v) ? v : "\"" + v + "\""; };
+  os << key << '=';
+  if (multi) {
+    os << '[';
+    for (std::size_t i = 0; i < values.size(); ++i) os << (i ? "," : "") << quoted(values[i]);
+    os << ']';
+  } else {
+    os << quoted(values.empty() ? std::string() : values.front());
+  }
+  os << '\n';
+}
+
+}  // namespace
+
+std::string dump_config(const CLI::App& app) {
+  // CLI11's own config_to_str writes `false` for unset negatable flags and ""
+  // for unset optional numbers, neither of which reads back as the default.
+  // Here an option appears only with a value it was given or a known default;
+  // anything left out keeps its default when the file is read back.
+  std::ostringstream os;
+  for (const CLI::Option* opt : app.get_options()) {
+    if (!opt->get_configurable()) continue;
+    std::string key = !opt->get_lnames().empty() ? opt->get_lnames().front() : opt->get_name(false, true);
+    if (key.empty() || key == "help" || key == "config") continue;
+    const bool flag = opt->get_expected_min() == 0;
+    const bool multi = opt->get_expected_max() > 1;
+    if (opt->count() > 0) {
+      if (flag) dump_value(os, key, {opt->as<std::string>()}, false);
+      else dump_value(os, key, opt->results(), multi);
+    } else if (!flag && !opt->get_default_str().empty()) {
+      dump_value(os, key, {opt->get_default_str()}, false);
+    }
+  }
+  return os.str();
 }
 
 std::string Tool::version_text(const std::string& tool_name) {
@@ -93,7 +149,7 @@ int Tool::run(int argc, char** argv, const std::function<void()>& body) {
       return 0;
     }
     if (dump_config_) {
-      std::cout << app_.config_to_str(/*default_also=*/true, /*write_description=*/false);
+      std::cout << dump_config(app_);
       return 0;
     }
     apply_thread_count(common_.resolved_threads());

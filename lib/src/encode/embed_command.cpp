@@ -135,11 +135,11 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
       ->group(cli::kGroupModel);
   app.add_option("--prompt", o.prompt, "Prompt name from config_sentence_transformers.json (e.g. query)")
       ->group(cli::kGroupModel);
-  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")
-      ->check(CLI::IsMember({"mean", "last", "cls"}))
+  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls (empty: the model's)")
+      ->check(CLI::IsMember({"", "mean", "last", "cls"}))
       ->group(cli::kGroupModel);
-  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
-      ->check(CLI::IsMember({"causal", "bidirectional"}))
+  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional (empty: the model's)")
+      ->check(CLI::IsMember({"", "causal", "bidirectional"}))
       ->group(cli::kGroupModel);
   app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
       ->check(CLI::PositiveNumber)

@@ -87,3 +87,27 @@ DOCTEST_TEST_CASE("error context helpers") {
   DOCTEST_CHECK(kalm::where("-", 3) == "<stdin>:3");
   DOCTEST_CHECK_THROWS_AS(([] { KALM_ASSERT(1 == 2, "math"); })(), kalm::InternalError);
 }
+
+DOCTEST_TEST_CASE("dump_config writes only what reads back as given") {
+  kalm::cli::Tool tool("kalm-test", "test tool");
+  bool bm25 = true;
+  std::string name = "x y";
+  std::string templ = "a\nb";
+  std::vector<std::string> files;
+  tool.app().add_flag("--bm25,!--no-bm25", bm25, "flag");
+  tool.app().add_option("--name", name, "a string");
+  tool.app().add_option("--template", templ, "multi-line");
+  tool.app().add_option("--files", files, "many");
+  std::vector<std::string> args = {"kalm-test", "--no-bm25", "--files", "a", "b", "--seed", "7"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  DOCTEST_REQUIRE(tool.run(static_cast<int>(argv.size()), argv.data(), [] {}) == 0);
+  const std::string dump = kalm::cli::dump_config(tool.app());
+  DOCTEST_CHECK(dump.find("bm25=false\n") != std::string::npos);
+  DOCTEST_CHECK(dump.find("seed=7\n") != std::string::npos);
+  DOCTEST_CHECK(dump.find("name=\"x y\"\n") != std::string::npos);
+  DOCTEST_CHECK(dump.find("files=[\"a\",\"b\"]\n") != std::string::npos);
+  DOCTEST_CHECK(dump.find("# template:") != std::string::npos);
+  DOCTEST_CHECK(dump.find("threads") == std::string::npos);  // unset: left out
+  DOCTEST_CHECK(dump.find("quiet") == std::string::npos);    // flag not given: left out
+}

@@ -64,6 +64,11 @@ class Tool {
   bool show_version_ = false;
 };
 
+// The options of `app` as a config file that --config reads back: options given
+// on the command line, and options with a known non-empty default. Unset ones
+// are left out (they keep their default when read back).
+std::string dump_config(const CLI::App& app);
+
 // Shell-quote argv for logs and metadata.
 std::string quote_command_line(int argc, char** argv);
 
