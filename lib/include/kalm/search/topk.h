@@ -23,8 +23,8 @@ namespace kalm::search {
 
 struct TopKOptions {
   std::int64_t k = 10;                // results per query (fewer if N < k)
-  std::int64_t corpus_block = 16384;  // corpus rows multiplied at once
-  std::int64_t query_block = 4096;    // query rows multiplied at once
+  std::int64_t corpus_block = 8192;   // corpus rows multiplied at once
+  std::int64_t query_block = 8192;    // query rows multiplied at once
 };
 
 struct TopKResult {
