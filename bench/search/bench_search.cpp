@@ -10,7 +10,12 @@
 #include <string>
 #include <thread>
 
+#include <fstream>
+#include <sstream>
+
 #include "kalm/io/npy.h"
+#include "kalm/io/safetensors.h"
+#include "kalm/model/tensor_io.h"
 #include "kalm/search/topk.h"
 
 namespace {
@@ -23,6 +28,15 @@ torch::Tensor load(const std::string& path) {
 void save(const std::string& path, const torch::Tensor& t, const char* descr, std::size_t item) {
   auto c = t.contiguous();
   kalm::io::write_npy(path, descr, {c.size(0), c.size(1)}, c.data_ptr(), item);
+}
+// Resident anonymous memory (kB): what the process itself allocated, without the
+// file-backed pages of a memory-mapped corpus, which the kernel may drop anytime.
+long rss_anon_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
+  return -1;
 }
 }  // namespace
 
@@ -61,6 +75,34 @@ int main(int argc, char** argv) {
                 ru.ru_maxrss / 1024.0);
     return 0;
   }
-  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K\n");
+  if (argc >= 5 && std::string(argv[1]) == "gen-st") {  // gen-st FILE N D: corpus as safetensors
+    std::string path = argv[2];
+    long n = std::stol(argv[3]), d = std::stol(argv[4]);
+    torch::manual_seed(1);
+    auto corpus = torch::nn::functional::normalize(torch::randn({n, d}),
+                                                   torch::nn::functional::NormalizeFuncOptions().dim(1));
+    kalm::model::save_safetensors(path, {{"embeddings", corpus}});
+    return 0;
+  }
+  if (argc >= 5 && std::string(argv[1]) == "run-st") {  // run-st CORPUS.safetensors QUERIES.npy K
+    auto file = kalm::io::SafetensorsFile::open(argv[2]);
+    torch::Tensor corpus = kalm::model::tensor_from(file, "embeddings");  // zero-copy, memory-mapped
+    torch::Tensor queries = load(argv[3]);
+    kalm::search::TopKOptions opt;
+    opt.k = std::stol(argv[4]);
+    long peak_anon = rss_anon_kb();
+    auto t0 = std::chrono::steady_clock::now();
+    auto res = kalm::search::exact_topk(queries, corpus, opt, [&](std::int64_t) {
+      peak_anon = std::max(peak_anon, rss_anon_kb());
+    });
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    std::printf("mmap_corpus_rows %lld\nmmap_corpus_mb %.1f\nkalm_seconds %.3f\npeak_rss_mb %.1f\npeak_rss_anon_mb %.1f\n",
+                static_cast<long long>(corpus.size(0)), corpus.numel() * 4 / 1048576.0, secs, ru.ru_maxrss / 1024.0,
+                peak_anon / 1024.0);
+    return 0;
+  }
+  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [CB QB] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
   return 2;
 }
