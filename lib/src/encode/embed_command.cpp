@@ -107,6 +107,16 @@ std::string apply_instruction(const std::string& instruction_template, const std
   return out;
 }
 
+void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device) {
+  app.add_option("--batch-tokens", batch_tokens, "Padded tokens per forward pass (rows x longest row)")
+      ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupCompute);
+  app.add_option("--dtype", dtype, "Compute dtype: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->group(cli::kGroupCompute);
+  app.add_option("--device", device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+}
+
 void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   auto& app = tool.app();
   app.add_option("inputs", o.inputs, "Input files (JSONL or text, plain or zstd); none or - = stdin")
@@ -146,13 +156,7 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
       ->group(cli::kGroupModel);
   app.add_flag("--truncate,!--no-truncate", o.truncate, "Truncate over-long texts (else: error)")
       ->group(cli::kGroupModel);
-  app.add_option("--batch-tokens", o.batch_tokens, "Padded tokens per forward pass (rows x longest row)")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupCompute);
-  app.add_option("--dtype", o.dtype, "Compute dtype: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->group(cli::kGroupCompute);
-  app.add_option("--device", o.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+  add_compute_flags(app, o.batch_tokens, o.dtype, o.device);
 }
 
 void run_embed(const EmbedOptions& o, const cli::Tool& tool) {

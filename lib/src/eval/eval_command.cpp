@@ -11,6 +11,7 @@
 #include "kalm/cli/progress.h"
 #include "kalm/encode/engine.h"
 #include "kalm/encode/model_embedder.h"
+#include "kalm/encode/embed_command.h"
 #include "kalm/error.h"
 #include "kalm/eval/trec_files.h"
 #include "kalm/io/atomic_file.h"
@@ -184,13 +185,7 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")->group(cli::kGroupModel);
   app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
       ->group(cli::kGroupModel);
-  app.add_option("--batch-tokens", o.batch_tokens, "Padded tokens per forward pass (rows x longest row)")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupCompute);
-  app.add_option("--dtype", o.dtype, "Compute dtype: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->group(cli::kGroupCompute);
-  app.add_option("--device", o.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+  encode::add_compute_flags(app, o.batch_tokens, o.dtype, o.device);
 }
 
 void run_eval(const EvalOptions& o, const cli::Tool& tool) {

@@ -266,13 +266,7 @@ CLI::App* add_filter_flags(cli::Tool& tool, FilterOptions& o, PromptOptions& po)
   app.add_option("--max-length", o.model.max_length, "Tokens per text when embedding, special tokens included")
       ->check(CLI::PositiveNumber)
       ->group(cli::kGroupModel);
-  app.add_option("--batch-tokens", o.model.batch_tokens, "Padded tokens per forward pass")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupCompute);
-  app.add_option("--dtype", o.model.dtype, "Compute dtype: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->group(cli::kGroupCompute);
-  app.add_option("--device", o.model.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+  encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
 
   CLI::App* sub = app.add_subcommand("prompts", "Personas x task-type templates -> generation prompts (JSONL)");
   sub->fallthrough();  // the shared flags (--seed, -q, --threads) work after the subcommand too

@@ -627,13 +627,7 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
   app.add_option("--attention", o.model.attention, "Override the model's attention: causal or bidirectional")
       ->check(CLI::IsMember({"", "causal", "bidirectional"}))
       ->group(cli::kGroupModel);
-  app.add_option("--batch-tokens", o.model.batch_tokens, "Padded tokens per forward pass")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupCompute);
-  app.add_option("--dtype", o.model.dtype, "Compute dtype: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->group(cli::kGroupCompute);
-  app.add_option("--device", o.model.device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
+  encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
 }
 
 void run_mine(const MineOptions& o, const cli::Tool& tool) {

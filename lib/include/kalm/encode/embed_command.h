@@ -44,6 +44,10 @@ struct EmbedOptions {
   std::int64_t chunk_records = 8192;           // records tokenised and embedded per chunk
 };
 
+// The compute flags every model-running tool shares, same names, defaults and
+// checks: --batch-tokens, --dtype (f32|bf16), --device (cpu|cuda|cuda:N).
+void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device);
+
 // Adds kalm-embed's flags, bound to `options`, to the tool's parser.
 void add_embed_flags(cli::Tool& tool, EmbedOptions& options);
 
