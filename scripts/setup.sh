@@ -25,7 +25,7 @@ packages=(
   # tests and benchmarks: oracles and peers from Debian and npm
   python3 python3-numpy python3-scipy python3-sklearn python3-faiss python3-torch
   # the default experiment: data, plots
-  wordnet-base gnuplot-nox
+  wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
 )
 
 missing=()

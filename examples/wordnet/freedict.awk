@@ -1,0 +1,63 @@
+# FreeDict English-X (dictd text, decompressed) -> a bitext training group and
+# the held-out part of the fd-bitext evaluation task. Run by prepare.sh:
+#   awk -v T=DIR -v LANG_=fra -f json.awk -f freedict.awk freedict-eng-fra.dict
+# Writes DIR/train/fd-eng-LANG_.jsonl, DIR/eval/fd-bitext/eng-LANG_.jsonl and
+# DIR/counts.LANG_.
+#
+# An entry is a headword line `word /ipa/` followed by translation lines,
+# either one line of comma-separated alternatives or senses numbered `1. x`.
+# The first alternative of the first sense is the translation.
+#
+# Split: an entry is held out when (sum over the headword's bytes of byte value
+# x 1-based position) % 10 == 3.
+
+BEGIN { json_init(); STARTED = 0 }
+
+function held(w,    i, h) {
+  h = 0
+  for (i = 1; i <= length(w); i++) h += ORD[substr(w, i, 1)] * i
+  return h % 10 == 3
+}
+
+function finish(    w, t) {
+  if (HW == "" || TR == "") { HW = ""; return }
+  w = HW; t = TR; HW = ""
+  if (held(w)) {
+    # Evaluation pairs: one gold target per source, and no pair a copy could
+    # solve (Amsterdam -> Amsterdam).
+    if (tolower(w) == tolower(t) || (t in TSEEN)) return
+    TSEEN[t] = 1
+    print "{\"sentence1\": " js(w) ", \"sentence2\": " js(t) "}" > (T "/eval/fd-bitext/eng-" LANG_ ".jsonl")
+    NEV++
+  } else {
+    line = "{\"query\": " js(w) ", \"pos\": [" js(t) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
+    if (line in SEEN) return
+    SEEN[line] = 1
+    print line > (T "/train/fd-eng-" LANG_ ".jsonl")
+    NTR++
+  }
+}
+
+/ \/[^\/]*\/$/ && $0 !~ /^00-database/ {
+  finish()
+  STARTED = 1
+  HW = norm(substr($0, 1, index($0, " /") - 1)); TR = ""
+  next
+}
+
+!STARTED || HW == "" { next }
+
+{
+  if (TR != "") next
+  t = $0
+  sub(/^ *[0-9]+\. */, "", t)
+  c = index(t, ","); if (c) t = substr(t, 1, c - 1)
+  t = norm(t)
+  if (t != "") TR = t
+}
+
+END {
+  finish()
+  print "fd-eng-" LANG_ "\t" (NTR + 0) > (T "/counts." LANG_)
+  print "fd-bitext eng-" LANG_ "\t" (NEV + 0) > (T "/counts." LANG_)
+}

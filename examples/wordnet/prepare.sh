@@ -1,0 +1,111 @@
+#!/bin/sh
+# The default experiment's data, converted from dictionaries Debian ships:
+# WordNet 3.0 (wordnet-base), GCIDE (dict-gcide), FreeDict eng-fra and eng-spa
+# (dict-freedict-eng-fra, dict-freedict-eng-spa). See README.md.
+#
+#   examples/wordnet/prepare.sh OUT_DIR
+#
+# Writes OUT_DIR/train/<task>.jsonl.zst (kalm-train groups), OUT_DIR/instructions.json
+# and OUT_DIR/eval/<task>/ + OUT_DIR/eval/suite.txt (kalm-eval task directories).
+# The same inputs give the same bytes. Everything is built in a temporary
+# directory beside OUT_DIR's contents and moved into place only when complete.
+# Environment: WORDNET_DIR (default /usr/share/wordnet), DICTD_DIR
+# (default /usr/share/dictd), AWK (default awk).
+set -eu
+LC_ALL=C
+export LC_ALL
+
+prog=prepare.sh
+usage() { echo "usage: $prog OUT_DIR" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+case $1 in -h|--help) usage ;; esac
+out=$1
+here=$(cd "$(dirname "$0")" && pwd)
+wn=${WORDNET_DIR:-/usr/share/wordnet}
+dictd=${DICTD_DIR:-/usr/share/dictd}
+awk=${AWK:-awk}
+start=$(date +%s)
+
+for f in "$wn/data.noun" "$wn/data.verb" "$wn/data.adj" "$wn/data.adv" \
+         "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
+  [ -r "$f" ] || { echo "$prog: error: cannot read $f (install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)" >&2; exit 1; }
+done
+for c in zstd gzip "$awk"; do
+  command -v "$c" >/dev/null 2>&1 || { echo "$prog: error: $c not found" >&2; exit 1; }
+done
+
+mkdir -p "$out"
+tmp=$(mktemp -d "$out/.prepare-tmp.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
+mkdir -p "$tmp/train" "$tmp/eval/fd-bitext"
+for t in gcide-define wn-define; do mkdir -p "$tmp/eval/$t/qrels"; done
+for t in wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts; do mkdir -p "$tmp/eval/$t"; done
+
+lib="$here/json.awk"
+"$awk" -v T="$tmp" -f "$lib" -f "$here/wordnet.awk" \
+  "$wn/data.noun" "$wn/data.verb" "$wn/data.adj" "$wn/data.adv"
+
+# GCIDE and FreeDict are independent of each other: run them side by side.
+gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -f "$lib" -f "$here/gcide.awk" &
+gcide_pid=$!
+for l in fra spa; do
+  gzip -dc "$dictd/freedict-eng-$l.dict.dz" | "$awk" -v T="$tmp" -v LANG_=$l -f "$lib" -f "$here/freedict.awk"
+done
+wait $gcide_pid
+
+cat >"$tmp/eval/fd-bitext/task.json" <<'EOF'
+{
+  "type": "bitext",
+  "name": "fd-bitext",
+  "instruction": "Retrieve the translation of a word",
+  "splits": ["eng-fra", "eng-spa"],
+  "languages": ["eng-Latn", "fra-Latn", "spa-Latn"]
+}
+EOF
+cat >"$tmp/eval/suite.txt" <<'EOF'
+# Held-out evaluation tasks of the default experiment (examples/wordnet/prepare.sh);
+# paths are relative to this file.
+gcide-define
+wn-define
+wn-lexname-cls
+wn-lexname-clu
+wn-pair
+wn-rerank
+wn-sts
+fd-bitext
+EOF
+cat >"$tmp/instructions.json" <<'EOF'
+{
+  "wn-lemma-def": "Given a word or a list of synonyms, retrieve its dictionary definition",
+  "wn-example-def": "Given an example sentence, retrieve the definition of the word sense it illustrates",
+  "wn-related-def": "Given a dictionary definition, retrieve the definition of a more general concept",
+  "wn-synonym": "Given a word, retrieve a synonym",
+  "wn-lexname": "Classify the semantic category of a dictionary definition",
+  "fd-eng-fra": "Given an English word, retrieve its French translation",
+  "fd-eng-spa": "Given an English word, retrieve its Spanish translation"
+}
+EOF
+
+# -T1: one thread, so the compressed bytes never depend on the machine.
+for f in "$tmp"/train/*.jsonl; do
+  zstd -q -T1 -9 --rm "$f" -o "$f.zst"
+done
+
+for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname fd-eng-fra fd-eng-spa; do
+  [ -s "$tmp/train/$t.jsonl.zst" ] || { echo "$prog: error: no records for $t" >&2; exit 1; }
+done
+counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" "$tmp/counts.fra" "$tmp/counts.spa")
+rm -f "$tmp"/counts.* "$tmp/wn-defs.txt"
+
+# Replace the previous outputs only now that the new ones are complete.
+for item in train eval instructions.json; do
+  rm -rf "$out/$item"
+  mv "$tmp/$item" "$out/$item"
+done
+
+{
+  echo "$prog: records per task (train: groups; eval: queries, pairs or texts):"
+  echo "$counts" | while IFS='	' read -r name n; do printf '  %-24s %8d\n' "$name" "$n"; done
+  echo "$prog: wrote $out/train, $out/eval, $out/instructions.json in $(( $(date +%s) - start )) s"
+} >&2
