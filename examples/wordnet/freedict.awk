@@ -1,6 +1,7 @@
 # FreeDict English-X (dictd text, decompressed) -> a bitext training group and
 # the held-out part of the fd-bitext evaluation task. Run by prepare.sh:
-#   awk -v T=DIR -v LANG_=fra -f json.awk -f freedict.awk freedict-eng-fra.dict
+#   awk -v T=DIR -v LANG_=fra -v HELDFILE=DIR/wn-held.txt -f json.awk -f freedict.awk \
+#       freedict-eng-fra.dict
 # Writes DIR/train/fd-eng-LANG_.jsonl, DIR/eval/fd-bitext/eng-LANG_.jsonl and
 # DIR/counts.LANG_.
 #
@@ -11,7 +12,11 @@
 # Split: an entry is held out when (sum over the headword's bytes of byte value
 # x 1-based position) % 10 == 3.
 
-BEGIN { json_init(); STARTED = 0 }
+BEGIN {
+  json_init(); STARTED = 0
+  # Held-out WordNet texts never reach a training file, from any source.
+  if (HELDFILE != "") while ((getline line < HELDFILE) > 0) HELDTEXT[line] = 1
+}
 
 function held(w,    i, h) {
   h = 0
@@ -30,6 +35,7 @@ function finish(    w, t) {
     print "{\"sentence1\": " js(w) ", \"sentence2\": " js(t) "}" > (T "/eval/fd-bitext/eng-" LANG_ ".jsonl")
     NEV++
   } else {
+    if ((w in HELDTEXT) || (t in HELDTEXT)) return
     line = "{\"query\": " js(w) ", \"pos\": [" js(t) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
     if (line in SEEN) return
     SEEN[line] = 1

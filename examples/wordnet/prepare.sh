@@ -50,7 +50,7 @@ lib="$here/json.awk"
 gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -f "$lib" -f "$here/gcide.awk" &
 gcide_pid=$!
 for l in fra spa; do
-  gzip -dc "$dictd/freedict-eng-$l.dict.dz" | "$awk" -v T="$tmp" -v LANG_=$l -f "$lib" -f "$here/freedict.awk"
+  gzip -dc "$dictd/freedict-eng-$l.dict.dz" | "$awk" -v T="$tmp" -v LANG_=$l -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
 done
 wait $gcide_pid
 
@@ -96,7 +96,7 @@ for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname fd-eng
   [ -s "$tmp/train/$t.jsonl.zst" ] || { echo "$prog: error: no records for $t" >&2; exit 1; }
 done
 counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" "$tmp/counts.fra" "$tmp/counts.spa")
-rm -f "$tmp"/counts.* "$tmp/wn-defs.txt"
+rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt"
 
 # Replace the previous outputs only now that the new ones are complete.
 for item in train eval instructions.json; do

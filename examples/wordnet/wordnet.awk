@@ -2,7 +2,8 @@
 # held-out evaluation tasks. Run by prepare.sh:
 #   awk -v T=DIR -f json.awk -f wordnet.awk data.noun data.verb data.adj data.adv
 # Writes DIR/train/wn-*.jsonl, DIR/eval/wn-*/..., DIR/wn-defs.txt (every
-# definition, lower case, for the GCIDE converter to avoid) and DIR/counts.wn.
+# definition, lower case, for the GCIDE converter to avoid), DIR/wn-held.txt
+# (held-out texts, for the FreeDict converter to avoid) and DIR/counts.wn.
 #
 # Split: a synset is held out when its offset (decimal) % 10 == 3. No text of a
 # held-out synset (definition, examples) is written to a training file, even
@@ -360,6 +361,14 @@ END {
   write_training()
   write_eval()
   for (i = 1; i <= N; i++) print tolower(DEF[KEY[i]]) > (T "/wn-defs.txt")
+  # Held-out texts, for the FreeDict converter: a headword such as "adapt" can
+  # be the whole definition of a held-out synset.
+  for (i = 1; i <= N; i++) {
+    k = KEY[i]
+    if (!HELD[k]) continue
+    print DEF[k] > (T "/wn-held.txt")
+    for (j = 1; j <= NE[k]; j++) print EX[k, j] > (T "/wn-held.txt")
+  }
   split("wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname wn-define wn-define_corpus " \
         "wn-lexname-cls wn-lexname-cls_train wn-lexname-clu wn-pair wn-rerank wn-sts", ORDER, " ")
   for (i = 1; (i in ORDER); i++) {
