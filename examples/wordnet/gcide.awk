@@ -59,7 +59,8 @@ function clean_def(d, hw,    prev, w, t) {
   # Sense number, sub-sense letter, leading domain labels: (Anat.), (Zool.) ...
   sub(/^[0-9]+\. */, "", d)
   sub(/^\([a-z]\) */, "", d)
-  sub(/ \([b-z]\) .*$/, "", d)
+  sub(/ \([b-z]\)( .*)?$/, "", d)
+  sub(/ AS$/, "", d)  # an editor's mark in a few entries
   do { prev = d; sub(/^\([^()]*\) */, "", d) } while (d != prev)
   gsub(/[{}]/, "", d)
   gsub(/``|''/, "\"", d)
