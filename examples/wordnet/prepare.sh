@@ -36,7 +36,9 @@ done
 
 mkdir -p "$out"
 tmp=$(mktemp -d "$out/.prepare-tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+gcide_pid=
+# A failed step must not leave the GCIDE converter running in the background.
+trap '[ -z "$gcide_pid" ] || kill "$gcide_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
 mkdir -p "$tmp/train" "$tmp/eval/fd-bitext"
 for t in gcide-define wn-define; do mkdir -p "$tmp/eval/$t/qrels"; done
@@ -53,6 +55,7 @@ for l in fra spa; do
   gzip -dc "$dictd/freedict-eng-$l.dict.dz" | "$awk" -v T="$tmp" -v LANG_=$l -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
 done
 wait $gcide_pid
+gcide_pid=
 
 cat >"$tmp/eval/fd-bitext/task.json" <<'EOF'
 {

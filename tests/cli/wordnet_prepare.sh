@@ -194,6 +194,43 @@ PYEOF
   then echo "FAIL: results JSON"; failures=$((failures + 1)); fi
 }
 
+# Escaping: a backslash, a tab and quotes in a gloss reach the JSON intact
+# (WordNet itself has no backslash). A crafted four-synset WordNet, real GCIDE.
+mkdir -p "$tmp/tinywn"
+printf '00000100 05 n 02 back\\slash_cat 0 tab_cat(a) 0 001 @ 00000200 n 0000 | a cat with a back\\slash and "quoted"\tword; "an ex\\ample"  \n' >"$tmp/tinywn/data.noun"
+printf '00000200 05 n 01 feline 0 000 | any cat-like animal  \n00000203 05 n 01 heldcat 0 001 @ 00000200 n 0000 | a held-out cat  \n' >>"$tmp/tinywn/data.noun"
+printf '00000100 29 v 01 purr 0 000 01 + 02 00 | make a purring sound  \n' >"$tmp/tinywn/data.verb"
+printf '00000100 00 a 01 catty 0 000 | like a cat; "a catty remark"  \n' >"$tmp/tinywn/data.adj"
+printf '00000100 02 r 01 catwise 0 000 | in the manner of a cat  \n' >"$tmp/tinywn/data.adv"
+expect_rc 0 env WORDNET_DIR="$tmp/tinywn" "$prep" "$tmp/tiny" && {
+  checks=$((checks + 1))
+  if ! "$PY" - "$tmp/tiny" <<'PYEOF'
+import json, subprocess, sys
+def rows(task):
+    out = subprocess.run(["zstd", "-dc", f"{sys.argv[1]}/train/{task}.jsonl.zst"], check=True, capture_output=True).stdout
+    return [json.loads(l) for l in out.decode().splitlines()]
+d = 'a cat with a back\\slash and "quoted" word'
+assert rows("wn-lemma-def") == [
+    {"query": "back\\slash cat, tab cat", "pos": [d], "task": "wn-lemma-def", "type": "retrieval"},
+    {"query": "feline", "pos": ["any cat-like animal"], "task": "wn-lemma-def", "type": "retrieval"},
+    {"query": "purr", "pos": ["make a purring sound"], "task": "wn-lemma-def", "type": "retrieval"},
+    {"query": "catty", "pos": ["like a cat"], "task": "wn-lemma-def", "type": "retrieval"},
+    {"query": "catwise", "pos": ["in the manner of a cat"], "task": "wn-lemma-def", "type": "retrieval"}], rows("wn-lemma-def")
+assert [(r["query"], r["pos"]) for r in rows("wn-example-def")] == [("an ex\\ample", [d]), ("a catty remark", ["like a cat"])]
+assert [(r["query"], r["pos"]) for r in rows("wn-related-def")] == [(d, ["any cat-like animal"])]
+assert [(r["query"], r["pos"]) for r in rows("wn-synonym")] == [("back\\slash cat", ["tab cat"]), ("tab cat", ["back\\slash cat"])]
+lex = rows("wn-lexname")
+assert [(r["query"], r["pos"], len(r["neg"])) for r in lex] == [
+    (d, ["noun animal"], 25), ("any cat-like animal", ["noun animal"], 25), ("make a purring sound", ["verb body"], 14),
+    ("like a cat", ["adjective"], 2)], lex
+ev = f"{sys.argv[1]}/eval/wn-define"
+assert [json.loads(l) for l in open(f"{ev}/corpus.jsonl")] == [{"id": "n203", "text": "a held-out cat"}]
+assert [json.loads(l) for l in open(f"{ev}/queries.jsonl")] == [{"id": "q203", "text": "heldcat"}]
+assert open(f"{ev}/qrels/test.tsv").read() == "query-id\tcorpus-id\tscore\nq203\tn203\t1\n"
+PYEOF
+  then echo "FAIL: escaping / crafted WordNet"; failures=$((failures + 1)); fi
+}
+
 # Bad input: usage, a missing dictionary, a malformed WordNet line; nothing left behind.
 expect_rc 2 "$prep" && expect_grep "usage: prepare.sh OUT_DIR" "$tmp/err"
 expect_rc 1 env DICTD_DIR="$tmp/none" "$prep" "$tmp/c" && expect_grep "cannot read .*gcide.dict.dz" "$tmp/err"
