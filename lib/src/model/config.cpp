@@ -226,8 +226,10 @@ std::optional<std::int64_t> ModelConfig::attention_window(AttentionMode mode) co
 
 void validate_config(const ModelConfig& c) {
   require(c.hidden_size > 0, c, "hidden_size must be positive, got " + std::to_string(c.hidden_size));
-  require(c.num_hidden_layers > 0, c,
-          "num_hidden_layers must be positive, got " + std::to_string(c.num_hidden_layers));
+  // Zero layers is a real model (token embeddings, final norm, pooling): the
+  // cheapest point of a size ladder; transformers builds it too.
+  require(c.num_hidden_layers >= 0, c,
+          "num_hidden_layers must not be negative, got " + std::to_string(c.num_hidden_layers));
   require(c.num_attention_heads > 0, c,
           "num_attention_heads must be positive, got " + std::to_string(c.num_attention_heads));
   require(c.num_key_value_heads > 0, c,

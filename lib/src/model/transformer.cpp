@@ -244,6 +244,11 @@ torch::Tensor EncoderImpl::attention_mask_for(const torch::Tensor& attention_mas
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
                                    const torch::Tensor& attention_mask) const {
+  return forward_from_embeddings(embed_tokens->forward(checked_input_ids(input_ids, attention_mask)), attention_mask);
+}
+
+torch::Tensor EncoderImpl::checked_input_ids(const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask) const {
   if (input_ids.dim() != 2 || attention_mask.sizes() != input_ids.sizes())
     throw UsageError("model input: input_ids " + shape_str(input_ids.sizes()) + " and attention_mask " +
                      shape_str(attention_mask.sizes()) + " must both be [batch, length]");
@@ -253,7 +258,6 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   const int64_t B = input_ids.size(0), L = input_ids.size(1);
   if (B == 0 || L == 0) throw UsageError("model input: empty batch " + shape_str(input_ids.sizes()));
   const torch::Device dev = device();
-  const torch::ScalarType dt = dtype();
 
   const torch::Tensor valid = attention_mask.to(dev).ne(0);
   const torch::Tensor ids = input_ids.to(dev, torch::kLong).masked_fill(valid.logical_not(), 0);
@@ -274,8 +278,22 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   if (bad[2])
     throw UsageError("model input: attention_mask is not right-padded (a token follows padding); "
                      "kalm pads on the right so that positions start at 0");
+  return ids;
+}
 
-  torch::Tensor h = embed_tokens->forward(ids);
+torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_embeddings,
+                                                   const torch::Tensor& attention_mask) const {
+  if (token_embeddings.dim() != 3 || attention_mask.dim() != 2 ||
+      token_embeddings.size(0) != attention_mask.size(0) || token_embeddings.size(1) != attention_mask.size(1) ||
+      token_embeddings.size(2) != config_.hidden_size)
+    throw UsageError("model input: token embeddings " + shape_str(token_embeddings.sizes()) + " and attention_mask " +
+                     shape_str(attention_mask.sizes()) + " must be [batch, length, " +
+                     std::to_string(config_.hidden_size) + "] and [batch, length]");
+  const int64_t L = token_embeddings.size(1);
+  const torch::Device dev = device();
+  const torch::ScalarType dt = dtype();
+  const torch::Tensor valid = attention_mask.to(dev).ne(0);
+  torch::Tensor h = token_embeddings;
   if (config_.scales_embeddings()) {
     // sqrt(hidden) rounded to float32, then to the compute dtype, as transformers.
     const float scale = static_cast<float>(std::sqrt(static_cast<double>(config_.hidden_size)));

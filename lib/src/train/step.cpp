@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "kalm/error.h"
 
@@ -53,8 +54,44 @@ TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t 
 }
 
 torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling) {
-  auto hidden = encoder.forward(batch.ids, batch.mask);
-  return model::pool(hidden, batch.mask, pooling);
+  const std::int64_t n = batch.ids.size(0);
+  if (n <= kLengthBucketRows) {
+    auto hidden = encoder.forward(batch.ids, batch.mask);
+    return model::pool(hidden, batch.mask, pooling);
+  }
+  // Stable sort by length, so the buckets (and the result) are deterministic.
+  const auto lengths_tensor = batch.mask.sum(1).contiguous();
+  const std::int64_t* lengths = lengths_tensor.data_ptr<std::int64_t>();
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return lengths[a] < lengths[b]; });
+  std::vector<std::int64_t> inverse(order.size());
+  for (std::size_t i = 0; i < order.size(); ++i) inverse[static_cast<std::size_t>(order[i])] = static_cast<std::int64_t>(i);
+  const auto ids = encoder.checked_input_ids(batch.ids, batch.mask);
+  struct Bucket {
+    torch::Tensor mask;
+    std::int64_t rows, longest;
+  };
+  std::vector<Bucket> buckets;
+  std::vector<torch::Tensor> bucket_ids;
+  for (std::int64_t s = 0; s < n; s += kLengthBucketRows) {
+    const std::int64_t e = std::min(n, s + kLengthBucketRows);
+    const auto rows = torch::tensor(std::vector<std::int64_t>(order.begin() + s, order.begin() + e), torch::kLong);
+    const std::int64_t longest = std::max<std::int64_t>(1, lengths[order[static_cast<std::size_t>(e - 1)]]);
+    bucket_ids.push_back(ids.index_select(0, rows.to(ids.device())).slice(1, 0, longest).reshape({-1}));
+    buckets.push_back({batch.mask.index_select(0, rows).slice(1, 0, longest).contiguous(), e - s, longest});
+  }
+  // One table lookup for every bucket: the embedding gradient is a dense
+  // [vocab, hidden] tensor, built once per lookup.
+  const auto tokens = encoder.embed_tokens->forward(torch::cat(bucket_ids, 0));
+  std::vector<torch::Tensor> parts;
+  std::int64_t offset = 0;
+  for (const auto& b : buckets) {
+    const auto x = tokens.narrow(0, offset, b.rows * b.longest).view({b.rows, b.longest, -1});
+    offset += b.rows * b.longest;
+    parts.push_back(model::pool(encoder.forward_from_embeddings(x, b.mask), b.mask, pooling));
+  }
+  return torch::cat(parts, 0).index_select(0, torch::tensor(inverse, torch::kLong));
 }
 
 namespace {

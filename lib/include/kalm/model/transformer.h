@@ -162,6 +162,18 @@ class EncoderImpl : public torch::nn::Module {
   // shapes, ids out of range at token positions, or a left-padded mask.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
 
+  // forward() in two halves, for callers that look up the tokens of several
+  // batches at once (training's length buckets: one embedding-table gradient
+  // per step instead of one per bucket). checked_input_ids() applies
+  // forward()'s input checks and returns the ids on the parameters' device
+  // with padded positions set to 0, ready for embed_tokens;
+  // forward_from_embeddings() takes embed_tokens' output [B, L, hidden] (not
+  // yet scaled: Gemma's sqrt(hidden) scaling happens here) and runs the layers
+  // and the final norm. Throws UsageError as forward() does.
+  torch::Tensor checked_input_ids(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
+  torch::Tensor forward_from_embeddings(const torch::Tensor& token_embeddings,
+                                        const torch::Tensor& attention_mask) const;
+
   // forward + pool + L2-normalise (+ Matryoshka truncation when dim is set):
   // [B, D] float32.
   torch::Tensor embed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

@@ -50,6 +50,11 @@ TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<st
 TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t end);
 
 // encoder->forward + pool: [N, H] float32, with a graph when grad mode is on.
+// Rows are embedded in length-sorted buckets of up to kLengthBucketRows, each
+// padded only to its own longest row, and returned in the input order: a
+// contrastive batch mixes short queries with long passages, and padding every
+// row to the batch's longest wastes most of the compute on short texts.
+inline constexpr std::int64_t kLengthBucketRows = 64;
 torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling);
 
 struct TrainBatch {

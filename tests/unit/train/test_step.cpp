@@ -1,0 +1,86 @@
+// embed_for_training's length buckets: a batch larger than one bucket gives the
+// same embeddings and the same gradients as embedding every row on its own.
+#include <doctest/doctest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "kalm/error.h"
+#include "kalm/model/config.h"
+#include "kalm/model/transformer.h"
+#include "kalm/train/step.h"
+
+using namespace kalm::train;
+
+namespace {
+
+kalm::model::ModelConfig tiny_config(std::int64_t layers) {
+  auto c = kalm::model::parse_config_file(std::string(KALM_FIXTURES_DIR) + "/train/tiny_qwen2.json");
+  c.num_hidden_layers = layers;
+  c.layer_types.assign(static_cast<std::size_t>(layers), kalm::model::LayerAttention::Full);
+  kalm::model::validate_config(c);
+  return c;
+}
+
+// Rows of lengths 1..9 in a scrambled order, right-padded to the longest.
+TokenBatch scrambled_batch(std::int64_t rows, std::int64_t vocab) {
+  TokenBatch b;
+  const std::int64_t longest = 9;
+  b.ids = torch::zeros({rows, longest}, torch::kLong);
+  b.mask = torch::zeros({rows, longest}, torch::kLong);
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const std::int64_t len = 1 + (i * 7) % longest;
+    for (std::int64_t j = 0; j < len; ++j) {
+      b.ids[i][j] = (i * 13 + j * 5) % vocab;
+      b.mask[i][j] = 1;
+    }
+    b.tokens += len;
+  }
+  return b;
+}
+
+}  // namespace
+
+DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding, values and gradients") {
+  for (std::int64_t layers : {0, 1}) {
+    DOCTEST_SUBCASE((std::to_string(layers) + " layers").c_str()) {
+      auto config = tiny_config(layers);
+      kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
+      encoder->init_parameters(7);
+      const std::int64_t rows = 3 * kLengthBucketRows + 5;  // several buckets, the last one partial
+      const auto batch = scrambled_batch(rows, config.vocab_size);
+      const auto weights = torch::randn({rows, config.hidden_size}, torch::TensorOptions().dtype(torch::kFloat));
+
+      const auto bucketed = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean);
+      DOCTEST_REQUIRE(bucketed.sizes() == torch::IntArrayRef({rows, config.hidden_size}));
+      (bucketed * weights).sum().backward();
+      const auto grad_bucketed = encoder->embed_tokens->weight.grad().clone();
+      encoder->zero_grad();
+
+      std::vector<torch::Tensor> single;
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const std::int64_t len = batch.mask[i].sum().item<std::int64_t>();
+        const auto ids = batch.ids.slice(0, i, i + 1).slice(1, 0, len);
+        const auto mask = batch.mask.slice(0, i, i + 1).slice(1, 0, len);
+        single.push_back(kalm::model::pool(encoder->forward(ids, mask), mask, kalm::model::Pooling::Mean));
+      }
+      const auto reference = torch::cat(single, 0);
+      (reference * weights).sum().backward();
+      const auto grad_reference = encoder->embed_tokens->weight.grad().clone();
+
+      DOCTEST_CHECK((bucketed - reference).abs().max().item<double>() < 1e-5);
+      DOCTEST_CHECK((grad_bucketed - grad_reference).abs().max().item<double>() < 1e-4);
+      DOCTEST_CHECK(grad_reference.abs().sum().item<double>() > 0);
+    }
+  }
+}
+
+DOCTEST_TEST_CASE("embed_for_training: a bad token id is reported, not looked up") {
+  auto config = tiny_config(0);
+  kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
+  encoder->init_parameters(1);
+  auto batch = scrambled_batch(kLengthBucketRows + 1, config.vocab_size);
+  batch.ids[3][0] = config.vocab_size;  // row 3 has at least one token
+  DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::UsageError);
+}
