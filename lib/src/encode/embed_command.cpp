@@ -117,6 +117,34 @@ void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& d
   app.add_option("--device", device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
 }
 
+void add_model_flags(CLI::App& app, const ModelFlagTargets& t) {
+  auto help = [](const std::string& given, const char* shared) { return given.empty() ? std::string(shared) : given; };
+  if (t.model)
+    app.add_option("-m,--model", *t.model, help(t.model_help, "Hugging Face model directory"))->group(cli::kGroupModel);
+  if (t.instruction)
+    app.add_option("--instruction", *t.instruction,
+                   help(t.instruction_help, "Task instruction for queries, applied with --instruction-template"))
+        ->group(cli::kGroupModel);
+  if (t.instruction_template)
+    app.add_option("--instruction-template", *t.instruction_template,
+                   help(t.instruction_template_help, "How an instruction prefixes a text"))
+        ->group(cli::kGroupModel);
+  if (t.max_length)
+    app.add_option("--max-length", *t.max_length, help(t.max_length_help, "Tokens per text, special tokens included"))
+        ->check(CLI::PositiveNumber)
+        ->group(cli::kGroupModel);
+  // "" is a member so that a --config file that spells out the empty default reads back.
+  if (t.pooling)
+    app.add_option("--pooling", *t.pooling, "Override the model's pooling: mean, last or cls (empty: the model's)")
+        ->check(CLI::IsMember({"", "mean", "last", "cls"}))
+        ->group(cli::kGroupModel);
+  if (t.attention)
+    app.add_option("--attention", *t.attention,
+                   "Override the model's attention: causal or bidirectional (empty: the model's)")
+        ->check(CLI::IsMember({"", "causal", "bidirectional"}))
+        ->group(cli::kGroupModel);
+}
+
 void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   auto& app = tool.app();
   app.add_option("inputs", o.inputs, "Input files (JSONL or text, plain or zstd); none or - = stdin")
@@ -138,21 +166,15 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   app.add_flag("--special-tokens,!--no-special-tokens", o.special_tokens,
                "Add the model's special tokens (e.g. Gemma's <bos>)")
       ->group(cli::kGroupOutput);
-  app.add_option("-m,--model", o.model, "Hugging Face model directory")->group(cli::kGroupModel);
-  app.add_option("--instruction", o.instruction, "Task instruction for queries, applied with --instruction-template")
-      ->group(cli::kGroupModel);
-  app.add_option("--instruction-template", o.instruction_template, "How an instruction prefixes a text")
-      ->group(cli::kGroupModel);
+  ModelFlagTargets model_flags;
+  model_flags.model = &o.model;
+  model_flags.instruction = &o.instruction;
+  model_flags.instruction_template = &o.instruction_template;
+  model_flags.max_length = &o.max_length;
+  model_flags.pooling = &o.pooling;
+  model_flags.attention = &o.attention;
+  add_model_flags(app, model_flags);
   app.add_option("--prompt", o.prompt, "Prompt name from config_sentence_transformers.json (e.g. query)")
-      ->group(cli::kGroupModel);
-  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls (empty: the model's)")
-      ->check(CLI::IsMember({"", "mean", "last", "cls"}))
-      ->group(cli::kGroupModel);
-  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional (empty: the model's)")
-      ->check(CLI::IsMember({"", "causal", "bidirectional"}))
-      ->group(cli::kGroupModel);
-  app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
-      ->check(CLI::PositiveNumber)
       ->group(cli::kGroupModel);
   app.add_flag("--truncate,!--no-truncate", o.truncate, "Truncate over-long texts (else: error)")
       ->group(cli::kGroupModel);

@@ -173,17 +173,15 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_option("--top-k", o.top_k, "Retrieval: documents ranked per query")
       ->check(CLI::PositiveNumber)
       ->group(cli::kGroupOutput);
-  app.add_option("-m,--model", o.model, "Hugging Face model directory")->group(cli::kGroupModel);
-  app.add_option("--instruction-template", o.instruction_template, "How a task instruction prefixes a text")
-      ->group(cli::kGroupModel);
+  encode::ModelFlagTargets model_flags;  // no --instruction: instructions come from the task files
+  model_flags.model = &o.model;
+  model_flags.instruction_template = &o.instruction_template;
+  model_flags.instruction_template_help = "How a task instruction prefixes a text";
+  model_flags.max_length = &o.max_length;
+  model_flags.pooling = &o.pooling;
+  model_flags.attention = &o.attention;
+  encode::add_model_flags(app, model_flags);
   app.add_flag("--instructions,!--no-instructions", o.instructions, "Apply the tasks' instructions")
-      ->group(cli::kGroupModel);
-  app.add_option("--max-length", o.max_length, "Tokens per text, special tokens included")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupModel);
-  // pooling/attention are checked in run_eval: --dump-config writes "" for them when unset.
-  app.add_option("--pooling", o.pooling, "Override the model's pooling: mean, last or cls")->group(cli::kGroupModel);
-  app.add_option("--attention", o.attention, "Override the model's attention: causal or bidirectional")
       ->group(cli::kGroupModel);
   encode::add_compute_flags(app, o.batch_tokens, o.dtype, o.device);
 }

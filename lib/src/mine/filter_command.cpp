@@ -257,15 +257,18 @@ CLI::App* add_filter_flags(cli::Tool& tool, FilterOptions& o, PromptOptions& po)
                  "Ranking-consistency filter: reject when the best positive scores below the hit at 0-based "
                  "index K of the union pool (needs --model; KaLM: 50)")
       ->group(kFilters);
-  app.add_option("-m,--model", o.model.model, "Model directory (tokenizer for token bounds; embeddings)")
-      ->group(cli::kGroupModel);
-  app.add_option("--instruction", o.instruction, "Query instruction for records without an \"instruction\" field")
-      ->group(cli::kGroupModel);
-  app.add_option("--instruction-template", o.instruction_template, "How an instruction prefixes a query")
-      ->group(cli::kGroupModel);
-  app.add_option("--max-length", o.model.max_length, "Tokens per text when embedding, special tokens included")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupModel);
+  encode::ModelFlagTargets model_flags;
+  model_flags.model = &o.model.model;
+  model_flags.model_help = "Model directory (tokenizer for token bounds; embeddings)";
+  model_flags.instruction = &o.instruction;
+  model_flags.instruction_help = "Query instruction for records without an \"instruction\" field";
+  model_flags.instruction_template = &o.instruction_template;
+  model_flags.instruction_template_help = "How an instruction prefixes a query";
+  model_flags.max_length = &o.model.max_length;
+  model_flags.max_length_help = "Tokens per text when embedding, special tokens included";
+  model_flags.pooling = &o.model.pooling;
+  model_flags.attention = &o.model.attention;
+  encode::add_model_flags(app, model_flags);
   encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
 
   CLI::App* sub = app.add_subcommand("prompts", "Personas x task-type templates -> generation prompts (JSONL)");

@@ -612,21 +612,17 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
   app.add_option("--shortfall", o.shortfall, "Too few candidates: pad (random pool texts) or drop (to --rejects)")
       ->check(CLI::IsMember({"pad", "drop"}))
       ->group(kMining);
-  app.add_option("-m,--model", o.model.model, "Mining model (Hugging Face directory with a tokenizer)")
-      ->group(cli::kGroupModel);
-  app.add_option("--instruction", o.instruction, "Query instruction for groups without an \"instruction\" field")
-      ->group(cli::kGroupModel);
-  app.add_option("--instruction-template", o.instruction_template, "How an instruction prefixes a query")
-      ->group(cli::kGroupModel);
-  app.add_option("--max-length", o.model.max_length, "Tokens per text, special tokens included")
-      ->check(CLI::PositiveNumber)
-      ->group(cli::kGroupModel);
-  app.add_option("--pooling", o.model.pooling, "Override the model's pooling: mean, last or cls")
-      ->check(CLI::IsMember({"", "mean", "last", "cls"}))
-      ->group(cli::kGroupModel);
-  app.add_option("--attention", o.model.attention, "Override the model's attention: causal or bidirectional")
-      ->check(CLI::IsMember({"", "causal", "bidirectional"}))
-      ->group(cli::kGroupModel);
+  encode::ModelFlagTargets model_flags;
+  model_flags.model = &o.model.model;
+  model_flags.model_help = "Mining model (Hugging Face directory with a tokenizer)";
+  model_flags.instruction = &o.instruction;
+  model_flags.instruction_help = "Query instruction for groups without an \"instruction\" field";
+  model_flags.instruction_template = &o.instruction_template;
+  model_flags.instruction_template_help = "How an instruction prefixes a query";
+  model_flags.max_length = &o.model.max_length;
+  model_flags.pooling = &o.model.pooling;
+  model_flags.attention = &o.model.attention;
+  encode::add_model_flags(app, model_flags);
   encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
 }
 

@@ -48,6 +48,34 @@ struct EmbedOptions {
 // checks: --batch-tokens, --dtype (f32|bf16), --device (cpu|cuda|cuda:N).
 void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device);
 
+// Where the model-side flags of a model-running tool (kalm-embed, kalm-eval,
+// kalm-mine-negatives, kalm-synth-filter) land. Each pointer names the member of
+// the tool's options struct that a flag binds to; its value when the flag is
+// added is the default that --help shows. A null pointer leaves the flag out,
+// for a tool that has no use for it (kalm-eval takes instructions from its task
+// files, so it has no --instruction). The *_help strings replace the shared
+// wording where a tool narrows a flag's meaning (e.g. mine: "Mining model");
+// empty = the shared wording. The pointers must outlive the parse.
+struct ModelFlagTargets {
+  std::string* model = nullptr;                 // -m,--model DIR
+  std::string* instruction = nullptr;           // --instruction TEXT
+  std::string* instruction_template = nullptr;  // --instruction-template TEMPLATE
+  std::int64_t* max_length = nullptr;           // --max-length N, checked > 0
+  std::string* pooling = nullptr;               // --pooling mean|last|cls; "" = the model's
+  std::string* attention = nullptr;             // --attention causal|bidirectional; "" = the model's
+  std::string model_help;
+  std::string instruction_help;
+  std::string instruction_template_help;
+  std::string max_length_help;
+};
+
+// Adds the model-side flags named in `targets` to `app`, in the "Model" group,
+// with one set of names, checks and (unless overridden) help texts, in this
+// order: --model, --instruction, --instruction-template, --max-length,
+// --pooling, --attention. A tool adds its own model flags (--prompt,
+// --instructions, --truncate) after them. Not thread-safe (CLI11 is not).
+void add_model_flags(CLI::App& app, const ModelFlagTargets& targets);
+
 // Adds kalm-embed's flags, bound to `options`, to the tool's parser.
 void add_embed_flags(cli::Tool& tool, EmbedOptions& options);
 
