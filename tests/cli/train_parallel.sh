@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # kalm-train data parallel (c10d Gloo, two processes on this machine): two ranks
 # with --batch-size 4 follow the single-process run with --batch-size 8 (same
-# global batch, cross-rank negatives, summed gradients) to float rounding.
+# global batch, cross-rank negatives, summed gradients) to float rounding; a
+# rank killed mid-run makes the other fail within --dist-timeout, not hang.
+# (Launching from RANK/WORLD_SIZE and torchrun: train_dist_env.sh.)
 source "$(dirname "$0")/lib.sh"
+unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT  # a launcher around ctest
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
-c=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
-   --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --num-negatives 3 --max-steps 4
-   --warmup-steps 0 --grad-cache-chunk 6)
+base=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+      --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --num-negatives 3
+      --warmup-steps 0 --grad-cache-chunk 6)
+c=("${base[@]}" --max-steps 4)
 
 expect_rc 0 "$train" "$fx/toy" "${c[@]}" --batch-size 8 -o "$tmp/single" --metrics "$tmp/single.jsonl"
 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 1 --dist-store "$tmp/store" -o "$tmp/dp" \
@@ -27,8 +31,64 @@ if ! paste -d' ' <(sed -E 's/.*"loss": ([^,]*),.*/\1/' "$tmp/single.jsonl") \
   echo "FAIL: data-parallel losses differ"; paste "$tmp/single.jsonl" "$tmp/dp.jsonl" | cut -c1-200
   failures=$((failures + 1))
 fi
+# Final weights agree to 1e-5.
+max_abs_diff() {  # A B: largest |a - b| over the float32 data of two safetensors files
+  local ha hb
+  ha=$(od -An -tu8 -N8 "$1" | tr -d ' '); hb=$(od -An -tu8 -N8 "$2" | tr -d ' ')
+  [ $(($(stat -c %s "$1") - ha)) -eq $(($(stat -c %s "$2") - hb)) ] || { echo "sizes differ"; return; }
+  paste -d' ' <(od -An -v -tf4 -w4 -j $((8 + ha)) "$1") <(od -An -v -tf4 -w4 -j $((8 + hb)) "$2") |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d } END { printf "%.3g\n", m + 0 }'
+}
+d=$(max_abs_diff "$tmp/single/model.safetensors" "$tmp/dp/model.safetensors")
+echo "max |w(1 x B=8) - w(2 x B=4)| = $d"
+checks=$((checks + 1))
+awk -v d="$d" 'BEGIN { exit (d ~ /^[0-9.e+-]+$/ && d + 0 <= 1e-5) ? 0 : 1 }' ||
+  { echo "FAIL: data-parallel weights differ by $d"; failures=$((failures + 1)); }
+
 # Bad rank / missing store: usage errors.
 expect_rc 2 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 2 --dist-store "$tmp/s2" -o "$tmp/x"
 expect_rc 2 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 0 -o "$tmp/x"
+expect_grep "needs a rendezvous: --dist-store FILE" "$tmp/err"
+expect_rc 2 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 0 --dist-store "$tmp/s3" \
+  --dist-timeout 0 -o "$tmp/x"
+
+# A peer that never comes: the rendezvous gives up after --dist-timeout.
+start=$SECONDS
+expect_rc 1 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 0 --dist-store "$tmp/s4" \
+  --dist-timeout 2 -o "$tmp/alone"
+expect_grep "data parallel rendezvous through .*s4 failed on rank 0 of 2: a peer may have died" "$tmp/err"
+checks=$((checks + 1))
+[ $((SECONDS - start)) -le 30 ] || { echo "FAIL: the lone rank took $((SECONDS - start)) s"; failures=$((failures + 1)); }
+
+# A peer killed mid-run: rank 0 stops with an error naming the collective within
+# the timeout, exit 1, and leaves no final model.
+dead=(--batch-size 4 --world-size 2 --dist-store "$tmp/s5" --dist-timeout 5 --max-steps 100000 --save-steps 2
+      -o "$tmp/dead")
+"$train" "$fx/toy" "${base[@]}" "${dead[@]}" --rank 1 2>"$tmp/dead1.err" &
+pid1=$!
+"$train" "$fx/toy" "${base[@]}" "${dead[@]}" --rank 0 --metrics "$tmp/dead.jsonl" \
+  2>"$tmp/dead0.err" &
+pid0=$!
+for _ in $(seq 600); do
+  [ -f "$tmp/dead.jsonl" ] && [ "$(wc -l <"$tmp/dead.jsonl")" -ge 3 ] && break
+  kill -0 "$pid0" 2>/dev/null || break
+  sleep 0.05
+done
+echo "killing rank 1 after $(wc -l <"$tmp/dead.jsonl" 2>/dev/null || echo 0) steps"
+kill -KILL "$pid1"
+wait "$pid1" 2>/dev/null
+start=$SECONDS
+while kill -0 "$pid0" 2>/dev/null && [ $((SECONDS - start)) -lt 60 ]; do sleep 0.2; done
+checks=$((checks + 1))
+if kill -0 "$pid0" 2>/dev/null; then
+  echo "FAIL: rank 0 still runs 60 s after its peer died"; kill -KILL "$pid0"; failures=$((failures + 1))
+fi
+wait "$pid0"; rc=$?
+echo "rank 0 exited $rc after $((SECONDS - start)) s: $(head -c 300 "$tmp/dead0.err")"
+checks=$((checks + 1)); [ "$rc" -eq 1 ] || { echo "FAIL: rank 0 exited $rc, expected 1"; failures=$((failures + 1)); }
+expect_grep "^kalm-train: error: data parallel [a-z_ (),'0-9]+ failed on rank 0 of 2: a peer may have died" \
+  "$tmp/dead0.err"
+expect_no_file "$tmp/dead/model.safetensors"
+expect_no_file "$tmp/dead/config.json"
 
 finish

@@ -4,7 +4,14 @@
 #include "kalm/train/dist.h"
 
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
 
 #include "kalm/error.h"
 
@@ -15,29 +22,170 @@ struct DataParallel::Impl {
 };
 
 namespace {
+
+std::optional<long long> env_int(const EnvLookup& env, const char* name) {
+  const char* value = env(name);
+  if (!value) return std::nullopt;
+  const std::string text(value);
+  try {
+    std::size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(std::string("environment variable ") + name + "='" + text + "' is not an integer");
+}
+
+int checked_int(long long v, const char* what) {
+  if (v < 0 || v > 1000000) throw UsageError(std::string(what) + " out of range: " + std::to_string(v));
+  return static_cast<int>(v);
+}
+
+std::string seconds_text(double s) {
+  std::ostringstream out;
+  out << s;
+  return out.str();
+}
+
+}  // namespace
+
+DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
+  DistOptions d;
+  d.timeout_s = flags.timeout_s;
+  if (!(flags.timeout_s > 0) || !std::isfinite(flags.timeout_s))
+    throw UsageError("--dist-timeout must be a positive number of seconds, got " + seconds_text(flags.timeout_s));
+
+  // The launcher's pair: RANK/WORLD_SIZE (torchrun), else Slurm's. A pair is
+  // taken whole so that a stray half of one never mixes with the other.
+  std::optional<long long> env_rank, env_world;
+  std::string env_source;
+  const bool have_torch = env("RANK") || env("WORLD_SIZE");
+  if (have_torch) {
+    env_rank = env_int(env, "RANK");
+    env_world = env_int(env, "WORLD_SIZE");
+    if (!env_rank || !env_world)
+      throw UsageError(std::string("the environment sets ") + (env_rank ? "RANK" : "WORLD_SIZE") + " but not " +
+                       (env_rank ? "WORLD_SIZE" : "RANK") + " (a launcher sets both)");
+    env_source = "RANK/WORLD_SIZE";
+  } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
+    env_rank = env_int(env, "SLURM_PROCID");
+    env_world = env_int(env, "SLURM_NTASKS");
+    env_source = "SLURM_PROCID/SLURM_NTASKS";
+  }
+
+  if (flags.world_size) {
+    d.world_size = *flags.world_size;
+  } else if (env_world) {
+    d.world_size = checked_int(*env_world, env_source == "RANK/WORLD_SIZE" ? "WORLD_SIZE" : "SLURM_NTASKS");
+  }
+  if (flags.rank) {
+    d.rank = *flags.rank;
+  } else if (env_rank) {
+    d.rank = checked_int(*env_rank, env_source == "RANK/WORLD_SIZE" ? "RANK" : "SLURM_PROCID");
+  }
+  d.source = flags.world_size || flags.rank ? "flags" : env_source.empty() ? "default" : env_source;
+  if (d.world_size < 1) throw UsageError("--world-size must be >= 1, got " + std::to_string(d.world_size));
+  if (d.rank < 0 || d.rank >= d.world_size)
+    throw UsageError("the rank must lie in [0, world size), got rank " + std::to_string(d.rank) + " of " +
+                     std::to_string(d.world_size) + " (from " + d.source + ")");
+
+  if (auto lr = env_int(env, "LOCAL_RANK")) {
+    d.local_rank = checked_int(*lr, "LOCAL_RANK");
+  } else if (auto sl = env_int(env, "SLURM_LOCALID")) {
+    d.local_rank = checked_int(*sl, "SLURM_LOCALID");
+  }
+
+  if (d.world_size == 1) return d;  // nothing to meet
+  d.store_path = flags.store_path;
+  if (!d.store_path.empty()) return d;
+  const char* addr = env("MASTER_ADDR");
+  const auto port = env_int(env, "MASTER_PORT");
+  if (!addr || !*addr || !port)
+    throw UsageError("a world size of " + std::to_string(d.world_size) + " (from " + d.source +
+                     ") needs a rendezvous: --dist-store FILE (shared by every rank), or MASTER_ADDR and "
+                     "MASTER_PORT in the environment (rank 0 serves a TCP store there)");
+  if (*port < 1 || *port > 65535)
+    throw UsageError("MASTER_PORT must lie in 1..65535, got " + std::to_string(*port));
+  d.master_addr = addr;
+  d.master_port = static_cast<int>(*port);
+  if (const char* agent = env("TORCHELASTIC_USE_AGENT_STORE")) d.agent_store = std::string(agent) == "True";
+  if (auto restarts = env_int(env, "TORCHELASTIC_RESTART_COUNT"))
+    d.restart_count = checked_int(*restarts, "TORCHELASTIC_RESTART_COUNT");
+  return d;
+}
+
+namespace {
+
+// Runs one c10d call, turning its failure into a kalm::Error that says which
+// collective failed on which rank, and why that usually happens.
 template <typename F>
-auto guarded(const char* what, F&& f) {
+auto guarded(const DistOptions& o, const char* what, F&& f) {
+  auto fail = [&](const std::string& why) {
+    return Error("data parallel " + std::string(what) + " failed on rank " + std::to_string(o.rank) + " of " +
+                 std::to_string(o.world_size) + ": a peer may have died or stalled (--dist-timeout " +
+                 seconds_text(o.timeout_s) + " s): " + why);
+  };
   try {
     return f();
   } catch (const kalm::Error&) {
     throw;
+  } catch (const c10::Error& e) {
+    // what() carries a C++ backtrace; the user needs the message.
+    throw fail(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    throw Error(std::string("data parallel ") + what + " failed: " + e.what());
+    throw fail(e.what());
   }
 }
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(seconds * 1000.0)));
+}
+
 }  // namespace
 
-DataParallel::DataParallel(int rank, int world, const std::string& store_path)
-    : impl_(std::make_unique<Impl>()), rank_(rank), world_(world) {
-  if (world < 1 || rank < 0 || rank >= world)
-    throw UsageError("--rank must lie in [0, --world-size), got rank " + std::to_string(rank) + " of " +
-                     std::to_string(world));
-  if (store_path.empty()) throw UsageError("--world-size > 1 needs --dist-store FILE (shared by every rank)");
-  guarded("rendezvous", [&] {
-    auto store = c10::make_intrusive<c10d::FileStore>(store_path, world);
-    auto options = c10d::ProcessGroupGloo::Options::create();
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
+DataParallel::DataParallel(const DistOptions& options) : impl_(std::make_unique<Impl>()), options_(options) {
+  const auto& o = options_;
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
+    throw UsageError("--rank must lie in [0, --world-size), got rank " + std::to_string(o.rank) + " of " +
+                     std::to_string(o.world_size));
+  if (o.store_path.empty() && (o.master_addr.empty() || o.master_port < 1 || o.master_port > 65535))
+    throw UsageError("--world-size > 1 needs --dist-store FILE (shared by every rank) or MASTER_ADDR and "
+                     "MASTER_PORT in the environment");
+  if (!(o.timeout_s > 0)) throw UsageError("--dist-timeout must be positive");
+  const auto timeout = to_ms(o.timeout_s);
+  std::string where = o.store_path.empty() ? "rendezvous at " + o.master_addr + ":" + std::to_string(o.master_port)
+                                           : "rendezvous through " + o.store_path;
+  // A launcher's variables can be a surprise (a batch script run outside srun).
+  if (o.source != "flags") where += " (rank and world size from " + o.source + ")";
+  guarded(o, where.c_str(), [&] {
+    c10::intrusive_ptr<c10d::Store> store;
+    if (!o.store_path.empty()) {
+      store = c10::make_intrusive<c10d::FileStore>(o.store_path, o.world_size);
+      store->setTimeout(timeout);
+    } else {
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<std::uint16_t>(o.master_port);
+      so.isServer = !o.agent_store && o.rank == 0;
+      so.numWorkers = static_cast<std::size_t>(o.world_size);
+      so.waitWorkers = false;  // Gloo's own connect waits (with the timeout) and names what is missing
+      so.timeout = timeout;
+      so.multiTenant = !o.agent_store;
+      auto tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+      store = tcp;
+      if (o.agent_store)
+        store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), tcp);
+    }
+    auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
+    // GLOO_SOCKET_IFNAME picks the network interface(s) across hosts, as in PyTorch.
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifname && *ifname) {
+      std::stringstream names(ifname);
+      std::string name;
+      while (std::getline(names, name, ','))
+        if (!name.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+    }
+    if (gloo->devices.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, gloo);
     return 0;
   });
 }
@@ -45,18 +193,18 @@ DataParallel::DataParallel(int rank, int world, const std::string& store_path)
 DataParallel::~DataParallel() = default;
 
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor& local) {
-  return guarded("all_gather", [&] {
+  return guarded(options_, "all_gather of embeddings", [&] {
     std::vector<torch::Tensor> input{local.detach().contiguous()};
     std::vector<std::vector<torch::Tensor>> output(1);
-    for (int r = 0; r < world_; ++r) output[0].push_back(torch::empty_like(input[0]));
+    for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));
     impl_->group->allgather(output, input)->wait();
-    output[0][static_cast<std::size_t>(rank_)] = local;
+    output[0][static_cast<std::size_t>(options_.rank)] = local;
     return torch::cat(output[0], 0);
   });
 }
 
 void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>& params) {
-  guarded("all_reduce", [&] {
+  guarded(options_, "all_reduce of gradients", [&] {
     std::vector<torch::Tensor> grads;
     for (const auto& p : params)
       if (p.grad().defined()) grads.push_back(p.grad());
@@ -79,7 +227,7 @@ void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>& params
 }
 
 std::int64_t DataParallel::all_max(std::int64_t value) {
-  return guarded("all_reduce", [&] {
+  return guarded(options_, "all_reduce (max)", [&] {
     std::vector<torch::Tensor> t{torch::full({1}, value, torch::kLong)};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::MAX;
@@ -88,8 +236,8 @@ std::int64_t DataParallel::all_max(std::int64_t value) {
   });
 }
 
-void DataParallel::barrier() {
-  guarded("barrier", [&] {
+void DataParallel::barrier(const char* what) {
+  guarded(options_, what, [&] {
     impl_->group->barrier()->wait();
     return 0;
   });

@@ -1,6 +1,7 @@
 #include "kalm/train/train_command.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "kalm/error.h"
@@ -124,15 +125,21 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "GradCache: embed N texts at a time so the batch is not bounded by memory (unset: plain backward)")
       ->check(CLI::PositiveNumber)
       ->group(kOptim);
-  app.add_option("--world-size", o.world_size,
-                 "Data-parallel processes (c10d Gloo); --batch-size is per process")
+  app.add_option("--world-size", f.dist.world_size,
+                 "Data-parallel processes (c10d Gloo); --batch-size is per process (default: WORLD_SIZE, "
+                 "SLURM_NTASKS, 1)")
       ->check(CLI::PositiveNumber)
       ->group(cli::kGroupCompute);
-  app.add_option("--rank", o.rank, "This process's rank in [0, --world-size)")
+  app.add_option("--rank", f.dist.rank, "This process's rank in [0, --world-size) (default: RANK, SLURM_PROCID, 0)")
       ->check(CLI::NonNegativeNumber)
       ->group(cli::kGroupCompute);
-  app.add_option("--dist-store", o.dist_store,
-                 "Rendezvous file shared by every rank (c10d FileStore; remove it before a new run)")
+  app.add_option("--dist-store", f.dist.store_path,
+                 "Rendezvous file shared by every rank (c10d FileStore; remove it before a new run); default: a "
+                 "TCP store at MASTER_ADDR:MASTER_PORT served by rank 0")
+      ->group(cli::kGroupCompute);
+  app.add_option("--dist-timeout", f.dist.timeout_s,
+                 "Seconds the rendezvous and each collective wait for the other ranks before failing")
+      ->check(CLI::PositiveNumber)
       ->group(cli::kGroupCompute);
   app.add_option("--epochs", o.epochs, "Passes over the data")->check(CLI::PositiveNumber)->group(kOptim);
   app.add_option("--max-steps", o.max_steps, "Optimiser steps (overrides --epochs)")
@@ -214,6 +221,7 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   } else if (!f.matryoshka_weights.empty()) {
     throw UsageError("--matryoshka-weights needs --matryoshka-dims");
   }
+  o.dist = resolve_dist(f.dist, [](const char* name) -> const char* { return std::getenv(name); });
   o.seed = tool.common().seed;
   o.quiet = tool.common().quiet;
   o.command_line = tool.command_line();

@@ -297,7 +297,7 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     encoder_ = model::load_model(resume_dir, lo).encoder;
   } else {
     if (o_.train_tokenizer) {
-      tokenizer_dir_ = (fs::path(o_.output) / (".kalm-tokenizer" + (o_.rank > 0 ? "-" + std::to_string(o_.rank) : ""))).string();
+      tokenizer_dir_ = (fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : ""))).string();
       fs::create_directories(tokenizer_dir_);
       std::vector<std::string> texts;
       for (const auto& ex : data_.examples) {
@@ -358,13 +358,13 @@ void Trainer::write_model_files(const std::string& dir) {
 
 void Trainer::save_checkpoint() {
   if (!leader_) {
-    parallel_->barrier();
+    parallel_->barrier("barrier (waiting for rank 0's checkpoint)");
     return;
   }
   struct Release {  // the other ranks wait for the checkpoint, even when writing it failed
     DataParallel* p;
     ~Release() {
-      if (p) try { p->barrier(); } catch (...) {}
+      if (p) try { p->barrier("barrier (checkpoint written)"); } catch (...) {}
     }
   } release{parallel_.get()};
   const std::string name = "checkpoint-" + std::to_string(state_.step);
@@ -418,14 +418,14 @@ TrainResult Trainer::run() {
   fs::create_directories(o_.output, ec);
   if (ec) throw IoError(o_.output + ": cannot create directory: " + ec.message());
   data_ = load_dataset(o_.data);
-  if (o_.world_size > 1) {
-    parallel_ = std::make_unique<DataParallel>(o_.rank, o_.world_size, o_.dist_store);
-    leader_ = o_.rank == 0;
-  } else if (o_.rank != 0) {
+  if (o_.dist.world_size > 1) {
+    parallel_ = std::make_unique<DataParallel>(o_.dist);
+    leader_ = o_.dist.rank == 0;
+  } else if (o_.dist.rank != 0) {
     throw UsageError("--rank needs --world-size > 1");
   }
   global_batching_ = o_.batching;
-  global_batching_.batch_size = o_.batching.batch_size * o_.world_size;
+  global_batching_.batch_size = o_.batching.batch_size * o_.dist.world_size;
 
   std::string resume_dir;
   if (o_.resume) {
@@ -505,7 +505,7 @@ TrainResult Trainer::run() {
                                *tokenizer_, o_.query_max_length, o_.passage_max_length);
       if (parallel_) {
         // Every rank sampled the same global batch; each embeds its own slice.
-        const std::int64_t b_local = o_.batching.batch_size, g = batch.info.group_size, r = o_.rank;
+        const std::int64_t b_local = o_.batching.batch_size, g = batch.info.group_size, r = o_.dist.rank;
         batch.queries = slice_rows(batch.queries, r * b_local, (r + 1) * b_local);
         batch.passages = slice_rows(batch.passages, r * b_local * g, (r + 1) * b_local * g);
       }
@@ -574,7 +574,7 @@ TrainResult Trainer::run() {
   if (!result.stopped) {
     export_final();
     std::error_code ignore;
-    fs::remove_all(fs::path(o_.output) / (".kalm-tokenizer" + (o_.rank > 0 ? "-" + std::to_string(o_.rank) : "")), ignore);
+    fs::remove_all(fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : "")), ignore);
   }
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "

@@ -1,6 +1,12 @@
 #pragma once
-// Data parallelism over c10d's Gloo process group (CPU): one process per rank,
-// rendezvous through a c10d FileStore on a file every rank can reach.
+// Data parallelism over c10d's Gloo process group (CPU): one process per rank.
+//
+// Rendezvous: a c10d FileStore on a file every rank can reach (--dist-store),
+// or a c10d TCPStore at MASTER_ADDR:MASTER_PORT served by rank 0 (how torchrun
+// --no-python and Slurm batch scripts launch). Under torchrun's static
+// rendezvous (TORCHELASTIC_USE_AGENT_STORE=True) the agent already serves the
+// store, so every rank joins it as a client under "/worker/attempt_N", as
+// PyTorch's own env:// rendezvous does.
 //
 // How the trainer uses it: every rank plans and samples the same global batch
 // (B x world groups; same seed), embeds only its own slice, all-gathers the
@@ -10,29 +16,72 @@
 // ranks' partial gradients is its gradient). Weights stay identical on every
 // rank; rank 0 alone writes checkpoints, metrics and the export.
 //
+// Failure: the store and every collective give up after DistOptions::timeout_s,
+// so a rank that died or hangs makes the others stop with an error (a killed
+// peer usually closes its sockets, which Gloo reports at once) instead of
+// waiting forever.
+//
 // Thread safety: one DataParallel per process, used from the training thread.
 // Errors: c10d/Gloo failures (a rank that died, a timeout) surface as
-// kalm::Error naming the operation; UsageError for a bad rank/world.
+// kalm::Error naming the collective, this rank and the timeout; UsageError for
+// a bad rank/world, a missing rendezvous or a malformed launcher variable.
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace kalm::train {
 
+struct DistOptions {
+  int world_size = 1;            // processes
+  int rank = 0;                  // this process, in [0, world_size)
+  int local_rank = 0;            // rank on this host (LOCAL_RANK); kept for a future CUDA device index
+  std::string store_path;        // c10d FileStore file shared by every rank; "" = TCPStore
+  std::string master_addr;       // TCPStore host (rank 0 serves it) when store_path is ""
+  int master_port = 0;           // TCPStore port, 1..65535
+  bool agent_store = false;      // torchrun's agent serves the TCPStore: every rank is a client
+  int restart_count = 0;         // TORCHELASTIC_RESTART_COUNT: keys of an earlier attempt are not reused
+  double timeout_s = 300;        // store operations and collectives
+  std::string source = "flags";  // where rank/world came from: flags | RANK/WORLD_SIZE | SLURM | default
+};
+
+// What the command line said (unset = not given).
+struct DistFlags {
+  std::optional<int> world_size;  // --world-size
+  std::optional<int> rank;        // --rank
+  std::string store_path;         // --dist-store
+  double timeout_s = 300;         // --dist-timeout
+};
+
+// getenv-like lookup (nullptr = unset); tests pass their own.
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Resolves the launch: each flag beats its environment variable. Rank and world
+// come from --rank/--world-size, else RANK/WORLD_SIZE (torchrun, and wrappers
+// that export them), else SLURM_PROCID/SLURM_NTASKS, else 0 of 1. LOCAL_RANK
+// (else SLURM_LOCALID, else 0) is read. With world > 1 the rendezvous is
+// --dist-store, else MASTER_ADDR:MASTER_PORT. Throws UsageError naming the
+// flag or variable: a non-integer, a rank outside [0, world), only one of
+// RANK/WORLD_SIZE, world > 1 without a rendezvous, a port outside 1..65535,
+// a timeout <= 0.
+DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env);
+
 class DataParallel {
  public:
-  // Joins the group: blocks until all `world` ranks have joined through `store_path`.
-  DataParallel(int rank, int world, const std::string& store_path);
+  // Joins the group: blocks until all ranks have joined (at most timeout_s).
+  // Throws UsageError for bad options, kalm::Error when the rendezvous fails.
+  explicit DataParallel(const DistOptions& options);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  int rank() const { return rank_; }
-  int world() const { return world_; }
+  int rank() const { return options_.rank; }
+  int world() const { return options_.world_size; }
 
   // [n, D] per rank (same n, D, dtype everywhere) -> [world·n, D] in rank order;
   // this rank's rows are `local` itself (gradient flows into it), the others
@@ -42,12 +91,13 @@ class DataParallel {
   void all_reduce_gradients(const std::vector<torch::Tensor>& params);
   // The largest value of `value` over ranks (agreeing on a stop, e.g.).
   std::int64_t all_max(std::int64_t value);
-  void barrier();
+  // Waits for every rank; `what` names the occasion in an error message.
+  void barrier(const char* what = "barrier");
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  int rank_, world_;
+  DistOptions options_;
 };
 
 }  // namespace kalm::train

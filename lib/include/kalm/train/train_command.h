@@ -10,6 +10,7 @@
 #include <string>
 
 #include "kalm/cli/tool.h"
+#include "kalm/train/dist.h"
 #include "kalm/train/soup.h"
 #include "kalm/train/trainer.h"
 
@@ -24,6 +25,7 @@ struct TrainFlags {
   std::string matryoshka_dims;     // "896,512,..."; "" = the recipe's for the hidden size
   std::string matryoshka_weights;  // "1,0.3,..."
   bool no_grad_clip = false;
+  DistFlags dist;                  // --world-size/--rank/--dist-store/--dist-timeout, resolved with the environment
   CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)
   SoupOptions soup_options;
 };
@@ -32,7 +34,8 @@ struct TrainFlags {
 // distillation flags).
 void add_train_flags(cli::Tool& tool, TrainFlags& flags, bool distill);
 
-// Resolves the string flags into options and runs training (or the soup).
+// Resolves the string flags (and the launcher's environment: dist.h
+// resolve_dist) into options and runs training (or the soup).
 // Returns the process exit code for a clean finish (0) or a signal stop
 // (128 + N). Throws kalm::Error subclasses otherwise.
 int run_train_command(TrainFlags& flags, const cli::Tool& tool, bool distill);

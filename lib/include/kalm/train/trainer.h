@@ -43,6 +43,7 @@
 #include "kalm/loss/loss.h"
 #include "kalm/model/transformer.h"
 #include "kalm/train/data.h"
+#include "kalm/train/dist.h"
 
 namespace kalm::train {
 
@@ -86,9 +87,7 @@ struct TrainOptions {
   std::optional<std::int64_t> max_steps;     // optimiser steps; overrides epochs
   std::optional<std::int64_t> grad_cache_chunk;  // GradCache chunk (texts); unset = plain backward
   // Data parallel (dist.h): batch_size is per rank, the global batch is world_size times it
-  int world_size = 1;                        // processes
-  int rank = 0;                              // this process, in [0, world_size)
-  std::string dist_store;                    // c10d FileStore path shared by all ranks
+  DistOptions dist;                          // world, rank, rendezvous, timeout (resolve_dist)
   // Loss; focal_gamma / mix unset = the stage's default
   loss::LossOptions loss;                    // temperature, mixing details, distillation, Matryoshka
   std::optional<double> focal_gamma;

@@ -1,0 +1,130 @@
+// resolve_dist: flags, torchrun's and Slurm's variables, and their errors.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <string>
+
+#include "kalm/error.h"
+#include "kalm/train/dist.h"
+
+using kalm::train::DistFlags;
+using kalm::train::DistOptions;
+using kalm::train::resolve_dist;
+
+namespace {
+
+struct FakeEnv {
+  std::map<std::string, std::string> vars;
+  kalm::train::EnvLookup lookup() const {
+    return [this](const char* name) -> const char* {
+      auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  }
+};
+
+}  // namespace
+
+DOCTEST_TEST_CASE("resolve_dist: no flags, no environment -> one process") {
+  FakeEnv env;
+  const DistOptions d = resolve_dist(DistFlags{}, env.lookup());
+  DOCTEST_CHECK(d.world_size == 1);
+  DOCTEST_CHECK(d.rank == 0);
+  DOCTEST_CHECK(d.local_rank == 0);
+  DOCTEST_CHECK(d.source == "default");
+  DOCTEST_CHECK(d.timeout_s == 300);
+}
+
+DOCTEST_TEST_CASE("resolve_dist: torchrun's variables give a TCP rendezvous") {
+  FakeEnv env{{{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "10.0.0.7"},
+               {"MASTER_PORT", "29511"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+               {"TORCHELASTIC_RESTART_COUNT", "2"}}};
+  DistFlags flags;
+  flags.timeout_s = 5;
+  const DistOptions d = resolve_dist(flags, env.lookup());
+  DOCTEST_CHECK(d.rank == 1);
+  DOCTEST_CHECK(d.world_size == 4);
+  DOCTEST_CHECK(d.local_rank == 1);
+  DOCTEST_CHECK(d.master_addr == "10.0.0.7");
+  DOCTEST_CHECK(d.master_port == 29511);
+  DOCTEST_CHECK(d.agent_store);
+  DOCTEST_CHECK(d.restart_count == 2);
+  DOCTEST_CHECK(d.store_path.empty());
+  DOCTEST_CHECK(d.timeout_s == 5);
+  DOCTEST_CHECK(d.source == "RANK/WORLD_SIZE");
+}
+
+DOCTEST_TEST_CASE("resolve_dist: Slurm's variables are the fallback; RANK/WORLD_SIZE win") {
+  FakeEnv env{{{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"MASTER_ADDR", "node1"},
+               {"MASTER_PORT", "12345"}}};
+  DistOptions d = resolve_dist(DistFlags{}, env.lookup());
+  DOCTEST_CHECK(d.rank == 3);
+  DOCTEST_CHECK(d.world_size == 8);
+  DOCTEST_CHECK(d.local_rank == 1);
+  DOCTEST_CHECK(!d.agent_store);
+  DOCTEST_CHECK(d.source == "SLURM_PROCID/SLURM_NTASKS");
+
+  env.vars["RANK"] = "0";
+  env.vars["WORLD_SIZE"] = "2";
+  env.vars["LOCAL_RANK"] = "0";
+  d = resolve_dist(DistFlags{}, env.lookup());
+  DOCTEST_CHECK(d.rank == 0);
+  DOCTEST_CHECK(d.world_size == 2);
+  DOCTEST_CHECK(d.local_rank == 0);
+}
+
+DOCTEST_TEST_CASE("resolve_dist: flags beat the environment; --dist-store beats MASTER_ADDR") {
+  FakeEnv env{{{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}}};
+  DistFlags flags;
+  flags.world_size = 2;
+  flags.rank = 0;
+  flags.store_path = "/tmp/store";
+  const DistOptions d = resolve_dist(flags, env.lookup());
+  DOCTEST_CHECK(d.world_size == 2);
+  DOCTEST_CHECK(d.rank == 0);
+  DOCTEST_CHECK(d.store_path == "/tmp/store");
+  DOCTEST_CHECK(d.master_addr.empty());
+  DOCTEST_CHECK(d.source == "flags");
+
+  // Flags alone with the address in the environment: TCP store.
+  DistFlags only_flags;
+  only_flags.world_size = 2;
+  only_flags.rank = 1;
+  const DistOptions t = resolve_dist(only_flags, env.lookup());
+  DOCTEST_CHECK(t.master_addr == "h");
+  DOCTEST_CHECK(t.master_port == 1);
+  DOCTEST_CHECK(t.rank == 1);
+}
+
+DOCTEST_TEST_CASE("resolve_dist: bad launches are usage errors") {
+  DistFlags none;
+  // Half a pair.
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"RANK", "0"}}}.lookup()), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"WORLD_SIZE", "2"}}}.lookup()), kalm::UsageError);
+  // Not integers.
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"RANK", "one"}, {"WORLD_SIZE", "2"}}}.lookup()),
+                          kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"RANK", "0"}, {"WORLD_SIZE", "2x"}}}.lookup()),
+                          kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"LOCAL_RANK", ""}}}.lookup()), kalm::UsageError);
+  // Rank outside the world.
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"RANK", "2"}, {"WORLD_SIZE", "2"}}}.lookup()),
+                          kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(none, FakeEnv{{{"RANK", "0"}, {"WORLD_SIZE", "0"}}}.lookup()),
+                          kalm::UsageError);
+  // A world without a rendezvous, or with a bad port.
+  try {
+    resolve_dist(none, FakeEnv{{{"RANK", "0"}, {"WORLD_SIZE", "2"}}}.lookup());
+    DOCTEST_FAIL("no rendezvous accepted");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()).find("MASTER_ADDR") != std::string::npos);
+  }
+  DOCTEST_CHECK_THROWS_AS(
+      resolve_dist(none, FakeEnv{{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}}
+                             .lookup()),
+      kalm::UsageError);
+  // A non-positive timeout.
+  DistFlags zero;
+  zero.timeout_s = 0;
+  DOCTEST_CHECK_THROWS_AS(resolve_dist(zero, FakeEnv{}.lookup()), kalm::UsageError);
+}
