@@ -80,7 +80,12 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupModel);
   app.add_option("--init-config", o.init_config, "Or: a config.json for a new randomly initialised model")
       ->group(cli::kGroupModel);
-  app.add_option("--tokenizer", o.tokenizer, "Tokenizer directory (default: --init)")->group(cli::kGroupModel);
+  app.add_option("--init-embeddings", o.init_embeddings,
+                 "With --init-config: copy the token embeddings and final norm of this trained model (same width; its "
+                 "vocabulary size and tokenizer are used)")
+      ->group(cli::kGroupModel);
+  app.add_option("--tokenizer", o.tokenizer, "Tokenizer directory (default: --init, or --init-embeddings)")
+      ->group(cli::kGroupModel);
   app.add_option("--train-tokenizer", o.train_tokenizer,
                  "Or: train a SentencePiece tokenizer of this vocabulary size on the training texts")
       ->check(CLI::PositiveNumber)

@@ -232,6 +232,7 @@ class Trainer {
   void save_checkpoint();
   void prune_checkpoints();
   void export_final();
+  void seed_embeddings(const model::EncoderImpl& donor, const std::string& source);
   void write_model_files(const std::string& dir);
   void write_metrics(const std::string& line);
 
@@ -260,8 +261,12 @@ void Trainer::resolve_options() {
   if (o_.output.empty()) throw UsageError("--output DIR is required");
   const int sources = !o_.init.empty() + !o_.init_config.empty();
   if (sources != 1) throw UsageError("give exactly one of --init DIR and --init-config FILE");
-  if (!o_.init_config.empty() && o_.tokenizer.empty() && !o_.train_tokenizer)
-    throw UsageError("--init-config needs --tokenizer DIR or --train-tokenizer VOCAB");
+  if (!o_.init_embeddings.empty() && o_.init_config.empty())
+    throw UsageError("--init-embeddings seeds a new model: it needs --init-config FILE (not --init)");
+  if (!o_.init_embeddings.empty() && o_.train_tokenizer)
+    throw UsageError("--init-embeddings and --train-tokenizer are exclusive (the embeddings belong to the model's tokenizer)");
+  if (!o_.init_config.empty() && o_.tokenizer.empty() && !o_.train_tokenizer && o_.init_embeddings.empty())
+    throw UsageError("--init-config needs --tokenizer DIR, --train-tokenizer VOCAB or --init-embeddings DIR");
   if (!o_.tokenizer.empty() && o_.train_tokenizer)
     throw UsageError("--tokenizer and --train-tokenizer are exclusive");
   if (o_.grad_accumulation < 1) throw UsageError("--grad-accumulation must be at least 1");
@@ -319,7 +324,7 @@ void Trainer::prepare_model(const std::string& resume_dir) {
                       "  \"unk_token\": \"<unk>\",\n  \"pad_token\": \"<unk>\",\n  \"model_max_length\": " +
                           std::to_string(std::max(o_.query_max_length, o_.passage_max_length)) + "\n}\n");
     } else {
-      tokenizer_dir_ = o_.tokenizer.empty() ? o_.init : o_.tokenizer;
+      tokenizer_dir_ = !o_.tokenizer.empty() ? o_.tokenizer : !o_.init.empty() ? o_.init : o_.init_embeddings;
     }
     tokenizer_ = text::load_tokenizer(tokenizer_dir_);
     if (!o_.init.empty()) {
@@ -327,8 +332,14 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     } else {
       auto config = model::parse_config_file(o_.init_config);
       const auto vocab = static_cast<std::int64_t>(tokenizer_->vocab_size());
+      std::optional<model::Encoder> donor;
+      if (!o_.init_embeddings.empty()) donor = model::load_model(o_.init_embeddings).encoder;
       if (o_.train_tokenizer) {
         config.vocab_size = vocab;
+        model::validate_config(config);
+      } else if (donor) {
+        // The table comes with the donor, so its vocabulary wins (as a trained tokenizer's does).
+        config.vocab_size = (*donor)->config().vocab_size;
         model::validate_config(config);
       } else if (vocab > config.vocab_size) {
         throw ModelError(o_.init_config + ": vocab_size " + std::to_string(config.vocab_size) +
@@ -336,10 +347,26 @@ void Trainer::prepare_model(const std::string& resume_dir) {
       }
       encoder_ = model::Encoder(config, lo.attention.value_or(config.default_attention()));
       encoder_->init_parameters(o_.seed);
+      if (donor) seed_embeddings(**donor, o_.init_embeddings);
     }
   }
   encoder_->train();
   for (auto& p : encoder_->parameters()) p.requires_grad_(true);
+}
+
+// Token embeddings and the final norm of a trained model, copied into the new
+// randomly initialised one (same vocabulary and width; the layers stay random).
+void Trainer::seed_embeddings(const model::EncoderImpl& donor, const std::string& source) {
+  const auto& from = donor.config();
+  const auto& to = encoder_->config();
+  if (from.vocab_size != to.vocab_size || from.hidden_size != to.hidden_size)
+    throw ModelError(source + ": --init-embeddings needs the same width as " + o_.init_config + " (hidden_size " +
+                     std::to_string(from.hidden_size) + " vs " + std::to_string(to.hidden_size) + ")");
+  if (from.architecture != to.architecture)
+    throw ModelError(source + ": --init-embeddings needs the same architecture as " + o_.init_config);
+  torch::NoGradGuard no_grad;
+  encoder_->embed_tokens->weight.copy_(donor.embed_tokens->weight);
+  encoder_->norm->weight.copy_(donor.norm->weight);
 }
 
 void Trainer::write_model_files(const std::string& dir) {

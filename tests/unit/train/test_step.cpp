@@ -3,13 +3,18 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "kalm/error.h"
+#include "kalm/model/checkpoint.h"
 #include "kalm/model/config.h"
 #include "kalm/model/transformer.h"
 #include "kalm/train/step.h"
+#include "kalm/train/trainer.h"
 
 using namespace kalm::train;
 
@@ -83,4 +88,73 @@ DOCTEST_TEST_CASE("embed_for_training: a bad token id is reported, not looked up
   auto batch = scrambled_batch(kLengthBucketRows + 1, config.vocab_size);
   batch.ids[3][0] = config.vocab_size;  // row 3 has at least one token
   DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model's token embeddings and norm") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("kalm_init_embeddings_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string fixtures = std::string(KALM_FIXTURES_DIR) + "/train";
+  TrainOptions donor;
+  donor.data.inputs = {fixtures + "/toy"};
+  donor.init_config = fixtures + "/tiny_qwen2.json";  // 1 layer
+  donor.train_tokenizer = 48;
+  donor.output = (dir / "donor").string();
+  donor.batching.batch_size = 8;
+  donor.query_max_length = donor.passage_max_length = 24;
+  donor.learning_rate = 2e-3;
+  donor.max_steps = 3;
+  donor.quiet = true;
+  run_training(donor);
+  const auto trained = kalm::model::load_model(donor.output).encoder;
+
+  // Two layers, same vocabulary and width; learning rate 0 keeps the start.
+  auto config_text = [&] {
+    std::ifstream in(fixtures + "/tiny_qwen2.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    const auto at = s.find("\"num_hidden_layers\": 1");
+    DOCTEST_REQUIRE(at != std::string::npos);
+    s.replace(at, 22, "\"num_hidden_layers\": 2");
+    return s;
+  }();
+  {
+    std::ofstream out(dir / "deep.json");
+    out << config_text;
+  }
+  TrainOptions deep = donor;
+  deep.init_config = (dir / "deep.json").string();
+  deep.train_tokenizer.reset();
+  deep.init_embeddings = donor.output;
+  deep.output = (dir / "deep").string();
+  deep.learning_rate = 0.0;
+  deep.max_steps = 1;
+  run_training(deep);
+  const auto seeded = kalm::model::load_model(deep.output).encoder;
+  DOCTEST_CHECK(seeded->config().num_hidden_layers == 2);
+  DOCTEST_CHECK(torch::equal(seeded->embed_tokens->weight, trained->embed_tokens->weight));
+  DOCTEST_CHECK(torch::equal(seeded->norm->weight, trained->norm->weight));
+  DOCTEST_CHECK(fs::exists(dir / "deep" / "tokenizer.model"));
+
+  // A different width is refused, naming the donor.
+  TrainOptions wrong = deep;
+  wrong.output = (dir / "wrong").string();
+  {
+    std::string s = config_text;
+    const auto at = s.find("\"hidden_size\": 32");
+    DOCTEST_REQUIRE(at != std::string::npos);
+    s.replace(at, 17, "\"hidden_size\": 16");
+    std::ofstream out(dir / "wrong.json");
+    out << s;
+  }
+  wrong.init_config = (dir / "wrong.json").string();
+  DOCTEST_CHECK_THROWS_AS(run_training(wrong), kalm::ModelError);
+  // With --init it makes no sense.
+  TrainOptions with_init = deep;
+  with_init.init_config.clear();
+  with_init.init = donor.output;
+  DOCTEST_CHECK_THROWS_AS(run_training(with_init), kalm::UsageError);
+  fs::remove_all(dir);
 }

@@ -68,6 +68,11 @@ struct TrainOptions {
   std::string init_config;                   // or: config.json of a new, randomly initialised model
   std::string tokenizer;                     // tokenizer directory (default: --init)
   std::optional<std::int64_t> train_tokenizer;  // or: train a SentencePiece model of this vocabulary size
+  // With init_config: copy the token embeddings (and the final norm) of this
+  // trained model into the new one, which must have the same width; the
+  // vocabulary size and the tokenizer default to this model's. Seeds a deeper model from a
+  // cheaper one (a size ladder).
+  std::string init_embeddings;
   std::string pooling = "mean";              // mean | last | cls
   std::string attention;                     // causal | bidirectional; "" = the model's
   std::string dtype = "f32";                 // compute: f32, or bf16 (CPU autocast; weights stay f32)
