@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# report.sh OUT MODELS_TSV ABLATIONS_TSV REPORT_DIR: the default experiment's
+# report (Makefile.pipeline's `report` and `ablation` targets).
+#
+# MODELS_TSV has one "stage<TAB>model-directory" line per scored model;
+# ABLATIONS_TSV one "variant<TAB>model-directory" line per fine-tune variant
+# (variants without results yet are left out). Scores come from
+# OUT/eval/<model-name>/results.txt (kalm-eval's table), training curves from
+# <model-directory>.metrics.jsonl, wall times from <model-directory>.seconds.
+# Writes REPORT_DIR/report.md and REPORT_DIR/*.png (gnuplot), atomically.
+set -euo pipefail
+export LC_ALL=C
+if [ $# -ne 4 ]; then echo "usage: report.sh OUT MODELS_TSV ABLATIONS_TSV REPORT_DIR" >&2; exit 2; fi
+out=$1 models=$2 ablations=$3 dir=$4
+for f in "$models" "$ablations"; do [ -f "$f" ] || { echo "report.sh: $f: no such file" >&2; exit 1; }; done
+command -v gnuplot >/dev/null || { echo "report.sh: gnuplot is not installed (scripts/setup.sh installs gnuplot-nox)" >&2; exit 1; }
+mkdir -p "$dir"
+work=$(mktemp -d "$dir/.report.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# Parameters of a Qwen2 model from its config.json (embeddings included).
+params_of() {
+  [ -f "$1" ] || { echo "-"; return; }
+  awk 'match($0, /"(num_hidden_layers|hidden_size|num_attention_heads|num_key_value_heads|intermediate_size|vocab_size)": *[0-9]+/) {
+         kv = substr($0, RSTART, RLENGTH); k = kv; sub(/^"/, "", k); sub(/".*/, "", k); v = kv; sub(/.*: */, "", v); c[k] = v }
+       END { H = c["hidden_size"]; nh = c["num_attention_heads"]; kv = c["num_key_value_heads"]; d = H / nh
+             layer = H * nh * d + nh * d + 2 * (H * kv * d + kv * d) + nh * d * H + 3 * H * c["intermediate_size"] + 2 * H
+             printf "%.2f M\n", (c["vocab_size"] * H + c["num_hidden_layers"] * layer + H) / 1e6 }' "$1"
+}
+results_of() { echo "$out/eval/$(basename "$1")/results.txt"; }
+seconds_of() { if [ -f "$1.seconds" ]; then cat "$1.seconds"; else echo "-"; fi; }
+
+# scores.tsv: label, task, split, metric, dim, value (kalm-eval's table,
+# columns dim=N and bm25; "-" where a column does not apply).
+scores_of() {  # LABEL RESULTS
+  awk -v label="$1" 'NR == 1 { for (i = 5; i <= NF; i++) col[i] = $i; next }
+    NF >= 5 { for (i = 5; i <= NF; i++) if ($i != "-") { c = col[i]; sub(/^dim=/, "", c); print label "\t" $1 "\t" $3 "\t" $4 "\t" c "\t" $i } }' "$2"
+}
+: > "$work/scores.tsv"
+: > "$work/stages.tsv"
+while IFS=$'\t' read -r stage model; do
+  [ -n "$stage" ] || continue
+  r=$(results_of "$model")
+  [ -f "$r" ] || { echo "report.sh: $r: missing (run the pipeline first)" >&2; exit 1; }
+  label=$stage
+  [ "$stage" = ladder ] && label="ladder-$(basename "$model" | sed 's/^pretrain-\(L[0-9]*\).*/\1/')"
+  printf '%s\t%s\n' "$label" "$model" >> "$work/stages.tsv"
+  scores_of "$label" "$r" >> "$work/scores.tsv"
+done < "$models"
+: > "$work/ablations.tsv"
+while IFS=$'\t' read -r variant model; do
+  [ -n "$variant" ] || continue
+  r=$(results_of "$model")
+  [ -f "$r" ] || continue
+  printf '%s\t%s\n' "$variant" "$model" >> "$work/ablations.tsv"
+  scores_of "ablate-$variant" "$r" >> "$work/scores.tsv"
+done < "$ablations"
+
+label_dir() { awk -F'\t' -v l="$1" '$1 == l { print $2 }' "$work/stages.tsv"; }
+full_dim=$(awk -F'\t' '$5 != "bm25" { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$work/scores.tsv")
+
+# table LABEL... : rows task (split) metric, a column per label at full width;
+# "bm25" is a label too.
+table() {
+  awk -F'\t' -v labels="$*" -v full="$full_dim" '
+    BEGIN { n = split(labels, L, " ") }
+    { key = $2 "\t" $3 "\t" $4
+      if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
+      if ($5 == "bm25") v["bm25", key] = $6
+      else if ($5 == full) v[$1, key] = $6 }
+    END {
+      printf "| task | split | metric |"; for (i = 1; i <= n; i++) printf " %s |", L[i]; print ""
+      printf "|---|---|---|"; for (i = 1; i <= n; i++) printf "---:|"; print ""
+      for (r = 1; r <= rows; r++) {
+        split(order[r], k, "\t"); printf "| %s | %s | %s |", k[1], k[2], k[3]
+        for (i = 1; i <= n; i++) { x = ((L[i], order[r]) in v) ? v[L[i], order[r]] : "-"; printf " %s |", x }
+        print ""
+      }
+    }' "$work/scores.tsv"
+}
+
+stage_labels=$(cut -f1 "$work/stages.tsv" | tr '\n' ' ')
+final=soup
+final_dir=$(label_dir soup)
+
+{
+  echo "# kalm default experiment: report"
+  echo
+  echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown CPU)) by examples/pipeline/report.sh from \`$out\`."
+  echo "Every score is kalm-eval's main metric x 100 on a held-out task (never trained on; see examples/wordnet/README.md)."
+  echo "Models are scored without task instructions (they were trained without them)."
+  echo
+  echo "## Every stage"
+  echo
+  echo "Full width ($full_dim dims). \`bm25\` is Lucene's BM25 on the same queries and documents (retrieval and reranking only)."
+  echo "\`untrained\` is the default model's initialisation with its trained tokenizer; \`$final\` is the final model."
+  echo
+  table bm25 $stage_labels
+  echo
+  echo "### The final model against BM25"
+  echo
+  awk -F'\t' -v full="$full_dim" -v fin="$final" '
+    $5 == "bm25" { b[$2 "\t" $3] = $6 }
+    $1 == fin && $5 == full { s[$2 "\t" $3] = $6; m[$2 "\t" $3] = $4 }
+    END { for (k in b) if (k in s && b[k] > 0) { split(k, t, "\t")
+            printf "- %s (%s): %s %.2f against BM25 %.2f, %+.0f%%\n", t[1], m[k], fin, s[k], b[k], 100 * (s[k] / b[k] - 1) } }' \
+    "$work/scores.tsv" | sort
+  echo
+  echo "## Matryoshka: the final model at each width"
+  echo
+  awk -F'\t' -v fin="$final" '
+    $1 == fin && $5 != "bm25" { key = $2 "\t" $3 "\t" $4; if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
+      if (!($5 in dseen)) { dseen[$5] = 1; dims[++nd] = $5 } v[$5, key] = $6 }
+    END {
+      printf "| task | split | metric |"; for (i = 1; i <= nd; i++) printf " %s |", dims[i]; print ""
+      printf "|---|---|---|"; for (i = 1; i <= nd; i++) printf "---:|"; print ""
+      for (r = 1; r <= rows; r++) { split(order[r], k, "\t"); printf "| %s | %s | %s |", k[1], k[2], k[3]
+        for (i = 1; i <= nd; i++) printf " %s |", v[dims[i], order[r]]; print "" } }' "$work/scores.tsv"
+  echo
+  echo "## Size ladder (pre-training only, same steps; deeper models start from the 0-layer model's embeddings)"
+  echo
+  ladder=$(grep -E '^(pretrain|ladder-)' "$work/stages.tsv" | cut -f1 | tr '\n' ' ')
+  table $ladder
+  echo
+  echo "| model | parameters | pre-training wall time (s) |"
+  echo "|---|---:|---:|"
+  while IFS=$'\t' read -r label model; do
+    case $label in pretrain | ladder-*) ;; *) continue ;; esac
+    params=$(params_of "$model/config.json")
+    printf '| %s | %s | %s |\n' "$label" "$params" "$(seconds_of "$model")"
+  done < "$work/stages.tsv"
+  echo
+  echo "## Stage wall times"
+  echo
+  echo "| stage | model | seconds |"
+  echo "|---|---|---:|"
+  while IFS=$'\t' read -r label model; do
+    printf '| %s | %s | %s |\n' "$label" "$(basename "$model")" "$(seconds_of "$model")"
+  done < "$work/stages.tsv"
+  if [ -s "$work/ablations.tsv" ]; then
+    echo
+    echo "## Ablations (fine-tune stage, one technique off)"
+    echo
+    echo "\`finetune\` has every technique on; \`no-distillation\` is \`finetune\` against \`distill\`, \`no-soup\` is \`distill\` against \`soup\`."
+    abl=$(cut -f1 "$work/ablations.tsv" | sed 's/^/ablate-/' | tr '\n' ' ')
+    table finetune $abl distill soup
+    if grep -q '^causal' "$work/ablations.tsv" && [ -f "$final_dir/config.json" ] &&
+       grep -q '"num_hidden_layers": *0' "$final_dir/config.json"; then
+      echo
+      echo "The default model has no layers, so causal and bidirectional attention are the same model: the \`causal\` column can differ only through training noise."
+    fi
+  fi
+  echo
+  echo "## Plots"
+  echo
+  echo "![training loss](loss.png)"
+  echo
+  echo "![score per stage](stages.png)"
+  echo
+  echo "![score per Matryoshka width](matryoshka.png)"
+} > "$work/report.md"
+
+# ---- plots ---------------------------------------------------------------------
+# Training loss per stage (metrics JSONL: one object per step).
+plot_loss=""
+while IFS=$'\t' read -r label model; do
+  m="$model.metrics.jsonl"
+  [ -f "$m" ] || continue
+  awk '{ s = $0; if (match(s, /"step": *[0-9]+/)) { st = substr(s, RSTART, RLENGTH); sub(/.*: */, "", st) } else next
+         if (match(s, /"loss": *[-0-9.eE+]+/)) { l = substr(s, RSTART, RLENGTH); sub(/.*: */, "", l); print st, l } }' \
+    "$m" > "$work/loss-$label.dat"
+  [ -s "$work/loss-$label.dat" ] || continue
+  plot_loss="${plot_loss:+$plot_loss, }'$work/loss-$label.dat' using 1:2 with lines title '$label'"
+done < "$work/stages.tsv"
+if [ -n "$plot_loss" ]; then
+  gnuplot -e "set terminal pngcairo size 900,500; set output '$work/loss.png'; set xlabel 'step'; set ylabel 'training loss'; set key top right; set grid; plot $plot_loss"
+fi
+
+# Score per stage: one line per task, stages on the x axis.
+awk -F'\t' -v full="$full_dim" -v labels="$stage_labels" '
+  BEGIN { n = split(labels, L, " ") }
+  $5 == full { v[$1, $2 "/" $3] = $6; if (!(($2 "/" $3) in seen)) { seen[$2 "/" $3] = 1; t[++nt] = $2 "/" $3 } }
+  END { printf "stage"; for (j = 1; j <= nt; j++) printf "\t%s", t[j]; print ""
+        for (i = 1; i <= n; i++) { printf "%s", L[i]; for (j = 1; j <= nt; j++) { x = ((L[i], t[j]) in v) ? v[L[i], t[j]] : "NaN"; printf "\t%s", x }; print "" } }' \
+  "$work/scores.tsv" > "$work/stages.dat"
+ntasks=$(head -1 "$work/stages.dat" | awk -F'\t' '{ print NF - 1 }')
+gnuplot -e "set terminal pngcairo size 1000,550; set output '$work/stages.png'; set datafile separator '\t'; set datafile missing 'NaN'; set ylabel 'score (main metric x 100)'; set key outside right; set grid; set xtics rotate by -30; plot for [i=2:$((ntasks + 1))] '$work/stages.dat' using 0:i:xtic(1) with linespoints title columnheader(i)"
+
+# Score per Matryoshka width for the final model.
+awk -F'\t' -v fin="$final" '$1 == fin && $5 != "bm25" { print $2 "/" $3 "\t" $5 "\t" $6 }' "$work/scores.tsv" |
+  sort -t$'\t' -k1,1 -k2,2n > "$work/mrl.dat"
+gnuplot -e "set terminal pngcairo size 900,500; set output '$work/matryoshka.png'; set datafile separator '\t'; set xlabel 'embedding dimensions'; set ylabel 'score (main metric x 100)'; set logscale x 2; set key outside right; set grid; tasks = system(\"cut -f1 '$work/mrl.dat' | uniq | tr '\\\\n' ' '\"); plot for [t in tasks] '$work/mrl.dat' using (strcol(1) eq t ? \$2 : NaN):3 with linespoints title t"
+
+for f in report.md loss.png stages.png matryoshka.png; do
+  [ -f "$work/$f" ] && mv "$work/$f" "$dir/$f"
+done
+echo "report.sh: wrote $dir/report.md" >&2
