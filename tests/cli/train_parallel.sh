@@ -91,4 +91,30 @@ expect_grep "^kalm-train: error: data parallel [a-z_ (),'0-9]+ failed on rank 0 
 expect_no_file "$tmp/dead/model.safetensors"
 expect_no_file "$tmp/dead/config.json"
 
+# A peer that hangs (SIGSTOP: its sockets stay open): rank 0 gives up after
+# --dist-timeout with the same error.
+hang=(--batch-size 4 --world-size 2 --dist-store "$tmp/s6" --dist-timeout 3 --max-steps 100000 -o "$tmp/hang")
+"$train" "$fx/toy" "${base[@]}" "${hang[@]}" --rank 1 2>/dev/null &
+pid1=$!
+"$train" "$fx/toy" "${base[@]}" "${hang[@]}" --rank 0 --metrics "$tmp/hang.jsonl" 2>"$tmp/hang0.err" &
+pid0=$!
+for _ in $(seq 600); do
+  [ -f "$tmp/hang.jsonl" ] && [ "$(wc -l <"$tmp/hang.jsonl")" -ge 2 ] && break
+  kill -0 "$pid0" 2>/dev/null || break
+  sleep 0.05
+done
+kill -STOP "$pid1"
+start=$SECONDS
+while kill -0 "$pid0" 2>/dev/null && [ $((SECONDS - start)) -lt 60 ]; do sleep 0.2; done
+checks=$((checks + 1))
+if kill -0 "$pid0" 2>/dev/null; then
+  echo "FAIL: rank 0 still runs 60 s after its peer hung"; kill -KILL "$pid0"; failures=$((failures + 1))
+fi
+wait "$pid0"; rc=$?
+kill -KILL "$pid1"; kill -CONT "$pid1"; wait "$pid1" 2>/dev/null
+echo "rank 0 exited $rc $((SECONDS - start)) s after its peer hung: $(head -c 300 "$tmp/hang0.err")"
+checks=$((checks + 1)); [ "$rc" -eq 1 ] || { echo "FAIL: rank 0 exited $rc, expected 1"; failures=$((failures + 1)); }
+expect_grep "failed on rank 0 of 2: a peer may have died or stalled \(--dist-timeout 3 s\)" "$tmp/hang0.err"
+expect_no_file "$tmp/hang/model.safetensors"
+
 finish
