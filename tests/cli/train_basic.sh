@@ -13,7 +13,7 @@ common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions 
 # Usage errors exit 2 and name the problem.
 expect_rc 2 "$train" "$fx/toy" --output "$tmp/x" --bogus-flag
 expect_rc 2 "$train" "$fx/toy" --init-config "$fx/tiny_qwen2.json" --output "$tmp/x"
-expect_grep "needs --tokenizer DIR or --train-tokenizer" "$tmp/err"
+expect_grep "needs --tokenizer DIR, --train-tokenizer VOCAB or --init-embeddings" "$tmp/err"
 expect_rc 2 "$train" "$fx/toy" "${common[@]}"
 expect_grep "--output DIR is required" "$tmp/err"
 expect_rc 2 "$train" "$fx/toy" "${common[@]}" --stage warmup -o "$tmp/x"
