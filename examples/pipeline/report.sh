@@ -132,11 +132,16 @@ final_dir=$(label_dir soup)
   echo
   echo "## Stage wall times"
   echo
-  echo "| stage | model | seconds |"
-  echo "|---|---|---:|"
+  echo "Training and embedding stages (the model directories under \`$out/models\` carry every parameter in their names)."
+  echo
+  echo "| stage | seconds |"
+  echo "|---|---:|"
   while IFS=$'\t' read -r label model; do
-    printf '| %s | %s | %s |\n' "$label" "$(basename "$model")" "$(seconds_of "$model")"
+    [ -f "$model.seconds" ] && printf '| %s | %s |\n' "$label" "$(cat "$model.seconds")"
   done < "$work/stages.tsv"
+  for f in "$out"/embeddings/*.seconds; do
+    [ -f "$f" ] && printf '| embed (%s) | %s |\n' "$(basename "${f%.safetensors.seconds}" | cut -d- -f1-2)" "$(cat "$f")"
+  done
   if [ -s "$work/ablations.tsv" ]; then
     echo
     echo "## Ablations (fine-tune stage, one technique off)"

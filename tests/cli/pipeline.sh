@@ -1,0 +1,67 @@
+# Makefile.pipeline end to end on the default experiment's data with tiny step
+# counts: every stage runs, the report names every stage and task, the plots
+# are PNGs, a second `make` has nothing to do (make -q), changing one knob
+# rebuilds only what depends on it, and the ablation target adds its columns.
+# Skips (77) when the dictionaries are not installed.
+wn=${WORDNET_DIR:-/usr/share/wordnet}
+dictd=${DICTD_DIR:-/usr/share/dictd}
+for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
+  if [ ! -r "$f" ]; then
+    echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
+    exit 77
+  fi
+done
+command -v gnuplot >/dev/null || { echo "SKIP: gnuplot missing (apt install gnuplot-nox)"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+cd "$KALM_SOURCE_DIR"
+out="$tmp/run"
+knobs=(OUT="$out" BIN="$KALM_BIN" THREADS=1 PRE_STEPS=20 FT_STEPS=10 DS_STEPS=5 FT_EVERY=64 PRE_BATCH=64 FT_BATCH=16)
+
+expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" -j2 || tail -20 "$tmp/out" "$tmp/err"
+report="$out/report/report.md"
+checks=$((checks + 1))
+if [ ! -s "$report" ]; then echo "FAIL: no report"; failures=$((failures + 1)); else cat "$report"; fi
+for stage in bm25 untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup; do
+  expect_grep "^\| task \| split \| metric \|.* $stage \|" "$report" "report header ($stage)"
+done
+for task in gcide-define wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
+  expect_grep "^\| $task \| [a-z-]+ \| [a-z_0-9]+ \| [0-9.]+ \|" "$report" "report row ($task)"
+done
+# Every stage scored: no '-' in the full-width table except BM25's column.
+checks=$((checks + 1))
+if awk '/^## Every stage/ { on = 1 } /^### / { on = 0 } on && /^\| [a-z]/ && !/^\| task/ { n = split($0, c, "|"); for (i = 6; i < n; i++) if (c[i] ~ /^ *- *$/) bad = 1 } END { exit !bad }' "$report"; then
+  echo "FAIL: a stage has no score in the report"; failures=$((failures + 1))
+fi
+for png in loss stages matryoshka; do
+  checks=$((checks + 1))
+  if [ "$(head -c 4 "$out/report/$png.png" 2>/dev/null | od -An -tx1 | tr -d ' ')" != "89504e47" ]; then
+    echo "FAIL: $png.png is not a PNG"; failures=$((failures + 1))
+  fi
+done
+# The embedding stage wrote one row per GCIDE corpus document.
+checks=$((checks + 1))
+emb=$(ls "$out"/embeddings/*.safetensors 2>/dev/null | head -1)
+if [ -z "$emb" ] || ! grep -q '"shape":\[10000,128\]' <(head -c 400 "$emb" | tr -d ' '); then
+  echo "FAIL: embeddings missing or wrong shape: $(head -c 200 "$emb" 2>/dev/null)"; failures=$((failures + 1))
+fi
+# Rejects streams exist for every filtered and mined task.
+checks=$((checks + 1))
+if [ "$(ls "$out"/filtered/*.rejects.jsonl.zst "$out"/mined-*/*.rejects.jsonl.zst 2>/dev/null | wc -l)" -lt 11 ]; then
+  echo "FAIL: rejects files missing"; failures=$((failures + 1))
+fi
+
+# Nothing changed: nothing to do.
+expect_rc 0 make -q -f Makefile.pipeline "${knobs[@]}"
+# One knob changed: the distillation (and what follows) reruns, pre-training does not.
+expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
+  expect_grep "kalm-distill" "$tmp/out" "make -n after DS_LR changed"
+  checks=$((checks + 1))
+  if grep -q -- "--stage pretrain" "$tmp/out"; then echo "FAIL: DS_LR retrains the pretrain stage"; failures=$((failures + 1)); fi
+}
+
+# The ablation target: fine-tune variants, one column each.
+expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" ablation -j2 || tail -20 "$tmp/out" "$tmp/err"
+for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal; do
+  expect_grep "^\| task .* ablate-$variant \|" "$report" "ablation column $variant"
+done
+finish
