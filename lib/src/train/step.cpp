@@ -210,6 +210,10 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
   TrainBatch batch;
   batch.queries = tokenize_batch(tokenizer, queries, query_max_length, query_sources);
   batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources);
+  batch.query_texts = std::move(queries);
+  batch.passage_texts = std::move(passages);
+  batch.query_sources = std::move(query_sources);
+  batch.passage_sources = std::move(passage_sources);
   batch.info.group_size = 1 + std::max<std::int64_t>(0, num_negatives);
   batch.info.in_batch = loss::in_batch_mask(types, torch::kCPU);
   if (with_scores)

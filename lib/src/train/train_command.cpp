@@ -163,12 +163,22 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--mix-count", o.loss.mix_count, "Synthetic negatives per query (pairwise)")
       ->check(CLI::PositiveNumber)
       ->group(kLoss);
+  app.add_flag("--mix-gradient", f.mix_gradient,
+               "Let gradient flow through the synthetic negatives into the negatives they mix (default: constants)")
+      ->group(kLoss);
+  app.add_flag("--focal-detach", o.loss.focal_detach,
+               "Stop gradient through the focal weight (1-p)^gamma (a constant per row); default: it flows")
+      ->group(kLoss);
   app.add_option("--matryoshka-dims", f.matryoshka_dims,
                  "Comma-separated Matryoshka dims, largest = hidden size (default: the recipe's for the size)")
       ->group(kLoss);
   app.add_option("--matryoshka-weights", f.matryoshka_weights, "Comma-separated weight per Matryoshka dim")
       ->group(kLoss);
   if (distill) {
+    app.add_option("--teacher", o.teacher,
+                   "Teacher model directory: score each batch's groups on the fly (cosine) instead of reading "
+                   "pos_scores/neg_scores, which are then ignored")
+        ->group(cli::kGroupModel);
     app.add_option("--distill-weight", o.loss.distill_weight, "Weight of the KL term (alpha)")->group(kLoss);
     app.add_option("--teacher-temperature", o.loss.teacher_temperature, "Teacher softmax temperature")
         ->group(kLoss);
@@ -216,6 +226,7 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   o.stage = distill ? Stage::kDistill : parse_stage(f.stage);
   if (!f.mix.empty()) o.mix = parse_mix(f.mix);
   if (f.no_grad_clip) o.max_grad_norm.reset();
+  o.loss.mix_detach = !f.mix_gradient;
   o.loss.distill_scope = f.distill_scope == "in-batch" ? loss::DistillScope::kInBatch : loss::DistillScope::kGroup;
   if (!f.matryoshka_dims.empty()) {
     o.loss.matryoshka_dims = parse_list<std::int64_t>(f.matryoshka_dims, "--matryoshka-dims");

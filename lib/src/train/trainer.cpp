@@ -25,6 +25,7 @@
 #include "kalm/train/dist.h"
 #include "kalm/train/export.h"
 #include "kalm/train/step.h"
+#include "kalm/train/teacher.h"
 #include "kalm/version.h"
 
 namespace kalm::train {
@@ -92,6 +93,7 @@ struct Fingerprint {
   std::uint64_t seed = 0;
   std::int64_t batch_size = 0, grad_accumulation = 0, total_steps = 0, num_examples = 0, num_negatives = 0;
   std::string stage;
+  std::string teacher;  // "" = none
 };
 
 std::string stage_name(Stage s) {
@@ -117,7 +119,13 @@ std::string state_json(const SavedState& s, const std::string& command_line) {
   num("total_steps", s.fingerprint.total_steps);
   num("num_examples", s.fingerprint.num_examples);
   num("num_negatives", s.fingerprint.num_negatives);
-  out += "  \"stage\": \"" + s.fingerprint.stage + "\",\n  \"tool_version\": ";
+  out += "  \"stage\": \"" + s.fingerprint.stage + "\",\n";
+  if (!s.fingerprint.teacher.empty()) {
+    out += "  \"teacher\": ";
+    io::append_json_string(out, s.fingerprint.teacher);
+    out += ",\n";
+  }
+  out += "  \"tool_version\": ";
   io::append_json_string(out, std::string(kVersion) + " (" + kGitRevision + ")");
   out += ",\n  \"command_line\": ";
   io::append_json_string(out, command_line);
@@ -154,6 +162,9 @@ SavedState read_state(const std::string& path) {
   if (doc["stage"].get_string().get(stage) != simdjson::SUCCESS)
     throw FormatError(path + ": field 'stage' is missing or not a string");
   s.fingerprint.stage = std::string(stage);
+  // Absent in runs without a teacher (and in checkpoints older than the flag).
+  std::string_view teacher;
+  if (doc["teacher"].get_string().get(teacher) == simdjson::SUCCESS) s.fingerprint.teacher = std::string(teacher);
   return s;
 }
 
@@ -174,6 +185,8 @@ void check_fingerprint(const Fingerprint& saved, const Fingerprint& now, const s
   if (saved.num_negatives != now.num_negatives)
     mismatch("--num-negatives", std::to_string(saved.num_negatives), std::to_string(now.num_negatives));
   if (saved.stage != now.stage) mismatch("--stage", saved.stage, now.stage);
+  if (saved.teacher != now.teacher)
+    mismatch("--teacher", saved.teacher.empty() ? "(none)" : saved.teacher, now.teacher.empty() ? "(none)" : now.teacher);
 }
 
 // The newest complete checkpoint-N directory in `output`, or "".
@@ -207,6 +220,17 @@ void truncate_metrics(const std::string& path, std::int64_t step) {
     kept += line + "\n";
   }
   write_text_file(path, kept);
+}
+
+// Keeps the texts of groups [begin, end) (queries and their G passages each).
+void slice_texts(TrainBatch& batch, std::int64_t begin, std::int64_t end, std::int64_t g) {
+  auto cut = [](std::vector<std::string>& v, std::int64_t from, std::int64_t to) {
+    v = std::vector<std::string>(v.begin() + from, v.begin() + to);
+  };
+  cut(batch.query_texts, begin, end);
+  cut(batch.query_sources, begin, end);
+  cut(batch.passage_texts, begin * g, end * g);
+  cut(batch.passage_sources, begin * g, end * g);
 }
 
 // The sentence-transformers prompt of an instruction: the template up to
@@ -253,6 +277,7 @@ class Trainer {
   std::int64_t batches_per_epoch_ = 0;
   std::FILE* metrics_ = nullptr;
   std::unique_ptr<DataParallel> parallel_;
+  std::unique_ptr<Teacher> teacher_;  // kalm-distill --teacher: scores each batch
   bool leader_ = true;  // rank 0: writes checkpoints, metrics, the export
   BatchingOptions global_batching_;
 };
@@ -289,8 +314,11 @@ void Trainer::resolve_options() {
   if (num_negatives_ < 0) throw UsageError("--num-negatives must be >= 0");
   loss_.focal_gamma = o_.focal_gamma.value_or(pretrain ? 0.0 : o_.loss.focal_gamma);
   loss_.mix = o_.mix.value_or(pretrain ? loss::MixMode::kNone : o_.loss.mix);
-  with_scores_ = o_.stage == Stage::kDistill;
-  if (!with_scores_ && loss_.distill_only) throw UsageError("--distill-only needs the distill stage (kalm-distill)");
+  if (!o_.teacher.empty() && o_.stage != Stage::kDistill)
+    throw UsageError("--teacher needs the distill stage (kalm-distill)");
+  with_scores_ = o_.stage == Stage::kDistill && o_.teacher.empty();
+  if (o_.stage != Stage::kDistill && loss_.distill_only)
+    throw UsageError("--distill-only needs the distill stage (kalm-distill)");
 }
 
 void Trainer::prepare_model(const std::string& resume_dir) {
@@ -461,6 +489,7 @@ TrainResult Trainer::run() {
       std::cerr << "kalm-train: --resume: no checkpoint in " << o_.output << ", starting from the beginning\n";
   }
   prepare_model(resume_dir);
+  if (!o_.teacher.empty()) teacher_ = std::make_unique<Teacher>(o_.teacher, o_.query_max_length, o_.passage_max_length);
   if (o_.matryoshka_from_recipe) loss::set_recipe_matryoshka(loss_, encoder_->hidden_size());
   loss::validate_options(loss_);
 
@@ -475,7 +504,7 @@ TrainResult Trainer::run() {
                       : static_cast<std::int64_t>(std::ceil(o_.warmup_ratio * static_cast<double>(total)));
 
   Fingerprint fp{o_.seed,       global_batching_.batch_size, o_.grad_accumulation, total,
-                 static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage)};
+                 static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage), o_.teacher};
   state_.fingerprint = fp;
 
   optimizer_ = std::make_unique<torch::optim::AdamW>(
@@ -535,6 +564,13 @@ TrainResult Trainer::run() {
         const std::int64_t b_local = o_.batching.batch_size, g = batch.info.group_size, r = o_.dist.rank;
         batch.queries = slice_rows(batch.queries, r * b_local, (r + 1) * b_local);
         batch.passages = slice_rows(batch.passages, r * b_local * g, (r + 1) * b_local * g);
+        slice_texts(batch, r * b_local, (r + 1) * b_local, g);
+      }
+      if (teacher_) {
+        // Each rank scores its own groups; the loss needs the global rows.
+        auto scores = teacher_->scores(batch.query_texts, batch.passage_texts, batch.info.group_size,
+                                       batch.query_sources, batch.passage_sources);
+        batch.info.teacher_scores = parallel_ ? parallel_->all_gather_rows(scores) : scores;
       }
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
                                   1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get());

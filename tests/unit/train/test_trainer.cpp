@@ -1,6 +1,7 @@
 // The training loop on a tiny Qwen2 (hidden 32, 1 layer) with a SentencePiece
 // tokenizer trained in the test: loss goes down, GradCache equals a plain
-// backward, resume is bit-exact, signals checkpoint, export reloads, soup averages.
+// backward, resume is bit-exact, signals checkpoint, export reloads, soup averages;
+// focal/mixing detach switches and an on-the-fly distillation teacher.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include <ATen/autocast_mode.h>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include "kalm/error.h"
 #include "kalm/model/checkpoint.h"
@@ -17,6 +19,7 @@
 #include "kalm/text/tokenizer.h"
 #include "kalm/train/soup.h"
 #include "kalm/train/step.h"
+#include "kalm/train/teacher.h"
 #include "kalm/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -348,4 +351,206 @@ DOCTEST_TEST_CASE("bad options are usage errors") {
   bad.num_negatives = 1;
   DOCTEST_CHECK(run_training(bad).steps == 1);
   DOCTEST_CHECK_THROWS_AS(parse_stage("warmup"), kalm::UsageError);
+}
+
+namespace {
+
+// `path` rewritten without its pos_scores / neg_scores fields (a group as it
+// is before any teacher scored it).
+std::string strip_scores(const std::string& path, const std::string& out) {
+  std::ifstream in(path);
+  std::ofstream o(out);
+  std::string line;
+  const std::regex scores(R"(, "(pos|neg)_scores": \[[^\]]*\])");
+  while (std::getline(in, line)) o << std::regex_replace(line, scores, "") << "\n";
+  return out;
+}
+
+}  // namespace
+
+DOCTEST_TEST_CASE("focal_detach and mix_detach reach the loss: they change the weights only where the loss says") {
+  TempDir t;
+  auto base = tiny_options("");
+  base.stage = Stage::kFinetune;
+  base.num_negatives = 3;  // mixing needs M >= 2
+  base.max_steps = 2;      // the second step sees weights the first step's gradient made
+  base.data.inputs = {kFixtures + "/toy/retrieval.jsonl", kFixtures + "/toy/sts.jsonl"};
+  int n = 0;
+  auto train = [&](double gamma, kalm::loss::MixMode mix, bool focal_detach, bool mix_detach) {
+    auto o = base;
+    o.output = t.sub("run" + std::to_string(n++));
+    o.focal_gamma = gamma;
+    o.mix = mix;
+    o.loss.focal_detach = focal_detach;
+    o.loss.mix_detach = mix_detach;
+    auto r = run_training(o);
+    DOCTEST_REQUIRE(r.steps == 2);
+    return weights_of(o.output);
+  };
+  auto max_diff = [](const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+    double worst = 0;
+    for (const auto& [k, v] : a) worst = std::max(worst, (v - b.at(k)).abs().max().item<double>());
+    return worst;
+  };
+  using kalm::loss::MixMode;
+  // Focal: with gamma > 0, w = (1-p)^gamma depends on the weights, so detaching it
+  // changes the gradient; the update stays close (w is the same, only dw/dθ goes).
+  {
+    auto flowing = train(0.5, MixMode::kNone, false, true);
+    auto detached = train(0.5, MixMode::kNone, true, true);
+    DOCTEST_CHECK(!bit_equal(flowing, detached));
+    DOCTEST_CHECK(max_diff(flowing, detached) > 0.0);
+    DOCTEST_CHECK(max_diff(flowing, detached) < 1e-2);
+    // gamma = 0: w = 1 has no gradient at all; the flag changes nothing.
+    DOCTEST_CHECK(bit_equal(train(0.0, MixMode::kNone, false, true), train(0.0, MixMode::kNone, true, true)));
+  }
+  // Mixing: gradient through the synthetic negatives reaches the negatives they mix.
+  {
+    auto detached = train(0.0, MixMode::kPairwise, false, true);
+    auto flowing = train(0.0, MixMode::kPairwise, false, false);
+    DOCTEST_CHECK(!bit_equal(detached, flowing));
+    DOCTEST_CHECK(max_diff(detached, flowing) < 1e-2);
+    // Without synthetic negatives the flag has nothing to act on.
+    DOCTEST_CHECK(bit_equal(train(0.0, MixMode::kNone, false, true), train(0.0, MixMode::kNone, false, false)));
+  }
+}
+
+DOCTEST_TEST_CASE("teacher: on-the-fly scores are the cosines of the teacher's normalised embeddings") {
+  TempDir t;
+  auto o = tiny_options(t.sub("teacher"));
+  o.stage = Stage::kPretrain;
+  o.data.inputs = {kFixtures + "/toy/retrieval.jsonl"};
+  o.max_steps = 2;
+  run_training(o);
+
+  Teacher teacher(t.sub("teacher"), 24, 6);
+  DOCTEST_CHECK(teacher.model_dir() == t.sub("teacher"));
+  const std::vector<std::string> queries{"what does the cat do", "the dog runs"};
+  const std::vector<std::string> passages{"the cat sleeps on the mat", "a whale dives in the sea",
+                                          "the dog runs in the park every single day", "a bird sings"};
+  auto s = teacher.scores(queries, passages, 2);
+  DOCTEST_REQUIRE((s.sizes() == torch::IntArrayRef({2, 2})));
+  DOCTEST_CHECK((s.scalar_type() == torch::kDouble));
+  // Independently: the exported model and tokenizer, mean pooling, passages cut at 6 tokens.
+  auto m = kalm::model::load_model(t.sub("teacher"));
+  auto tok = kalm::text::load_tokenizer(t.sub("teacher"));
+  auto q = tokenize_batch(*tok, queries, 24);
+  auto p = tokenize_batch(*tok, passages, 6);
+  DOCTEST_CHECK(p.ids.size(1) <= 6);
+  torch::NoGradGuard no_grad;
+  auto qe = torch::nn::functional::normalize(m.encoder->embed(q.ids, q.mask, kalm::model::Pooling::Mean),
+                                             torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto pe = torch::nn::functional::normalize(m.encoder->embed(p.ids, p.mask, kalm::model::Pooling::Mean),
+                                             torch::nn::functional::NormalizeFuncOptions().dim(1));
+  for (int i = 0; i < 2; ++i)
+    for (int g = 0; g < 2; ++g) {
+      const double want = qe[i].dot(pe[i * 2 + g]).item<double>();
+      DOCTEST_CHECK(s[i][g].item<double>() == doctest::Approx(want).epsilon(1e-5));
+    }
+  DOCTEST_CHECK(s.abs().max().item<double>() <= 1.0 + 1e-9);
+  // The same texts give the same bits (resume recomputes them).
+  DOCTEST_CHECK(torch::equal(s, teacher.scores(queries, passages, 2)));
+
+  DOCTEST_CHECK_THROWS_AS(teacher.scores(queries, passages, 3), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(teacher.scores(queries, passages, 0), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(Teacher(t.sub("missing"), 24, 24), kalm::ModelError);
+  DOCTEST_CHECK_THROWS_AS(Teacher(t.sub("teacher"), 0, 24), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("distill with a teacher: trains without record scores, ignores them, resumes bit-exactly") {
+  TempDir t;
+  auto teacher_run = tiny_options(t.sub("teacher"));
+  teacher_run.stage = Stage::kPretrain;
+  teacher_run.data.inputs = {kFixtures + "/toy/retrieval.jsonl"};
+  teacher_run.max_steps = 3;
+  teacher_run.seed = 9;
+  run_training(teacher_run);
+  auto student_run = teacher_run;
+  student_run.output = t.sub("student");
+  student_run.max_steps = 1;
+  student_run.seed = 3;
+  run_training(student_run);
+
+  fs::create_directories(t.sub("plain"));
+  const auto plain = strip_scores(kFixtures + "/toy/retrieval.jsonl", t.sub("plain/retrieval.jsonl"));
+  auto o = tiny_options(t.sub("d_plain"));
+  o.stage = Stage::kDistill;
+  o.init_config.clear();
+  o.train_tokenizer.reset();
+  o.init = t.sub("student");
+  o.teacher = t.sub("teacher");
+  o.data.inputs = {plain};
+  // Long enough for the instructed queries (24 tokens of the 48-piece tokenizer
+  // hold little more than the instruction, leaving every query the same text).
+  o.query_max_length = 128;
+  o.passage_max_length = 128;
+  o.num_negatives = 2;
+  o.epochs = 2;  // 2 batches of 8 per epoch -> 4 steps
+  o.metrics = t.sub("d_plain.jsonl");
+
+  // Without the teacher, the records lack scores: a FormatError naming the record.
+  auto no_teacher = o;
+  no_teacher.teacher.clear();
+  no_teacher.output = t.sub("d_none");
+  DOCTEST_CHECK_THROWS_AS(run_training(no_teacher), kalm::FormatError);
+
+  auto r = run_training(o);
+  DOCTEST_REQUIRE(r.steps == 4);
+  for (double l : r.losses) DOCTEST_CHECK(std::isfinite(l));
+  DOCTEST_CHECK(fs::exists(fs::path(o.output) / "model.safetensors"));
+  std::ifstream metrics(o.metrics);
+  std::string first;
+  std::getline(metrics, first);
+  DOCTEST_CHECK(first.find("\"kl\": ") != std::string::npos);
+  std::ifstream state(fs::path(o.output) / "kalm_training.json");
+  std::string state_text((std::istreambuf_iterator<char>(state)), std::istreambuf_iterator<char>());
+  DOCTEST_CHECK(state_text.find("\"teacher\": ") != std::string::npos);
+
+  // The records' own scores are ignored: the same bits as without them.
+  auto scored = o;
+  scored.data.inputs = {kFixtures + "/toy/retrieval.jsonl"};
+  scored.output = t.sub("d_scored");
+  scored.metrics.clear();
+  run_training(scored);
+  DOCTEST_CHECK(bit_equal(weights_of(o.output), weights_of(scored.output)));
+
+  // Stop after step 2 and resume: the teacher recomputes the same labels.
+  auto part = o;
+  part.output = t.sub("d_part");
+  part.metrics.clear();
+  part.stop_at_step = 2;
+  DOCTEST_CHECK(run_training(part).stopped);
+  part.stop_at_step.reset();
+  part.resume = true;
+  auto rest = run_training(part);
+  DOCTEST_CHECK(rest.losses.size() == 2);
+  DOCTEST_CHECK(rest.losses.back() == r.losses.back());
+  DOCTEST_CHECK(bit_equal(weights_of(o.output), weights_of(part.output)));
+  // ... and must name the same teacher.
+  auto other = part;
+  other.output = t.sub("d_part2");
+  other.stop_at_step = 2;
+  run_training(other);
+  other.stop_at_step.reset();
+  other.resume = true;
+  other.teacher = t.sub("student");
+  DOCTEST_CHECK_THROWS_AS(run_training(other), kalm::UsageError);
+
+  // The KL term alone works with a teacher too.
+  auto kl_only = o;
+  kl_only.output = t.sub("d_kl");
+  kl_only.metrics.clear();
+  kl_only.max_steps = 1;
+  kl_only.loss.distill_only = true;
+  auto kl = run_training(kl_only);
+  DOCTEST_REQUIRE(kl.losses.size() == 1);
+  DOCTEST_CHECK(std::isfinite(kl.losses[0]));
+  DOCTEST_CHECK(kl.losses[0] > 0.0);
+  DOCTEST_CHECK(kl.losses[0] < r.losses[0]);  // the contrastive term is gone
+
+  // Only the distill stage has a teacher.
+  auto finetune = o;
+  finetune.stage = Stage::kFinetune;
+  finetune.output = t.sub("d_ft");
+  DOCTEST_CHECK_THROWS_AS(run_training(finetune), kalm::UsageError);
 }

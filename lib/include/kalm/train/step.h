@@ -61,6 +61,12 @@ struct TrainBatch {
   TokenBatch queries;        // B rows
   TokenBatch passages;       // B·G rows, group-major (loss.h layout)
   loss::BatchInfo info;      // group_size, in_batch mask, teacher scores
+  // The texts behind the rows and where each came from ("file:line (query)"),
+  // for a teacher that scores the batch itself (teacher.h).
+  std::vector<std::string> query_texts;      // B, instruction applied
+  std::vector<std::string> passage_texts;    // B·G, group-major
+  std::vector<std::string> query_sources;    // B
+  std::vector<std::string> passage_sources;  // B·G
 };
 
 // Computes the loss on `batch` and accumulates d(loss · loss_scale)/dθ into the
@@ -99,7 +105,8 @@ class CpuAutocast {
 // Samples the groups of `indices` (in order, from `rng`; see sample_group),
 // tokenises queries to query_max_length and passages to passage_max_length,
 // and builds the loss's BatchInfo (group size 1 + M, in-batch mask from the
-// records' types, teacher scores [B, 1 + M] float64 when with_scores).
+// records' types, teacher scores [B, 1 + M] float64 when with_scores; left
+// undefined otherwise). The texts and their sources are kept in the batch.
 // Throws what sample_group, tokenize_batch and loss::in_batch_mask throw.
 TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
                        bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,

@@ -29,6 +29,9 @@
 // written. A tool must block them before any thread starts (kalm-train's main
 // does; see block_stop_signals).
 //
+// The teacher (TrainOptions::teacher) is part of the run's fingerprint: a
+// resumed run must name the same directory.
+//
 // Errors: UsageError for bad options, IoError / FormatError / ModelError from
 // data, models and checkpoints, each with its context. A non-finite loss is a
 // kalm::Error naming the step (the run stops before the weights are damaged).
@@ -50,7 +53,7 @@ namespace kalm::train {
 enum class Stage {
   kPretrain,  // in-batch negatives only: M = 0, focal and mixing off unless set
   kFinetune,  // hard negatives, focal, mixing, Matryoshka
-  kDistill,   // kFinetune plus teacher soft labels from pos_scores / neg_scores
+  kDistill,   // kFinetune plus teacher soft labels (pos_scores / neg_scores, or TrainOptions::teacher)
 };
 
 // "pretrain" | "finetune" | "distill"; UsageError otherwise.
@@ -76,6 +79,10 @@ struct TrainOptions {
   std::string pooling = "mean";              // mean | last | cls
   std::string attention;                     // causal | bidirectional; "" = the model's
   std::string dtype = "f32";                 // compute: f32, or bf16 (CPU autocast; weights stay f32)
+  // Distill stage only: a frozen teacher model directory whose cosine scores of
+  // each batch's groups are the soft labels (teacher.h); the records' own
+  // pos_scores / neg_scores are then ignored. "" = the records' scores.
+  std::string teacher;
   // Optimisation
   Stage stage = Stage::kFinetune;
   double learning_rate = 1e-5;               // peak lr

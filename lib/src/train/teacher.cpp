@@ -1,0 +1,59 @@
+#include "kalm/train/teacher.h"
+
+#include "kalm/encode/engine.h"
+#include "kalm/error.h"
+
+namespace kalm::train {
+
+Teacher::Teacher(const std::string& model_dir, std::int64_t query_max_length, std::int64_t passage_max_length)
+    : model_dir_(model_dir), query_max_length_(query_max_length), passage_max_length_(passage_max_length) {
+  if (query_max_length < 1 || passage_max_length < 1)
+    throw UsageError("--teacher: the query and passage max lengths must be at least 1 token");
+  // Float32 on the CPU with the directory's own pooling and attention: what
+  // kalm-mine-negatives --scores uses by default, so scores written by it and
+  // scores computed here agree.
+  encode::EmbedderSettings settings;
+  try {
+    loaded_ = encode::load_embedder(model_dir, settings, /*require_tokenizer=*/true);
+  } catch (const ModelError& e) {
+    throw ModelError(std::string("--teacher: ") + e.what());
+  }
+  if (!loaded_.tokenizer) throw ModelError("--teacher " + model_dir + ": has no tokenizer (tokenizer.json or tokenizer.model)");
+}
+
+Teacher::~Teacher() = default;
+
+torch::Tensor Teacher::embed(const std::vector<std::string>& texts, std::int64_t max_length,
+                             const std::vector<std::string>& sources) {
+  text::EncodeOptions eo;
+  eo.add_special_tokens = true;
+  eo.max_length = static_cast<std::size_t>(max_length);
+  auto encodings = loaded_.tokenizer->encode_batch(texts, eo);
+  std::vector<std::vector<std::int32_t>> sequences;
+  sequences.reserve(encodings.size());
+  for (std::size_t i = 0; i < encodings.size(); ++i) {
+    if (encodings[i].ids.empty())
+      throw FormatError((i < sources.size() ? sources[i] : "text " + std::to_string(i)) +
+                        ": a text has no token under the teacher's tokenizer (" + model_dir_ + ")");
+    sequences.push_back(std::move(encodings[i].ids));
+  }
+  torch::NoGradGuard no_grad;
+  encode::Engine engine(*loaded_.embedder, encode::EngineOptions{});
+  return encode::finalize_embeddings(engine.embed(sequences), 0, /*normalize=*/true);
+}
+
+torch::Tensor Teacher::scores(const std::vector<std::string>& queries, const std::vector<std::string>& passages,
+                              std::int64_t group_size, const std::vector<std::string>& query_sources,
+                              const std::vector<std::string>& passage_sources) {
+  const auto b = static_cast<std::int64_t>(queries.size());
+  if (group_size < 1) throw UsageError("teacher scores: group size must be at least 1, got " + std::to_string(group_size));
+  if (static_cast<std::int64_t>(passages.size()) != b * group_size)
+    throw UsageError("teacher scores: " + std::to_string(passages.size()) + " passages for " + std::to_string(b) +
+                     " queries of group size " + std::to_string(group_size) + " (want B·G)");
+  if (b == 0) return torch::zeros({0, group_size}, torch::kDouble);
+  const auto q = embed(queries, query_max_length_, query_sources).to(torch::kDouble);
+  const auto p = embed(passages, passage_max_length_, passage_sources).to(torch::kDouble);
+  return (q.unsqueeze(1) * p.view({b, group_size, -1})).sum(-1);
+}
+
+}  // namespace kalm::train
