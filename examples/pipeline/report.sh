@@ -147,12 +147,13 @@ final_dir=$(label_dir soup)
     echo "## Ablations (fine-tune stage, one technique off)"
     echo
     echo "\`finetune\` has every technique on; \`no-distillation\` is \`finetune\` against \`distill\`, \`no-soup\` is \`distill\` against \`soup\`."
+    echo
     abl=$(cut -f1 "$work/ablations.tsv" | sed 's/^/ablate-/' | tr '\n' ' ')
     table finetune $abl distill soup
     if grep -q '^causal' "$work/ablations.tsv" && [ -f "$final_dir/config.json" ] &&
        grep -q '"num_hidden_layers": *0' "$final_dir/config.json"; then
       echo
-      echo "The default model has no layers, so causal and bidirectional attention are the same model: the \`causal\` column can differ only through training noise."
+      echo "The default model has no transformer layers, so causal and bidirectional attention compute the same thing: the \`causal\` column repeats \`finetune\` (set LAYERS to see the difference)."
     fi
   fi
   echo
@@ -171,14 +172,19 @@ plot_loss=""
 while IFS=$'\t' read -r label model; do
   m="$model.metrics.jsonl"
   [ -f "$m" ] || continue
-  awk '{ s = $0; if (match(s, /"step": *[0-9]+/)) { st = substr(s, RSTART, RLENGTH); sub(/.*: */, "", st) } else next
-         if (match(s, /"loss": *[-0-9.eE+]+/)) { l = substr(s, RSTART, RLENGTH); sub(/.*: */, "", l); print st, l } }' \
+  # Mean over the last 25 steps: one batch's loss is noisy.
+  awk -v w=25 '{ s = $0; if (match(s, /"step": *[0-9]+/)) { st = substr(s, RSTART, RLENGTH); sub(/.*: */, "", st) } else next
+         if (!match(s, /"loss": *[-0-9.eE+]+/)) next
+         l = substr(s, RSTART, RLENGTH); sub(/.*: */, "", l); n++; k = n % w
+         if (n > w) sum -= ring[k]
+         ring[k] = l; sum += l
+         print st, sum / (n < w ? n : w) }' \
     "$m" > "$work/loss-$label.dat"
   [ -s "$work/loss-$label.dat" ] || continue
   plot_loss="${plot_loss:+$plot_loss, }'$work/loss-$label.dat' using 1:2 with lines title '$label'"
 done < "$work/stages.tsv"
 if [ -n "$plot_loss" ]; then
-  gnuplot -e "set terminal pngcairo size 900,500; set output '$work/loss.png'; set xlabel 'step'; set ylabel 'training loss'; set key top right; set grid; plot $plot_loss"
+  gnuplot -e "set terminal pngcairo size 900,500; set output '$work/loss.png'; set xlabel 'step'; set ylabel 'training loss (mean of 25 steps)'; set logscale x; set key top right; set grid; plot $plot_loss"
 fi
 
 # Score per stage: one line per task, stages on the x axis.

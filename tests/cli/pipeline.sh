@@ -41,8 +41,10 @@ done
 # The embedding stage wrote one row per GCIDE corpus document.
 checks=$((checks + 1))
 emb=$(ls "$out"/embeddings/*.safetensors 2>/dev/null | head -1)
-if [ -z "$emb" ] || ! grep -q '"shape":\[10000,128\]' <(head -c 400 "$emb" | tr -d ' '); then
-  echo "FAIL: embeddings missing or wrong shape: $(head -c 200 "$emb" 2>/dev/null)"; failures=$((failures + 1))
+# The safetensors header is JSON after an 8-byte length; the shape is in it.
+if [ -z "$emb" ] || ! head -c 4096 "$emb" | tr -d '\000 ' | grep -q '"embeddings":{[^}]*"shape":\[10000,128\]'; then
+  echo "FAIL: embeddings missing or wrong shape: $(head -c 4096 "$emb" 2>/dev/null | tr -d '\000' | head -c 300)"
+  failures=$((failures + 1))
 fi
 # Rejects streams exist for every filtered and mined task.
 checks=$((checks + 1))
