@@ -117,17 +117,20 @@ final_dir=$(label_dir soup)
       for (r = 1; r <= rows; r++) { split(order[r], k, "\t"); printf "| %s | %s | %s |", k[1], k[2], k[3]
         for (i = 1; i <= nd; i++) printf " %s |", v[dims[i], order[r]]; print "" } }' "$work/scores.tsv"
   echo
-  echo "## Size ladder (pre-training only, same steps; deeper models start from the 0-layer model's embeddings)"
+  echo "## Size ladder (pre-training only)"
+  echo
+  echo "The deeper models start from the base model's token embeddings (kalm-train --init-embeddings) and train fewer steps: a step costs several times more with each layer."
   echo
   ladder=$(grep -E '^(pretrain|ladder-)' "$work/stages.tsv" | cut -f1 | tr '\n' ' ')
   table $ladder
   echo
-  echo "| model | parameters | pre-training wall time (s) |"
-  echo "|---|---:|---:|"
+  echo "| model | parameters | steps | pre-training wall time (s) |"
+  echo "|---|---:|---:|---:|"
   while IFS=$'\t' read -r label model; do
     case $label in pretrain | ladder-*) ;; *) continue ;; esac
     params=$(params_of "$model/config.json")
-    printf '| %s | %s | %s |\n' "$label" "$params" "$(seconds_of "$model")"
+    steps=$(if [ -f "$model.metrics.jsonl" ]; then grep -c . "$model.metrics.jsonl"; else echo "-"; fi)
+    printf '| %s | %s | %s | %s |\n' "$label" "$params" "$steps" "$(seconds_of "$model")"
   done < "$work/stages.tsv"
   echo
   echo "## Stage wall times"
