@@ -151,6 +151,10 @@ final_dir=$(label_dir soup)
     echo
     echo "\`finetune\` has every technique on; \`no-distillation\` is \`finetune\` against \`distill\`, \`no-soup\` is \`distill\` against \`soup\`."
     echo
+    if grep -q '^no-hard-negatives' "$work/ablations.tsv"; then
+      echo "\`no-hard-negatives\` trains on in-batch negatives only and so also leaves out the classification groups (scored against their own labels, which needs negatives)."
+      echo
+    fi
     abl=$(cut -f1 "$work/ablations.tsv" | sed 's/^/ablate-/' | tr '\n' ' ')
     table finetune $abl distill soup
     if grep -q '^causal' "$work/ablations.tsv" && [ -f "$final_dir/config.json" ] &&
