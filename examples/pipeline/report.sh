@@ -62,7 +62,7 @@ full_dim=$(awk -F'\t' '$5 != "bm25" { if ($5 + 0 > m) m = $5 + 0 } END { print m
 # table LABEL... : rows task (split) metric, a column per label at full width;
 # "bm25" is a label too.
 table() {
-  awk -F'\t' -v labels="$*" -v full="$full_dim" '
+  awk -F'\t' -v labels="$*" -v full="${TABLE_DIM:-$full_dim}" '
     BEGIN { n = split(labels, L, " ") }
     { key = $2 "\t" $3 "\t" $4
       if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
@@ -106,6 +106,12 @@ final_dir=$(label_dir soup)
             printf "- %s (%s): %s %.2f against BM25 %.2f, %+.0f%%\n", t[1], m[k], fin, s[k], b[k], 100 * (s[k] / b[k] - 1) } }' \
     "$work/scores.tsv" | sort
   echo
+  for d in $(awk -F'\t' -v full="$full_dim" '$5 != "bm25" && $5 != full { print $5 }' "$work/scores.tsv" | sort -nru); do
+    echo "### Every stage at $d dims (Matryoshka prefix)"
+    echo
+    TABLE_DIM=$d table bm25 $stage_labels
+    echo
+  done
   echo "## Matryoshka: the final model at each width"
   echo
   awk -F'\t' -v fin="$final" '
