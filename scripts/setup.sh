@@ -24,8 +24,10 @@ packages=(
   libgloo-dev libpcre2-dev libutf8proc-dev
   # tests and benchmarks: oracles and peers from Debian and npm
   python3 python3-numpy python3-scipy python3-sklearn python3-faiss python3-torch
-  # the default experiment: data, plots
-  wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
+  # the default experiment: its driver, data, plots
+  make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
+  # a man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs
+  jq
 )
 
 missing=()
