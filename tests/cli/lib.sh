@@ -36,3 +36,15 @@ finish() {
   echo "$((checks - failures)) passed, $failures failed"
   [ "$failures" -eq 0 ]
 }
+
+# require_dictionaries: skip (exit 77) unless the default experiment's inputs
+# (WordNet and the dictd files; WORDNET_DIR / DICTD_DIR override) are installed.
+require_dictionaries() {
+  local wn=${WORDNET_DIR:-/usr/share/wordnet} dictd=${DICTD_DIR:-/usr/share/dictd} f
+  for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
+    if [ ! -r "$f" ]; then
+      echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
+      exit 77
+    fi
+  done
+}

@@ -3,16 +3,9 @@
 # are PNGs, a second `make` has nothing to do (make -q), changing one knob
 # rebuilds only what depends on it, and the ablation target adds its columns.
 # Skips (77) when the dictionaries are not installed.
-wn=${WORDNET_DIR:-/usr/share/wordnet}
-dictd=${DICTD_DIR:-/usr/share/dictd}
-for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
-  if [ ! -r "$f" ]; then
-    echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
-    exit 77
-  fi
-done
 command -v gnuplot >/dev/null || { echo "SKIP: gnuplot missing (apt install gnuplot-nox)"; exit 77; }
 . "$(dirname "$0")/lib.sh"
+require_dictionaries
 cd "$KALM_SOURCE_DIR"
 out="$tmp/run"
 knobs=(OUT="$out" BIN="$KALM_BIN" THREADS=1 PRE_STEPS=20 FT_STEPS=10 DS_STEPS=5 FT_EVERY=64 PRE_BATCH=64 FT_BATCH=16)

@@ -6,15 +6,8 @@
 # InfoNCE loss on their (lemmas, definition) pairs, measured with a learning
 # rate of 0 (the weights do not move), and kalm-eval's nDCG@10 on wn-define.
 # Skips (77) when the dictionaries are not installed.
-wn=${WORDNET_DIR:-/usr/share/wordnet}
-dictd=${DICTD_DIR:-/usr/share/dictd}
-for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
-  if [ ! -r "$f" ]; then
-    echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
-    exit 77
-  fi
-done
 . "$(dirname "$0")/lib.sh"
+require_dictionaries
 B=$KALM_BIN
 src=$KALM_SOURCE_DIR
 PY=/usr/bin/python3

@@ -300,6 +300,10 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
     h = h * torch::scalar_tensor(scale, torch::TensorOptions().dtype(torch::kFloat).device(dev)).to(dt);
   }
 
+  // Without layers there is nothing to attend: skip the RoPE tables and the
+  // [B, 1, L, L] masks (a 0-layer model is the default experiment's hot path).
+  if (layer_list_.empty()) return norm->forward(h);
+
   const bool gemma = config_.architecture == Architecture::Gemma3;
   auto global = rope(L, config_.rope_theta, config_.rope_scaling.factor, dev);
   torch::Tensor cos_global = global.first.to(dt), sin_global = global.second.to(dt);

@@ -158,3 +158,15 @@ DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model
   DOCTEST_CHECK_THROWS_AS(run_training(with_init), kalm::UsageError);
   fs::remove_all(dir);
 }
+
+DOCTEST_TEST_CASE("a 0-layer model is the final norm of the token embeddings") {
+  auto config = tiny_config(0);
+  kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
+  encoder->init_parameters(5);
+  const auto batch = scrambled_batch(6, config.vocab_size);
+  const auto out = encoder->forward(batch.ids, batch.mask);
+  const auto ids = batch.ids.masked_fill(batch.mask.eq(0), 0);
+  const auto x = encoder->embed_tokens->weight.index_select(0, ids.reshape({-1})).view({6, 9, config.hidden_size});
+  const auto expected = encoder->norm->weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + config.rms_norm_eps));
+  DOCTEST_CHECK((out - expected).abs().max().item<double>() < 1e-6);
+}
