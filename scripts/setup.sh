@@ -23,7 +23,7 @@ packages=(
   libsimdjson-dev libcli11-dev libzstd-dev zstd doctest-dev
   libgloo-dev libpcre2-dev libutf8proc-dev
   # tests and benchmarks: oracles and peers from Debian and npm
-  python3 python3-numpy python3-scipy python3-sklearn python3-faiss python3-torch
+  python3 python3-numpy python3-scipy python3-sklearn python3-faiss python3-torch python3-sentencepiece
   # the default experiment: its driver, data, plots
   make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
   # a man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs

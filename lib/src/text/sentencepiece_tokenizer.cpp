@@ -1,14 +1,19 @@
 // SentencePiece .model files behind the Tokenizer interface, and training.
 // sentencepiece itself is reached through libkalm_spm (spm_library.h says why).
+#include <algorithm>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "kalm/error.h"
 #include "kalm/io/atomic_file.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/text/unicode.h"
 #include "spm_library.h"
+#include "spm_proto.h"
 #include "tokenizer_config.h"
 
 namespace kalm::text {
@@ -23,17 +28,43 @@ struct ProcessorDeleter {
   }
 };
 
+using Processor = std::unique_ptr<void, ProcessorDeleter>;
+
+// A token that transformers' fast tokenizer cuts out of the raw text before
+// anything else sees it (an AddedToken with normalized=False).
+struct AddedToken {
+  std::string content;
+  int32_t id = 0;
+};
+
+// How transformers applies a bare tokenizer.model under tokenizer_class
+// LlamaTokenizer: AutoTokenizer (and so sentence-transformers) builds
+// LlamaTokenizerFast with convert_slow_tokenizer.LlamaConverter, which
+//  * keeps the Unigram/BPE pieces and scores, but ignores the model's
+//    normalizer_spec (no NFKC, no whitespace folding or stripping);
+//  * cuts CONTROL and USER_DEFINED pieces and the special tokens out of the
+//    text first (leftmost, longest), then treats each remaining segment alone;
+//  * legacy (the default): prepends U+2581 to every non-empty segment and turns
+//    spaces into U+2581; non-legacy: Metaspace with prepend_scheme "first", i.e.
+//    only the segment at the start of the text, and only when it does not
+//    already start with a space.
+// add_prefix_space false drops the prefix in both. The slow LlamaTokenizer
+// differs (it lets sentencepiece normalise), but it is not what users get.
+// tests/fixtures/export/expected_spm_ids.jsonl holds the oracle's ids.
+struct LlamaFastRules {
+  bool legacy = true;
+  bool add_prefix_space = true;
+  std::vector<AddedToken> added;                 // longest first
+  std::vector<std::vector<std::size_t>> by_byte;  // first byte -> indices into added
+};
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::string& model_path, const detail::TokenizerConfig& config)
       : lib_(detail::spm_library()) {
     source_ = model_path;
     const std::string bytes = detail::read_model_file(model_path);
-    char err[512] = "";
-    void* handle = lib_.load(bytes.data(), bytes.size(), err, sizeof err);
-    if (!handle) throw ModelError(model_path + ": not a SentencePiece model: " + err);
-    sp_.reset(handle);
-    sp_.get_deleter().lib = &lib_;
+    sp_ = load_processor(bytes, model_path);
     piece_size_ = lib_.piece_size(sp_.get());
     const auto own = [&](int id) -> std::optional<int32_t> {
       return id >= 0 ? std::optional<int32_t>(id) : std::nullopt;
@@ -60,6 +91,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     add_eos_ = config.add_eos_token.value_or(false);
     if (add_bos_ && !bos_id_) throw ModelError(config.source + ": add_bos_token is set but the model has no bos");
     if (add_eos_ && !eos_id_) throw ModelError(config.source + ": add_eos_token is set but the model has no eos");
+    if (config.converts_spm_like_llama()) set_up_llama_rules(bytes, config);
   }
 
   Encoding encode(std::string_view text, const EncodeOptions& options) const override {
@@ -69,13 +101,12 @@ class SentencePieceTokenizer final : public Tokenizer {
       throw UsageError("max_length " + std::to_string(*options.max_length) + " cannot hold the " +
                        std::to_string(n_special) + " special tokens of " + source_);
     }
-    int* raw = nullptr;
-    std::size_t n = 0;
-    char err[512] = "";
-    if (lib_.encode(sp_.get(), text.data(), text.size(), &raw, &n, err, sizeof err) != 0)
-      throw FormatError(std::string("sentencepiece could not encode a text: ") + err);
-    std::vector<int> ids(raw, raw + n);
-    lib_.free_buffer(raw);
+    std::vector<int> ids;
+    if (llama_) {
+      encode_like_llama_fast(text, ids);
+    } else {
+      encode_piece(sp_.get(), text, ids);
+    }
     Encoding enc;
     enc.ids.reserve(ids.size() + 2);
     if (options.add_special_tokens && add_bos_) enc.ids.push_back(*bos_id_);
@@ -134,8 +165,102 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
  private:
+  Processor load_processor(const std::string& bytes, const std::string& model_path) const {
+    char err[512] = "";
+    void* handle = lib_.load(bytes.data(), bytes.size(), err, sizeof err);
+    if (!handle) throw ModelError(model_path + ": not a SentencePiece model: " + err);
+    Processor p(handle);
+    p.get_deleter().lib = &lib_;
+    return p;
+  }
+
+  // Appends sentencepiece's ids for `text` under processor `p`.
+  void encode_piece(const void* p, std::string_view text, std::vector<int>& ids) const {
+    int* raw = nullptr;
+    std::size_t n = 0;
+    char err[512] = "";
+    if (lib_.encode(p, text.data(), text.size(), &raw, &n, err, sizeof err) != 0)
+      throw FormatError(std::string("sentencepiece could not encode a text: ") + err);
+    ids.insert(ids.end(), raw, raw + n);
+    lib_.free_buffer(raw);
+  }
+
+  void set_up_llama_rules(const std::string& bytes, const detail::TokenizerConfig& config) {
+    auto rules = std::make_unique<LlamaFastRules>();
+    rules->legacy = config.legacy.value_or(true);
+    rules->add_prefix_space = config.add_prefix_space.value_or(true);
+    const std::vector<detail::SpmPiece> pieces = detail::spm_pieces(bytes, source_);
+    if (pieces.size() != static_cast<std::size_t>(piece_size_))
+      throw ModelError(source_ + ": " + std::to_string(pieces.size()) + " pieces in the file, but sentencepiece " +
+                       "loaded " + std::to_string(piece_size_));
+    const auto add = [&](const std::string& content, int32_t id) {
+      if (content.empty()) return;
+      for (const AddedToken& a : rules->added)
+        if (a.content == content) return;
+      rules->added.push_back({content, id});
+    };
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      if (pieces[i].type == detail::SpmPieceType::kControl || pieces[i].type == detail::SpmPieceType::kUserDefined)
+        add(pieces[i].piece, static_cast<int32_t>(i));
+    }
+    // The special tokens, LlamaTokenizer's defaults where the config names none.
+    for (const auto& [token, fallback] : {std::pair{config.unk_token, "<unk>"}, std::pair{config.bos_token, "<s>"},
+                                          std::pair{config.eos_token, "</s>"}, std::pair{config.pad_token, ""}}) {
+      const std::string content = token ? *token : std::string(fallback);
+      if (auto id = token_to_id(content)) add(content, *id);
+    }
+    std::stable_sort(rules->added.begin(), rules->added.end(),
+                     [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+    rules->by_byte.resize(256);
+    for (std::size_t k = 0; k < rules->added.size(); ++k)
+      rules->by_byte[static_cast<unsigned char>(rules->added[k].content[0])].push_back(k);
+    identity_sp_ = load_processor(detail::spm_with_identity_normalizer(bytes, source_), source_);
+    llama_ = std::move(rules);
+  }
+
+  void encode_like_llama_fast(std::string_view text, std::vector<int>& ids) const {
+    const LlamaFastRules& r = *llama_;
+    std::string buffer;
+    const auto segment = [&](std::size_t begin, std::size_t end) {
+      if (begin == end) return;
+      const std::string_view seg = text.substr(begin, end - begin);
+      bool prefix = r.add_prefix_space;
+      if (!r.legacy) {
+        static constexpr std::string_view kMetaspace = "\xE2\x96\x81";
+        prefix = prefix && begin == 0 && seg.front() != ' ' && seg.substr(0, kMetaspace.size()) != kMetaspace;
+      }
+      buffer.assign(prefix ? " " : "");
+      buffer.append(seg);
+      encode_piece(identity_sp_.get(), buffer, ids);
+    };
+    std::size_t start = 0, i = 0;
+    while (i < text.size()) {
+      const AddedToken* match = nullptr;
+      // Valid UTF-8 and tokens that start with a lead byte: no match inside a character.
+      for (std::size_t k : r.by_byte[static_cast<unsigned char>(text[i])]) {
+        if (text.compare(i, r.added[k].content.size(), r.added[k].content) == 0) {
+          match = &r.added[k];
+          break;  // longest first
+        }
+      }
+      if (!match) {
+        ++i;
+        continue;
+      }
+      segment(start, i);
+      ids.push_back(match->id);
+      i += match->content.size();
+      start = i;
+    }
+    segment(start, text.size());
+  }
+
   const detail::SpmLibrary& lib_;
-  std::unique_ptr<void, ProcessorDeleter> sp_;
+  Processor sp_;
+  // Set for LlamaTokenizer configs: encode as transformers' fast tokenizer does,
+  // through a copy of the model with sentencepiece's identity normaliser.
+  std::unique_ptr<const LlamaFastRules> llama_;
+  Processor identity_sp_;
   int piece_size_ = 0;
   bool add_bos_ = false;
   bool add_eos_ = false;

@@ -67,13 +67,27 @@ std::string widen_big_integers(std::string_view json) {
 
 }  // namespace
 
-bool TokenizerConfig::rebuilds_bos_eos_template() const {
-  if (!add_bos_token && !add_eos_token) return false;
-  std::string cls = tokenizer_class;
+namespace {
+
+// The class name without transformers' "Fast" suffix.
+std::string slow_class_name(std::string cls) {
   const std::string fast = "Fast";
   if (cls.size() > fast.size() && cls.compare(cls.size() - fast.size(), fast.size(), fast) == 0)
     cls.resize(cls.size() - fast.size());
+  return cls;
+}
+
+}  // namespace
+
+bool TokenizerConfig::rebuilds_bos_eos_template() const {
+  if (!add_bos_token && !add_eos_token) return false;
+  const std::string cls = slow_class_name(tokenizer_class);
   return cls == "LlamaTokenizer" || cls == "CodeLlamaTokenizer" || cls == "GemmaTokenizer";
+}
+
+bool TokenizerConfig::converts_spm_like_llama() const {
+  const std::string cls = slow_class_name(tokenizer_class);
+  return cls == "LlamaTokenizer" || cls == "CodeLlamaTokenizer";
 }
 
 TokenizerConfig parse_tokenizer_config(std::string_view json, const std::string& source) {
@@ -93,6 +107,10 @@ TokenizerConfig parse_tokenizer_config(std::string_view json, const std::string&
   config.unk_token = token_field(root, "unk_token", source);
   if (auto b = json_field(root, "add_bos_token")) config.add_bos_token = json_as_bool(*b, source + ".add_bos_token");
   if (auto b = json_field(root, "add_eos_token")) config.add_eos_token = json_as_bool(*b, source + ".add_eos_token");
+  // null means "unset" for both (transformers then defaults to true).
+  if (auto b = json_field(root, "legacy"); b && !json_is_null(*b)) config.legacy = json_as_bool(*b, source + ".legacy");
+  if (auto b = json_field(root, "add_prefix_space"); b && !json_is_null(*b))
+    config.add_prefix_space = json_as_bool(*b, source + ".add_prefix_space");
   if (auto m = json_field(root, "model_max_length")) {
     // transformers writes 1e30 (VERY_LARGE_INTEGER) for "no limit": keep only real limits.
     double v;

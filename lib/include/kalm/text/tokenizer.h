@@ -121,7 +121,13 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer_json(std::string_view tokenizer_js
 
 // Loads a SentencePiece .model. tokenizer_config_path (may be empty) supplies the
 // special tokens and add_bos_token/add_eos_token; without it no special token is
-// added (what spm_encode does). Throws ModelError naming the file.
+// added and the ids are spm_encode's. When the config names tokenizer_class
+// LlamaTokenizer or CodeLlamaTokenizer (Fast or not), the ids are those of the
+// LlamaTokenizerFast that transformers' AutoTokenizer (and sentence-transformers)
+// builds from the file, honouring `legacy` and `add_prefix_space`: the model's
+// normalizer_spec (e.g. nmt_nfkc, whitespace folding) is not applied, and
+// control, user-defined and special tokens are cut out of the text first.
+// Throws ModelError naming the file.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path,
                                               const std::string& tokenizer_config_path = "");
 
