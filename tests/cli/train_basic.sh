@@ -66,6 +66,25 @@ expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain -
 expect_grep '"torch_dtype": "float32"' "$tmp/bf16/config.json"
 expect_rc 2 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --dtype f16 -o "$tmp/f16"
 
+# --device: cpu is the default (same bytes), a bad name is a usage error, and
+# CUDA either trains (a GPU build on a GPU machine) or is refused with the reason.
+expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain --max-steps 2 --dtype bf16 \
+  --device cpu -o "$tmp/bf16-cpu"
+checks=$((checks + 1))
+cmp -s "$tmp/bf16/model.safetensors" "$tmp/bf16-cpu/model.safetensors" || { echo "FAIL: --device cpu changed the weights"; failures=$((failures + 1)); }
+for bad in tpu cpu:1 cuda:x; do
+  expect_rc 2 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --device "$bad" -o "$tmp/dev"
+  expect_grep "--device wants cpu, cuda or cuda:N, got '$bad'" "$tmp/err"
+done
+expect_no_file "$tmp/dev"
+if "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain --max-steps 2 --device cuda -o "$tmp/cuda" \
+     >"$tmp/out" 2>"$tmp/err"; then
+  expect_grep '"torch_dtype": "float32"' "$tmp/cuda/config.json" "a model trained on CUDA"
+else
+  expect_grep "^kalm-train: error: --device cuda: this build of LibTorch has no CUDA, or no GPU is visible" "$tmp/err"
+  expect_no_file "$tmp/cuda"
+fi
+
 # Distillation from pos_scores / neg_scores.
 expect_rc 0 "$distill" "$fx/toy/sts.jsonl" --init "$tmp/full" --num-negatives 1 --batch-size 8 --max-steps 2 \
   --query-max-length 24 --passage-max-length 24 --threads 1 -q -o "$tmp/dist" --metrics "$tmp/dist.jsonl"

@@ -4,6 +4,7 @@
 
 #include "kalm/error.h"
 #include "kalm/model/checkpoint.h"
+#include "kalm/model/device.h"
 #include "kalm/model/pooling.h"
 #include "kalm/model/transformer.h"
 
@@ -11,19 +12,6 @@ namespace kalm::encode {
 namespace {
 
 namespace fs = std::filesystem;
-
-torch::Device parse_device(const std::string& name) {
-  torch::Device device(torch::kCPU);
-  try {
-    device = torch::Device(name);
-  } catch (const std::exception&) {
-    throw UsageError("--device wants cpu, cuda or cuda:N, got '" + name + "'");
-  }
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw UsageError("--device " + name + ": this build of LibTorch has no CUDA, or no GPU is visible");
-  if (!device.is_cpu() && !device.is_cuda()) throw UsageError("--device wants cpu, cuda or cuda:N, got '" + name + "'");
-  return device;
-}
 
 bool has_tokenizer_files(const std::string& dir) {
   return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.model");
@@ -58,7 +46,7 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
                              bool require_tokenizer) {
   if (!fs::is_directory(model_dir)) throw ModelError(model_dir + ": no such model directory");
   model::LoadOptions options;
-  options.device = parse_device(settings.device);
+  options.device = model::parse_device(settings.device);
   options.dtype = model::parse_compute_dtype(settings.dtype);
   if (!settings.attention.empty()) options.attention = model::parse_attention_mode(settings.attention);
   model::LoadedModel loaded = model::load_model(model_dir, options);

@@ -194,10 +194,12 @@ DataParallel::~DataParallel() = default;
 
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor& local) {
   return guarded(options_, "all_gather of embeddings", [&] {
-    std::vector<torch::Tensor> input{local.detach().contiguous()};
+    // Gloo works on host memory: a GPU rank's rows travel through it.
+    std::vector<torch::Tensor> input{local.detach().to(torch::kCPU).contiguous()};
     std::vector<std::vector<torch::Tensor>> output(1);
     for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));
     impl_->group->allgather(output, input)->wait();
+    for (auto& part : output[0]) part = part.to(local.device());
     output[0][static_cast<std::size_t>(options_.rank)] = local;
     return torch::cat(output[0], 0);
   });
@@ -209,12 +211,14 @@ void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>& params
     for (const auto& p : params)
       if (p.grad().defined()) grads.push_back(p.grad());
     if (grads.empty()) return 0;
-    // One flat buffer: one collective instead of one per tensor.
+    // One flat host buffer: one collective instead of one per tensor, and
+    // Gloo works on host memory (a GPU rank's gradients travel through it).
     std::vector<torch::Tensor> flat{torch::cat([&] {
-      std::vector<torch::Tensor> views;
-      for (auto& g : grads) views.push_back(g.reshape({-1}));
-      return views;
-    }())};
+                                      std::vector<torch::Tensor> views;
+                                      for (auto& g : grads) views.push_back(g.reshape({-1}));
+                                      return views;
+                                    }())
+                                        .to(torch::kCPU)};
     impl_->group->allreduce(flat)->wait();
     std::int64_t offset = 0;
     for (auto& g : grads) {

@@ -1,12 +1,11 @@
 #include "kalm/train/step.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
 #include "kalm/error.h"
+#include "kalm/model/device.h"
 
 namespace kalm::train {
 
@@ -60,14 +59,15 @@ torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenB
     return model::pool(hidden, batch.mask, pooling);
   }
   // Stable sort by length, so the buckets (and the result) are deterministic.
-  const auto lengths_tensor = batch.mask.sum(1).contiguous();
+  const auto lengths_tensor = batch.mask.sum(1).to(torch::kCPU).contiguous();
   const std::int64_t* lengths = lengths_tensor.data_ptr<std::int64_t>();
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), std::int64_t{0});
   std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return lengths[a] < lengths[b]; });
   std::vector<std::int64_t> inverse(order.size());
   for (std::size_t i = 0; i < order.size(); ++i) inverse[static_cast<std::size_t>(order[i])] = static_cast<std::int64_t>(i);
-  const auto ids = encoder.checked_input_ids(batch.ids, batch.mask);
+  const auto ids = encoder.checked_input_ids(batch.ids, batch.mask);  // on the encoder's device
+  const auto mask = batch.mask.to(ids.device());
   struct Bucket {
     torch::Tensor mask;
     std::int64_t rows, longest;
@@ -76,10 +76,11 @@ torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenB
   std::vector<torch::Tensor> bucket_ids;
   for (std::int64_t s = 0; s < n; s += kLengthBucketRows) {
     const std::int64_t e = std::min(n, s + kLengthBucketRows);
-    const auto rows = torch::tensor(std::vector<std::int64_t>(order.begin() + s, order.begin() + e), torch::kLong);
     const std::int64_t longest = std::max<std::int64_t>(1, lengths[order[static_cast<std::size_t>(e - 1)]]);
-    bucket_ids.push_back(ids.index_select(0, rows.to(ids.device())).slice(1, 0, longest).reshape({-1}));
-    buckets.push_back({batch.mask.index_select(0, rows).slice(1, 0, longest).contiguous(), e - s, longest});
+    const auto rows = torch::tensor(std::vector<std::int64_t>(order.begin() + s, order.begin() + e), torch::kLong)
+                          .to(ids.device());
+    bucket_ids.push_back(ids.index_select(0, rows).slice(1, 0, longest).reshape({-1}));
+    buckets.push_back({mask.index_select(0, rows).slice(1, 0, longest).contiguous(), e - s, longest});
   }
   // One table lookup for every bucket: the embedding gradient is a dense
   // [vocab, hidden] tensor, built once per lookup.
@@ -91,7 +92,7 @@ torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenB
     offset += b.rows * b.longest;
     parts.push_back(model::pool(encoder.forward_from_embeddings(x, b.mask), b.mask, pooling));
   }
-  return torch::cat(parts, 0).index_select(0, torch::tensor(inverse, torch::kLong));
+  return torch::cat(parts, 0).index_select(0, torch::tensor(inverse, torch::kLong).to(tokens.device()));
 }
 
 namespace {
@@ -122,24 +123,6 @@ loss::LossOutput detach_total(loss::LossOutput out) {
 
 }  // namespace
 
-CpuAutocast::CpuAutocast(bool enabled) : enabled_(enabled) {
-  if (!enabled_) return;
-  previous_enabled_ = at::autocast::is_cpu_enabled();
-  previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  at::autocast::increment_nesting();
-}
-
-CpuAutocast::~CpuAutocast() {
-  if (!enabled_) return;
-  // The cast cache holds bf16 copies of the weights; it must not outlive the
-  // outermost scope (the weights change at every optimiser step).
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_cpu_enabled(previous_enabled_);
-  at::autocast::set_autocast_cpu_dtype(previous_dtype_);
-}
-
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
                                   torch::Generator generator, double loss_scale, bool bf16_autocast,
@@ -147,7 +130,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   if (!grad_cache_chunk) {
     torch::Tensor q, p;
     {
-      CpuAutocast autocast(bf16_autocast);
+      model::Autocast autocast(encoder.device(), bf16_autocast);
       q = embed_for_training(encoder, batch.queries, pooling);
       p = embed_for_training(encoder, batch.passages, pooling);
     }
@@ -164,7 +147,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   torch::Tensor q, p;
   {
     torch::NoGradGuard no_grad;
-    CpuAutocast autocast(bf16_autocast);
+    model::Autocast autocast(encoder.device(), bf16_autocast);
     q = embed_chunked(encoder, batch.queries, pooling, chunk);
     p = embed_chunked(encoder, batch.passages, pooling, chunk);
   }
@@ -180,7 +163,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   const std::int64_t r = parallel ? parallel->rank() : 0;
   const auto q_grad = q.grad().detach().slice(0, r * nq, (r + 1) * nq);
   const auto p_grad = p.grad().detach().slice(0, r * np, (r + 1) * np);
-  CpuAutocast autocast(bf16_autocast);
+  model::Autocast autocast(encoder.device(), bf16_autocast);
   backward_chunked(encoder, batch.queries, pooling, chunk, q_grad);
   backward_chunked(encoder, batch.passages, pooling, chunk, p_grad);
   return detach_total(std::move(out));

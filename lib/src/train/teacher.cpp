@@ -5,14 +5,16 @@
 
 namespace kalm::train {
 
-Teacher::Teacher(const std::string& model_dir, std::int64_t query_max_length, std::int64_t passage_max_length)
+Teacher::Teacher(const std::string& model_dir, std::int64_t query_max_length, std::int64_t passage_max_length,
+                 const std::string& device)
     : model_dir_(model_dir), query_max_length_(query_max_length), passage_max_length_(passage_max_length) {
   if (query_max_length < 1 || passage_max_length < 1)
     throw UsageError("--teacher: the query and passage max lengths must be at least 1 token");
-  // Float32 on the CPU with the directory's own pooling and attention: what
+  // Float32 with the directory's own pooling and attention: what
   // kalm-mine-negatives --scores uses by default, so scores written by it and
   // scores computed here agree.
   encode::EmbedderSettings settings;
+  settings.device = device;
   try {
     loaded_ = encode::load_embedder(model_dir, settings, /*require_tokenizer=*/true);
   } catch (const ModelError& e) {
@@ -51,8 +53,8 @@ torch::Tensor Teacher::scores(const std::vector<std::string>& queries, const std
     throw UsageError("teacher scores: " + std::to_string(passages.size()) + " passages for " + std::to_string(b) +
                      " queries of group size " + std::to_string(group_size) + " (want B·G)");
   if (b == 0) return torch::zeros({0, group_size}, torch::kDouble);
-  const auto q = embed(queries, query_max_length_, query_sources).to(torch::kDouble);
-  const auto p = embed(passages, passage_max_length_, passage_sources).to(torch::kDouble);
+  const auto q = embed(queries, query_max_length_, query_sources).to(torch::kCPU, torch::kDouble);
+  const auto p = embed(passages, passage_max_length_, passage_sources).to(torch::kCPU, torch::kDouble);
   return (q.unsqueeze(1) * p.view({b, group_size, -1})).sum(-1);
 }
 

@@ -98,8 +98,11 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupModel);
 
   app.add_option("--dtype", o.dtype,
-                 "Compute dtype: f32, or bf16 (CPU autocast: matmuls in bfloat16; weights, optimiser and loss in f32)")
+                 "Compute dtype: f32, or bf16 (autocast: matmuls in bfloat16; weights, optimiser and loss in f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))
+      ->group(cli::kGroupCompute);
+  app.add_option("--device", o.device,
+                 "cpu, cuda or cuda:N (cuda under a data-parallel launch: cuda:LOCAL_RANK); the teacher runs there too")
       ->group(cli::kGroupCompute);
   if (!distill)
     app.add_option("--stage", f.stage, "pretrain (in-batch negatives only) or finetune (hard negatives, focal, mixing)")

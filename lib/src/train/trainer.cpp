@@ -20,6 +20,7 @@
 #include "kalm/io/json_writer.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/checkpoint.h"
+#include "kalm/model/device.h"
 #include "kalm/model/tensor_io.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/train/dist.h"
@@ -266,6 +267,7 @@ class Trainer {
   std::int64_t num_negatives_ = 0;
   bool with_scores_ = false;
   bool bf16_ = false;
+  torch::Device device_{torch::kCPU};
   model::Pooling pooling_ = model::Pooling::Mean;
   Schedule schedule_ = Schedule::kLinear;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -306,6 +308,7 @@ void Trainer::resolve_options() {
   schedule_ = parse_schedule(o_.schedule);
   if (o_.dtype != "f32" && o_.dtype != "bf16") throw UsageError("--dtype must be f32 or bf16, got '" + o_.dtype + "'");
   bf16_ = o_.dtype == "bf16";
+  device_ = model::device_for_local_rank(model::parse_device(o_.device), o_.dist.local_rank);
   pooling_ = model::parse_pooling(o_.pooling);
 
   loss_ = o_.loss;
@@ -323,6 +326,7 @@ void Trainer::resolve_options() {
 
 void Trainer::prepare_model(const std::string& resume_dir) {
   model::LoadOptions lo;
+  lo.device = device_;
   if (!o_.attention.empty()) lo.attention = model::parse_attention_mode(o_.attention);
   if (!resume_dir.empty()) {
     tokenizer_dir_ = resume_dir;
@@ -373,9 +377,11 @@ void Trainer::prepare_model(const std::string& resume_dir) {
         throw ModelError(o_.init_config + ": vocab_size " + std::to_string(config.vocab_size) +
                          " is smaller than the tokenizer's " + std::to_string(vocab) + " ids (" + tokenizer_dir_ + ")");
       }
+      // Initialised on the CPU and then moved, so a seed gives the same model on every device.
       encoder_ = model::Encoder(config, lo.attention.value_or(config.default_attention()));
       encoder_->init_parameters(o_.seed);
       if (donor) seed_embeddings(**donor, o_.init_embeddings);
+      encoder_->to(device_);
     }
   }
   encoder_->train();
@@ -489,7 +495,8 @@ TrainResult Trainer::run() {
       std::cerr << "kalm-train: --resume: no checkpoint in " << o_.output << ", starting from the beginning\n";
   }
   prepare_model(resume_dir);
-  if (!o_.teacher.empty()) teacher_ = std::make_unique<Teacher>(o_.teacher, o_.query_max_length, o_.passage_max_length);
+  if (!o_.teacher.empty())
+    teacher_ = std::make_unique<Teacher>(o_.teacher, o_.query_max_length, o_.passage_max_length, device_.str());
   if (o_.matryoshka_from_recipe) loss::set_recipe_matryoshka(loss_, encoder_->hidden_size());
   loss::validate_options(loss_);
 
@@ -517,7 +524,8 @@ TrainResult Trainer::run() {
     auto saved = read_state((fs::path(resume_dir) / kStateFile).string());
     check_fingerprint(saved.fingerprint, fp, resume_dir);
     state_ = saved;
-    torch::load(*optimizer_, (fs::path(resume_dir) / kOptimizerFile).string());
+    // Onto this run's device, whichever device wrote the checkpoint.
+    torch::load(*optimizer_, (fs::path(resume_dir) / kOptimizerFile).string(), device_);
     auto rng = io::SafetensorsFile::open((fs::path(resume_dir) / kRngFile).string());
     generator_.set_state(model::tensor_copy(rng, "loss_generator"));
   }

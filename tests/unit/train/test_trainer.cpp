@@ -164,6 +164,28 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
   }
   DOCTEST_CHECK(std::sqrt(num / den) < 0.1);  // relative L2 error of the whole gradient
   DOCTEST_CHECK(std::sqrt(num / den) > 0.0);  // bf16 really ran
+
+  // On a GPU (GPU machines only): the same loss and gradients from a copy of
+  // the model on CUDA, fed the same CPU batch, plainly and with GradCache.
+  if (torch::cuda::is_available()) {
+    kalm::model::Encoder gpu(config, kalm::model::AttentionMode::Bidirectional);
+    gpu->init_parameters(11);
+    gpu->to(torch::Device(torch::kCUDA));
+    for (std::optional<std::int64_t> chunk : {std::optional<std::int64_t>(), std::optional<std::int64_t>(3)}) {
+      for (auto& p : gpu->parameters()) p.mutable_grad() = torch::Tensor();
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
+      auto out = forward_backward(*gpu, batch, kalm::model::Pooling::Mean, lo, chunk, gen, 0.5, false);
+      DOCTEST_CHECK(out.total.item<double>() == doctest::Approx(plain_loss).epsilon(1e-5));
+      const auto params = gpu->parameters();
+      double worst = 0, scale = 0;
+      for (std::size_t i = 0; i < plain.size(); ++i) {
+        DOCTEST_CHECK(params[i].grad().is_cuda());
+        worst = std::max(worst, (plain[i] - params[i].grad().cpu()).abs().max().item<double>());
+        scale = std::max(scale, plain[i].abs().max().item<double>());
+      }
+      DOCTEST_CHECK(worst <= 1e-4 * scale);
+    }
+  }
 }
 
 DOCTEST_TEST_CASE("a tiny model trains: the loss decreases on a fixed toy set") {
@@ -553,4 +575,42 @@ DOCTEST_TEST_CASE("distill with a teacher: trains without record scores, ignores
   finetune.stage = Stage::kFinetune;
   finetune.output = t.sub("d_ft");
   DOCTEST_CHECK_THROWS_AS(run_training(finetune), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("--device: training on CUDA follows the CPU run; without a GPU it is refused up front") {
+  TempDir t;
+  auto cuda = tiny_options(t.sub("cuda"));
+  cuda.max_steps = 3;
+  cuda.device = "cuda";
+  if (!torch::cuda::is_available()) {
+    DOCTEST_CHECK_THROWS_AS(run_training(cuda), kalm::UsageError);
+    DOCTEST_CHECK(!fs::exists(cuda.output));  // refused before anything is written
+    auto bad = tiny_options(t.sub("bad"));
+    bad.device = "gpu";
+    DOCTEST_CHECK_THROWS_AS(run_training(bad), kalm::UsageError);
+    return;
+  }
+  // GPU machines: 3 steps from the same seed, then a resume of a 2-step run on
+  // the GPU from a checkpoint (the optimiser state comes back onto the GPU).
+  auto cpu = tiny_options(t.sub("cpu"));
+  cpu.max_steps = 3;
+  const auto r_cpu = run_training(cpu);
+  const auto r_cuda = run_training(cuda);
+  DOCTEST_REQUIRE(r_cuda.losses.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) DOCTEST_CHECK(r_cuda.losses[i] == doctest::Approx(r_cpu.losses[i]).epsilon(1e-4));
+  const auto a = weights_of(cpu.output), b = weights_of(cuda.output);
+  for (const auto& [name, w] : a) {
+    DOCTEST_INFO(name);
+    DOCTEST_CHECK((w - b.at(name)).abs().max().item<double>() < 1e-4);
+  }
+  auto part = tiny_options(t.sub("part"));
+  part.max_steps = 3;
+  part.device = "cuda";
+  part.stop_at_step = 2;
+  DOCTEST_CHECK(run_training(part).stopped);
+  part.stop_at_step.reset();
+  part.resume = true;
+  DOCTEST_CHECK(run_training(part).steps == 3);
+  const auto c = weights_of(part.output);
+  for (const auto& [name, w] : b) DOCTEST_CHECK((w - c.at(name)).abs().max().item<double>() < 1e-5);
 }

@@ -1,5 +1,7 @@
 #pragma once
-// Data parallelism over c10d's Gloo process group (CPU): one process per rank.
+// Data parallelism over c10d's Gloo process group: one process per rank. Gloo
+// works on host memory, so a rank training on a GPU stages its embeddings and
+// gradients through the CPU (one flat buffer per step); NCCL is not used.
 //
 // Rendezvous: a c10d FileStore on a file every rank can reach (--dist-store),
 // or a c10d TCPStore at MASTER_ADDR:MASTER_PORT served by rank 0 (how torchrun
@@ -40,7 +42,7 @@ namespace kalm::train {
 struct DistOptions {
   int world_size = 1;            // processes
   int rank = 0;                  // this process, in [0, world_size)
-  int local_rank = 0;            // rank on this host (LOCAL_RANK); kept for a future CUDA device index
+  int local_rank = 0;            // rank on this host (LOCAL_RANK): picks the GPU for --device cuda
   std::string store_path;        // c10d FileStore file shared by every rank; "" = TCPStore
   std::string master_addr;       // TCPStore host (rank 0 serves it) when store_path is ""
   int master_port = 0;           // TCPStore port, 1..65535

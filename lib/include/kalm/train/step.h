@@ -75,9 +75,11 @@ struct TrainBatch {
 // chunk. `generator` feeds the loss's mixing draws (loss.h). Returns the loss
 // output (components detached; `total` detached too). Throws what
 // compute_loss and the encoder throw; UsageError for C < 1.
-// bf16_autocast: run the encoder under LibTorch's CPU autocast (matmuls and
-// linear layers in bfloat16, weights, gradients, pooling and the loss in
-// float32), as torch.autocast("cpu", torch.bfloat16) does.
+// bf16_autocast: run the encoder under LibTorch's autocast on its device
+// (model::Autocast: matmuls and linear layers in bfloat16, weights, gradients,
+// pooling and the loss in float32), as torch.autocast(device, torch.bfloat16).
+// Device: the batch's token tensors may live anywhere; they are moved to the
+// encoder's device, where the embeddings, the loss and the gradients live.
 // parallel: `batch` holds this rank's slice of the queries and passages while
 // batch.info describes the global batch; embeddings are all-gathered before
 // the loss (dist.h). Gradients are NOT summed over ranks here (the caller does
@@ -86,21 +88,6 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
                                   const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
                                   torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false,
                                   DataParallel* parallel = nullptr);
-
-// Enables CPU bfloat16 autocast for its lifetime (nestable; restores the
-// previous state). Not thread-safe across threads: autocast state is per thread.
-class CpuAutocast {
- public:
-  explicit CpuAutocast(bool enabled);
-  ~CpuAutocast();
-  CpuAutocast(const CpuAutocast&) = delete;
-  CpuAutocast& operator=(const CpuAutocast&) = delete;
-
- private:
-  bool enabled_;
-  bool previous_enabled_ = false;
-  torch::ScalarType previous_dtype_ = torch::kBFloat16;
-};
 
 // Samples the groups of `indices` (in order, from `rng`; see sample_group),
 // tokenises queries to query_max_length and passages to passage_max_length,

@@ -6,8 +6,8 @@
 // (row i: the sampled positive, then the M sampled negatives).
 //
 // The teacher embeds as kalm-mine-negatives --scores does with the same model:
-// the directory's own tokenizer, pooling and attention, float32 on the CPU, no
-// graph, outside the student's bf16 autocast, through the encoding engine
+// the directory's own tokenizer, pooling and attention, float32 on the given
+// device (the student's; kalm-mine-negatives --device), no graph, outside the student's bf16 autocast, through the encoding engine
 // (length-sorted, token-budget batches) and L2-normalised. Queries arrive with
 // their instruction already applied (the student's query text); queries and
 // passages are truncated to the student's query / passage max lengths.
@@ -32,8 +32,9 @@ class Teacher {
  public:
   // Opens the model directory (a tokenizer is required). Throws ModelError /
   // FormatError / IoError naming the directory's file, UsageError for a max
-  // length < 1.
-  Teacher(const std::string& model_dir, std::int64_t query_max_length, std::int64_t passage_max_length);
+  // length < 1 or a bad device. `device`: cpu, cuda or cuda:N.
+  Teacher(const std::string& model_dir, std::int64_t query_max_length, std::int64_t passage_max_length,
+          const std::string& device = "cpu");
   ~Teacher();
   Teacher(const Teacher&) = delete;
   Teacher& operator=(const Teacher&) = delete;

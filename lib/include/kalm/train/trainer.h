@@ -78,7 +78,11 @@ struct TrainOptions {
   std::string init_embeddings;
   std::string pooling = "mean";              // mean | last | cls
   std::string attention;                     // causal | bidirectional; "" = the model's
-  std::string dtype = "f32";                 // compute: f32, or bf16 (CPU autocast; weights stay f32)
+  std::string dtype = "f32";                 // compute: f32, or bf16 (autocast; weights stay f32)
+  // Where the model, its gradients and the optimiser state live: cpu, cuda or
+  // cuda:N (model::parse_device). Plain "cuda" under a data-parallel launch
+  // means cuda:LOCAL_RANK. The teacher (distill) runs there too.
+  std::string device = "cpu";
   // Distill stage only: a frozen teacher model directory whose cosine scores of
   // each batch's groups are the soft labels (teacher.h); the records' own
   // pos_scores / neg_scores are then ignored. "" = the records' scores.

@@ -1,0 +1,46 @@
+#pragma once
+// Where a model runs: the --device flag shared by kalm-embed, kalm-eval,
+// kalm-mine-negatives, kalm-synth-filter, kalm-train and kalm-distill, and the
+// autocast scope that runs a float32 model in bfloat16 on that device.
+//
+// Thread safety: parse_device is pure. Autocast changes LibTorch's per-thread
+// autocast state: use it on the thread that runs the model.
+// Errors: UsageError naming the flag's value.
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace kalm::model {
+
+// "cpu", "cuda" or "cuda:N". Throws UsageError for any other name, for CUDA
+// when this LibTorch has no CUDA or sees no GPU, and for an index past the
+// visible GPUs.
+torch::Device parse_device(const std::string& name);
+
+// The device a data-parallel rank uses: a CUDA device without an index
+// ("cuda") becomes cuda:local_rank, so that torchrun's processes on one host
+// take one GPU each (as PyTorch's scripts do with LOCAL_RANK); anything else
+// is returned as is. Throws UsageError when local_rank names no visible GPU.
+torch::Device device_for_local_rank(const torch::Device& device, int local_rank);
+
+// bfloat16 autocast on `device`'s type for the scope's lifetime, as
+// torch.autocast(device_type, torch.bfloat16): matmuls and linear layers in
+// bfloat16, weights, reductions and the rest in float32. Nestable; restores
+// the previous state. The cast cache (bf16 copies of the weights) is cleared
+// when the outermost scope ends, because the weights change between steps.
+class Autocast {
+ public:
+  Autocast(const torch::Device& device, bool enabled);
+  ~Autocast();
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool enabled_;
+  torch::DeviceType type_;
+  bool previous_enabled_ = false;
+  torch::ScalarType previous_dtype_ = torch::kBFloat16;
+};
+
+}  // namespace kalm::model
