@@ -26,29 +26,12 @@
 #include "kalm/model/pooling.h"
 #include "kalm/model/transformer.h"
 
+#include "../common/gemm_rate.h"
+
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Best-of-3 GFLOP/s of [m,k]x[k,n] in the given dtype.
-double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n, torch::ScalarType dtype) {
-  auto a = torch::randn({m, k}).to(dtype);
-  auto b = torch::randn({k, n}).to(dtype);
-  torch::matmul(a, b);  // warm-up
-  double best = 0;
-  for (int r = 0; r < 3; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    int reps = 0;
-    while (seconds_since(t0) < 1.0) {
-      torch::matmul(a, b);
-      ++reps;
-    }
-    best = std::max(best, 2.0 * m * k * n * reps / seconds_since(t0) / 1e9);
-  }
-  return best;
-}
+using kalm::bench::gemm_gflops;
+using kalm::bench::seconds_since;
 
 class EncoderEmbedder : public kalm::encode::BatchEmbedder {
  public:

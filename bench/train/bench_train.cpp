@@ -19,31 +19,9 @@
 #include "kalm/model/config.h"
 #include "kalm/model/transformer.h"
 
-namespace {
+#include "../common/gemm_rate.h"
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Best-of-3 GFLOP/s of [m,k]x[k,n] in float32 (as bench/embed).
-double gemm_gflops(std::int64_t m, std::int64_t k, std::int64_t n) {
-  auto a = torch::randn({m, k});
-  auto b = torch::randn({k, n});
-  torch::matmul(a, b);  // warm-up
-  double best = 0;
-  for (int r = 0; r < 3; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    int reps = 0;
-    while (seconds_since(t0) < 1.0) {
-      torch::matmul(a, b);
-      ++reps;
-    }
-    best = std::max(best, 2.0 * m * k * n * reps / seconds_since(t0) / 1e9);
-  }
-  return best;
-}
-
-}  // namespace
+using kalm::bench::gemm_gflops;
 
 int main(int argc, char** argv) {
   if (argc != 3) {
