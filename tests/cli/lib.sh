@@ -48,3 +48,19 @@ require_dictionaries() {
     fi
   done
 }
+
+# data_parallel_built: true unless this build has no data parallelism
+# (KALM_HAVE_GLOO=OFF from CMake: c10d's Gloo headers were not found, as with a
+# pip torch). require_data_parallel: in such a build, check that kalm-train
+# refuses two processes with the reason, then skip (exit 77).
+data_parallel_built() { [ "${KALM_HAVE_GLOO:-ON}" != OFF ]; }
+require_data_parallel() {
+  data_parallel_built && return 0
+  expect_rc 2 "$KALM_BIN/kalm-train" "$KALM_SOURCE_DIR/tests/fixtures/train/toy" --world-size 2 --rank 0 \
+    --dist-store "$tmp/store" --init-config "$KALM_SOURCE_DIR/tests/fixtures/train/tiny_qwen2.json" \
+    --train-tokenizer 48 -q -o "$tmp/no-gloo"
+  expect_grep "built without data parallelism" "$tmp/err"
+  finish
+  echo "SKIP: this build has no data parallelism (KALM_HAVE_GLOO=OFF)"
+  exit 77
+}

@@ -6,6 +6,7 @@
 # as two ranks started with --rank/--dist-store. Then the same through torchrun
 # (static and standalone rendezvous) when Debian's python3-torch is there.
 source "$(dirname "$0")/lib.sh"
+require_data_parallel
 unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT
 unset TORCHELASTIC_USE_AGENT_STORE TORCHELASTIC_RESTART_COUNT
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"

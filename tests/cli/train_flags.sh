@@ -163,6 +163,7 @@ diff_uninstructed=$(max_diff "$tmp/d_teacher/model.safetensors" "$tmp/d_uninstru
 checks=$((checks + 1))
 $py -c "import sys; sys.exit(0 if float('$diff_uninstructed') > 1e-5 else 1)" ||
   { echo "FAIL: scores without the instruction should move the weights: $diff_uninstructed"; failures=$((failures + 1)); }
+if data_parallel_built; then
 # Data parallel: each rank scores its own groups and the labels are gathered;
 # two ranks of batch 4 follow one process of batch 8 (losses and KL to 1e-4
 # relative, as train_parallel.sh checks without a teacher).
@@ -184,6 +185,7 @@ for x, y in zip(a, b):
     for k in ("loss", "kl"):
         assert abs(x[k] - y[k]) <= 1e-4 * abs(x[k]), (k, x[k], y[k])
 PY
+fi
 
 echo "max weight difference: --teacher vs mined scores $diff_scored; vs mined without the instruction $diff_uninstructed"
 

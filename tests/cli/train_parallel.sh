@@ -5,6 +5,7 @@
 # rank killed mid-run makes the other fail within --dist-timeout, not hang.
 # (Launching from RANK/WORLD_SIZE and torchrun: train_dist_env.sh.)
 source "$(dirname "$0")/lib.sh"
+require_data_parallel
 unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT  # a launcher around ctest
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"

@@ -1,12 +1,17 @@
-// c10d's Gloo backend is compiled into Debian's libtorch_cpu; its header is
-// guarded by this macro, which LibTorch's CMake config does not set for users.
-#define USE_C10D_GLOO
 #include "kalm/train/dist.h"
 
+// KALM_HAVE_GLOO comes from lib/CMakeLists.txt: set when c10d's and Gloo's
+// headers were found (pip torch wheels lack Gloo's). ProcessGroupGloo.hpp is
+// guarded by USE_C10D_GLOO, which LibTorch's CMake targets usually export.
+#if KALM_HAVE_GLOO
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO 1
+#endif
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -17,9 +22,15 @@
 
 namespace kalm::train {
 
+#if KALM_HAVE_GLOO
 struct DataParallel::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
 };
+#else
+struct DataParallel::Impl {};
+#endif
+
+bool data_parallel_available() { return KALM_HAVE_GLOO + 0 != 0; }
 
 namespace {
 
@@ -113,6 +124,22 @@ DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
     d.restart_count = checked_int(*restarts, "TORCHELASTIC_RESTART_COUNT");
   return d;
 }
+
+#if !KALM_HAVE_GLOO
+
+DataParallel::DataParallel(const DistOptions& options) : impl_(std::make_unique<Impl>()), options_(options) {
+  throw UsageError("a world size of " + std::to_string(options.world_size) +
+                   ": this kalm was built without data parallelism, because c10d's Gloo headers were not found "
+                   "(pip torch wheels do not ship Gloo's); rebuild with -DKALM_GLOO_INCLUDE_DIR=DIR (Gloo's headers, "
+                   "e.g. a checkout at the commit your torch pins) or run one process");
+}
+DataParallel::~DataParallel() = default;
+torch::Tensor DataParallel::all_gather_rows(const torch::Tensor&) { KALM_ASSERT(false, "no data parallelism in this build"); return {}; }
+void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>&) { KALM_ASSERT(false, "no data parallelism in this build"); }
+std::int64_t DataParallel::all_max(std::int64_t) { KALM_ASSERT(false, "no data parallelism in this build"); return 0; }
+void DataParallel::barrier(const char*) { KALM_ASSERT(false, "no data parallelism in this build"); }
+
+#else
 
 namespace {
 
@@ -246,5 +273,7 @@ void DataParallel::barrier(const char* what) {
     return 0;
   });
 }
+
+#endif  // KALM_HAVE_GLOO
 
 }  // namespace kalm::train

@@ -1,6 +1,10 @@
 // resolve_dist: flags, torchrun's and Slurm's variables, and their errors.
 #include <doctest/doctest.h>
 
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -127,4 +131,39 @@ DOCTEST_TEST_CASE("resolve_dist: bad launches are usage errors") {
   DistFlags zero;
   zero.timeout_s = 0;
   DOCTEST_CHECK_THROWS_AS(resolve_dist(zero, FakeEnv{}.lookup()), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the identity; a build without Gloo refuses") {
+  const std::string store = std::filesystem::temp_directory_path() /
+                            ("kalm_test_store_" + std::to_string(::getpid()));
+  std::filesystem::remove(store);
+  DistOptions o;
+  o.world_size = 1;
+  o.rank = 0;
+  o.store_path = store;
+  o.timeout_s = 30;
+  if (!kalm::train::data_parallel_available()) {
+    try {
+      kalm::train::DataParallel group(o);
+      DOCTEST_FAIL("a build without Gloo made a process group");
+    } catch (const kalm::UsageError& e) {
+      DOCTEST_CHECK(std::string(e.what()).find("built without data parallelism") != std::string::npos);
+    }
+    return;
+  }
+  {
+    kalm::train::DataParallel group(o);
+    const auto local = torch::arange(6, torch::kFloat).reshape({2, 3}).requires_grad_(true);
+    const auto gathered = group.all_gather_rows(local);
+    DOCTEST_CHECK(torch::equal(gathered, local));
+    gathered.sum().backward();  // this rank's rows keep their gradient
+    DOCTEST_CHECK(torch::equal(local.grad(), torch::ones({2, 3})));
+    auto p = torch::zeros({2}, torch::kFloat).requires_grad_(true);
+    p.mutable_grad() = torch::tensor({1.5f, -2.0f});
+    group.all_reduce_gradients({p});
+    DOCTEST_CHECK(torch::equal(p.grad(), torch::tensor({1.5f, -2.0f})));
+    DOCTEST_CHECK(group.all_max(7) == 7);
+    group.barrier();
+  }
+  std::filesystem::remove(store);
 }

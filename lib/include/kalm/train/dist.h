@@ -73,6 +73,11 @@ using EnvLookup = std::function<const char*(const char*)>;
 // a timeout <= 0.
 DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env);
 
+// Whether this build has data parallelism (c10d's Gloo headers were found at
+// build time; pip torch wheels lack Gloo's). Without it DataParallel's
+// constructor throws a UsageError that says how to rebuild.
+bool data_parallel_available();
+
 class DataParallel {
  public:
   // Joins the group: blocks until all ranks have joined (at most timeout_s).
