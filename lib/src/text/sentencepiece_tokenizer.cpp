@@ -302,6 +302,8 @@ void train_sentencepiece(const std::vector<std::string>& texts, const SentencePi
       {"split_digits", o.split_digits ? "true" : "false"},
       {"max_sentence_length", std::to_string(o.max_sentence_length)},
       {"num_threads", std::to_string(o.num_threads)},
+      {"normalization_rule_name", o.normalization_rule_name},
+      {"remove_extra_whitespaces", o.remove_extra_whitespaces ? "true" : "false"},
       // Every text, in the given order: no sampling, so the seed is the only randomness.
       {"input_sentence_size", "0"},
       {"shuffle_input_sentence", "false"},

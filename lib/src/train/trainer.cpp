@@ -342,9 +342,19 @@ void Trainer::prepare_model(const std::string& resume_dir) {
         texts.insert(texts.end(), ex.pos.begin(), ex.pos.end());
         texts.insert(texts.end(), ex.neg.begin(), ex.neg.end());
       }
+      // The instructions reach the model as query prefixes: their pieces
+      // (and characters such as the template's newline) belong in the vocabulary.
+      for (const auto& [task, instruction] : data_.instructions) {
+        auto prompt = prompt_of(o_.data.instruction_template, instruction);
+        if (!prompt.empty()) texts.push_back(std::move(prompt));
+      }
       text::SentencePieceTrainOptions so;
       so.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
       so.seed = static_cast<unsigned>(o_.seed);
+      // No normalisation, as in Llama's models: the export declares a
+      // LlamaTokenizer, whose fast and slow forms then agree with sentencepiece.
+      so.normalization_rule_name = "identity";
+      so.remove_extra_whitespaces = false;
       text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
       // What transformers needs to pick a class for a bare tokenizer.model; the
       // settings keep its ids equal to kalm's (no added bos/eos, plain

@@ -614,3 +614,31 @@ DOCTEST_TEST_CASE("--device: training on CUDA follows the CPU run; without a GPU
   const auto c = weights_of(part.output);
   for (const auto& [name, w] : b) DOCTEST_CHECK((w - c.at(name)).abs().max().item<double>() < 1e-5);
 }
+
+DOCTEST_TEST_CASE("--train-tokenizer: the exported Llama tokenizer gives sentencepiece's own ids (no normaliser)") {
+  // kalm encodes a tokenizer.model under a LlamaTokenizer config as
+  // transformers' LlamaTokenizerFast does (checked against it in
+  // tests/unit/text/test_spm_export_parity.cpp), which applies no
+  // normalisation. A tokenizer trained without normalisation (identity rule,
+  // spaces kept) gives the same ids through plain sentencepiece, and so
+  // through the slow LlamaTokenizer, which calls sentencepiece.
+  TempDir t;
+  auto o = tiny_options(t.sub("out"));
+  o.max_steps = 1;
+  run_training(o);
+  const auto as_exported = kalm::text::load_tokenizer(o.output);
+  const auto plain = kalm::text::load_sentencepiece(o.output + "/tokenizer.model");
+  kalm::text::EncodeOptions eo;
+  eo.add_special_tokens = true;
+  const std::vector<std::string> texts = {
+      "what does a horse do", "two  spaces", " leading", "trailing ", "tab\there", "new\nline",
+      "\xef\xbd\x86\xef\xbd\x95\xef\xbd\x8c\xef\xbd\x8c width",  // fullwidth "full": NFKC would fold it
+      "cafe\xcc\x81", "\xe2\x85\xab", "", "   "};
+  for (const auto& text : texts) {
+    DOCTEST_INFO("text: [" << text << "]");
+    DOCTEST_CHECK(as_exported->encode(text, eo).ids == plain->encode(text, eo).ids);
+  }
+  // The fullwidth letters stay apart from ASCII (NFKC would have made them "full").
+  DOCTEST_CHECK(plain->encode("\xef\xbd\x86\xef\xbd\x95\xef\xbd\x8c\xef\xbd\x8c", eo).ids !=
+                plain->encode("full", eo).ids);
+}

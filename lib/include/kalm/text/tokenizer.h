@@ -142,6 +142,13 @@ struct SentencePieceTrainOptions {
   int num_threads = 1;                    // 1 keeps unigram EM bit-for-bit reproducible
   bool split_digits = false;              // every digit its own piece
   std::vector<std::string> user_defined_symbols;  // always kept whole
+  // sentencepiece's text normalisation before training and encoding: its
+  // default NFKC rule and whitespace squeezing, or "identity" with
+  // remove_extra_whitespaces false as Llama's models have (what
+  // transformers' LlamaTokenizerFast assumes: then sentencepiece, the slow and
+  // the fast Llama tokenizers all give the same ids).
+  std::string normalization_rule_name = "nmt_nfkc";  // nmt_nfkc | nfkc | identity | ...
+  bool remove_extra_whitespaces = true;
 };
 
 // Trains on `texts` (all of them, in order, no sampling) and writes the .model to
