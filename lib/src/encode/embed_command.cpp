@@ -14,6 +14,7 @@
 #include "kalm/io/npy.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/io/zstd_stream.h"
+#include "kalm/model/sentence_transformers.h"
 #include "kalm/version.h"
 
 namespace kalm::encode {
@@ -130,7 +131,10 @@ void add_model_flags(CLI::App& app, const ModelFlagTargets& t) {
                    help(t.instruction_template_help, "How an instruction prefixes a text"))
         ->group(cli::kGroupModel);
   if (t.max_length)
-    app.add_option("--max-length", *t.max_length, help(t.max_length_help, "Tokens per text, special tokens included"))
+    app.add_option("--max-length", *t.max_length,
+                   help(t.max_length_help, "Tokens per text, special tokens included") +
+                       " (default: the model's max_seq_length from sentence_bert_config.json, else " +
+                       std::to_string(kDefaultMaxLength) + ")")
         ->check(CLI::PositiveNumber)
         ->group(cli::kGroupModel);
   // "" is a member so that a --config file that spells out the empty default reads back.
@@ -207,6 +211,7 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
   std::unique_ptr<text::Tokenizer> tokenizer;
   if (tokens_only) {
     tokenizer = load_tokenizer_only(o.model);
+    model.max_seq_length = model::read_max_seq_length(o.model);
   } else {
     EmbedderSettings settings{o.dtype, o.device, o.pooling, o.attention};
     model = load_embedder(o.model, settings, /*require_tokenizer=*/false);
@@ -225,9 +230,16 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     prefix = it->second;
   }
 
+  const std::int64_t max_length = resolve_max_length(o.max_length, model.max_seq_length);
+  // The limit and where it came from, for --no-truncate errors.
+  const std::string limit =
+      "the token limit, " + (o.max_length        ? "--max-length " + std::to_string(max_length)
+                             : model.max_seq_length ? "max_seq_length " + std::to_string(max_length) + " from " +
+                                                          o.model + "/sentence_bert_config.json"
+                                                    : "the default --max-length " + std::to_string(max_length));
   text::EncodeOptions enc;
   enc.add_special_tokens = o.special_tokens;
-  enc.max_length = static_cast<std::size_t>(o.max_length);
+  enc.max_length = static_cast<std::size_t>(max_length);
 
   EngineOptions engine_options;
   engine_options.batch_tokens = o.batch_tokens;
@@ -273,11 +285,11 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
                               " is outside the model's vocabulary of " + std::to_string(model.vocab_size));
           ids.push_back(static_cast<std::int32_t>(id));
         }
-        if (static_cast<std::int64_t>(ids.size()) > o.max_length) {
+        if (static_cast<std::int64_t>(ids.size()) > max_length) {
           if (!o.truncate)
-            throw FormatError(chunk.positions.back() + ": " + std::to_string(ids.size()) +
-                              " tokens exceed --max-length " + std::to_string(o.max_length) + " (--no-truncate)");
-          ids.resize(static_cast<std::size_t>(o.max_length));
+            throw FormatError(chunk.positions.back() + ": " + std::to_string(ids.size()) + " tokens exceed " + limit +
+                              " (--no-truncate)");
+          ids.resize(static_cast<std::size_t>(max_length));
           ++truncated;
         }
         if (ids.empty()) throw FormatError(chunk.positions.back() + ": input_ids is empty");
@@ -310,8 +322,7 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
         auto& e = encodings[j];
         if (e.truncated) {
           if (!o.truncate)
-            throw FormatError(chunk.positions[rows[j]] + ": text exceeds --max-length " + std::to_string(o.max_length) +
-                              " tokens (--no-truncate)");
+            throw FormatError(chunk.positions[rows[j]] + ": text exceeds " + limit + " (--no-truncate)");
           ++truncated;
         }
         if (e.ids.empty() && !tokens_only)
@@ -379,7 +390,7 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     st.set_metadata("prompt", prefix);
     st.set_metadata("pooling", model.pooling);
     st.set_metadata("attention", model.attention);
-    st.set_metadata("max_length", std::to_string(o.max_length));
+    st.set_metadata("max_length", std::to_string(max_length));
     st.set_metadata("dtype", o.dtype);
     st.set_metadata("tool", tool.name());
     st.set_metadata("kalm_version", std::string(kVersion) + " (git " + kGitRevision + ")");

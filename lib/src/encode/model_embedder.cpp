@@ -37,6 +37,19 @@ class EncoderEmbedder : public BatchEmbedder {
 
 }  // namespace
 
+std::int64_t resolve_max_length(const std::optional<std::int64_t>& flag,
+                                const std::optional<std::int64_t>& model_max_seq_length) {
+  if (flag) {
+    if (*flag <= 0) throw UsageError("--max-length must be positive, got " + std::to_string(*flag));
+    return *flag;
+  }
+  if (model_max_seq_length) {
+    KALM_ASSERT(*model_max_seq_length > 0, "read_sentence_transformers checks max_seq_length");
+    return *model_max_seq_length;
+  }
+  return kDefaultMaxLength;
+}
+
 std::unique_ptr<text::Tokenizer> load_tokenizer_only(const std::string& model_dir) {
   if (!fs::is_directory(model_dir)) throw ModelError(model_dir + ": no such model directory");
   return text::load_tokenizer(model_dir);
@@ -76,6 +89,7 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
   out.default_prompt_name = loaded.sentence_transformers.default_prompt_name.value_or("");
   out.pooling = std::string(model::pooling_name(pooling));
   out.attention = std::string(model::attention_mode_name(loaded.encoder->attention()));
+  out.max_seq_length = loaded.sentence_transformers.max_seq_length;
   std::int64_t pad = 0;
   if (out.tokenizer && out.tokenizer->pad_id()) pad = *out.tokenizer->pad_id();
   if (pad < 0 || pad >= out.vocab_size) pad = 0;  // padded ids are masked; any valid id will do

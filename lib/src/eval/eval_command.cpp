@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 class ModelEncoder : public TextEncoder {
  public:
   ModelEncoder(encode::LoadedEmbedder model, const EvalOptions& o)
-      : model_(std::move(model)), max_length_(o.max_length) {
+      : model_(std::move(model)), max_length_(encode::resolve_max_length(o.max_length, model_.max_seq_length)) {
     encode::EngineOptions eo;
     eo.batch_tokens = o.batch_tokens;
     engine_ = std::make_unique<encode::Engine>(*model_.embedder, eo);

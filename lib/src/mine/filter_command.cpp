@@ -339,7 +339,7 @@ void run_filter(const FilterOptions& o, const cli::Tool& tool) {
   meta.add("filter_topk", o.filter_topk);
   meta.add("instruction", o.instruction);
   meta.add("instruction_template", o.instruction_template);
-  meta.add("max_length", o.model.max_length);
+  meta.add("max_length", embedder ? std::optional<std::int64_t>(embedder->max_length()) : std::nullopt);
   meta.add("input_records", static_cast<std::int64_t>(records.size()));
   meta.add("kept", kept);
   meta.add("rejected", counts);

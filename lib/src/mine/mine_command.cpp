@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <tuple>
 #include <unordered_map>
@@ -129,8 +130,11 @@ std::string counts_text(const Counts& c) {
   return s;
 }
 
-void write_meta(const MineOptions& o, const cli::Tool& tool, std::int64_t input, std::int64_t kept,
-                const Counts& rejected, std::int64_t pool_size, std::int64_t mined, std::int64_t padded) {
+// `max_length`: the token limit the model ran with; nullopt when no model ran
+// (precomputed embeddings, or no labels to rank).
+void write_meta(const MineOptions& o, const cli::Tool& tool, std::optional<std::int64_t> max_length,
+                std::int64_t input, std::int64_t kept, const Counts& rejected, std::int64_t pool_size,
+                std::int64_t mined, std::int64_t padded) {
   MetaJson m(tool);
   m.add("mode", std::string(o.from_labels ? "from-labels" : "groups"));
   m.add("model", o.model.model);
@@ -149,7 +153,7 @@ void write_meta(const MineOptions& o, const cli::Tool& tool, std::int64_t input,
   m.add("filter_topk", o.filter_topk);
   m.add("shortfall", o.shortfall);
   m.add("scores", o.scores);
-  m.add("max_length", o.model.max_length);
+  m.add("max_length", max_length);
   m.add("input_records", input);
   m.add("kept", kept);
   m.add("rejected", rejected);
@@ -271,8 +275,10 @@ void mine_groups(const MineOptions& o, const cli::Tool& tool) {
 
   torch::Tensor q_emb, p_emb, x_emb;
   const auto n_groups = static_cast<std::int64_t>(groups.size());
+  std::optional<std::int64_t> max_length;
   if (!o.model.model.empty()) {
     TextEmbedder embedder(o.model);
+    max_length = embedder.max_length();
     std::vector<std::string> qt, qp, qw;
     for (const auto& g : groups) {
       qt.push_back(g.group.query);
@@ -395,7 +401,7 @@ void mine_groups(const MineOptions& o, const cli::Tool& tool) {
 
   out.finish();
   rejects.finish();
-  write_meta(o, tool, n_groups, kept, rejects.counts(), n_pool, mined_total, padded_total);
+  write_meta(o, tool, max_length, n_groups, kept, rejects.counts(), n_pool, mined_total, padded_total);
   progress.finish(std::to_string(n_groups) + " groups: " + std::to_string(kept) + " kept, " +
                   std::to_string(rejects.total()) + " rejected" +
                   (rejects.total() ? " (" + counts_text(rejects.counts()) + ")" : std::string()) + "; " +
@@ -448,8 +454,10 @@ void mine_labels(const MineOptions& o, const cli::Tool& tool) {
 
   // Hardest negatives: per label, search its items' queries among every other item.
   std::vector<std::vector<std::int64_t>> ranked(static_cast<std::size_t>(n));  // item -> other-label items, best first
+  std::optional<std::int64_t> max_length;
   if (!o.model.model.empty()) {
     TextEmbedder embedder(o.model);
+    max_length = embedder.max_length();
     std::vector<std::string> texts, where_of;
     for (const auto& it : items) {
       texts.push_back(it.record.text);
@@ -553,7 +561,7 @@ void mine_labels(const MineOptions& o, const cli::Tool& tool) {
   }
   out.finish();
   rejects.finish();
-  write_meta(o, tool, n, kept, rejects.counts(), n, mined_total, 0);
+  write_meta(o, tool, max_length, n, kept, rejects.counts(), n, mined_total, 0);
   progress.finish(std::to_string(n) + " items: " + std::to_string(kept) + " groups, " +
                   std::to_string(rejects.total()) + " rejected" +
                   (rejects.total() ? " (" + counts_text(rejects.counts()) + ")" : std::string()) + " in " +

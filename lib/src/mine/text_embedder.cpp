@@ -8,10 +8,11 @@
 namespace kalm::mine {
 
 TextEmbedder::TextEmbedder(const ModelFlags& flags) : flags_(flags) {
-  if (flags.max_length <= 0) throw UsageError("--max-length must be positive");
+  if (flags.max_length && *flags.max_length <= 0) throw UsageError("--max-length must be positive");
   encode::EmbedderSettings settings{flags.dtype, flags.device, flags.pooling, flags.attention};
   loaded_ = encode::load_embedder(flags.model, settings, /*require_tokenizer=*/true);
   if (!loaded_.tokenizer) throw ModelError(flags.model + ": has no tokenizer (tokenizer.json or tokenizer.model)");
+  max_length_ = encode::resolve_max_length(flags.max_length, loaded_.max_seq_length);
 }
 
 TextEmbedder::~TextEmbedder() = default;
@@ -24,7 +25,7 @@ torch::Tensor TextEmbedder::embed(const std::vector<std::string>& texts, const s
   // Tokenise in chunks so the prefixed copies never all exist at once.
   constexpr std::size_t kChunk = 8192;
   text::EncodeOptions enc;
-  enc.max_length = static_cast<std::size_t>(flags_.max_length);
+  enc.max_length = static_cast<std::size_t>(max_length_);
   encode::EngineOptions engine_options;
   engine_options.batch_tokens = flags_.batch_tokens;
   encode::Engine engine(*loaded_.embedder, engine_options);

@@ -20,6 +20,7 @@ constexpr const char* kStConfigName = "config_sentence_transformers.json";
 constexpr const char* kPoolingType = "sentence_transformers.models.Pooling";
 constexpr const char* kNormalizeType = "sentence_transformers.models.Normalize";
 constexpr const char* kDefaultPoolingDir = "1_Pooling";
+constexpr const char* kStBertConfigName = "sentence_bert_config.json";
 
 std::vector<SentenceTransformersModule> read_modules(const std::string& path) {
   simdjson::dom::parser parser;
@@ -113,11 +114,34 @@ void read_st_config(const std::string& path, SentenceTransformersConfig& st) {
   st.similarity_fn_name = detail::json_opt_string(doc, "similarity_fn_name", ctx);
 }
 
+std::optional<std::int64_t> read_st_bert_config(const std::string& path) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string buffer;
+  JsonElement doc = detail::load_json_file(path, parser, buffer);
+  const std::string ctx = display_name(path) + ":";
+  if (!detail::json_is_object(doc)) throw ModelError(display_name(path) + ": expected a JSON object");
+  // Texts lowercased by sentence-transformers but not by kalm would embed differently.
+  if (detail::json_opt_bool(doc, "do_lower_case", ctx).value_or(false))
+    throw ModelError(display_name(path) + ": do_lower_case is true (sentence-transformers lowercases every text), "
+                     "which kalm does not implement; embeddings would differ from sentence-transformers'");
+  auto max_seq_length = detail::json_opt_int(doc, "max_seq_length", ctx);
+  if (max_seq_length && *max_seq_length <= 0)
+    throw ModelError(display_name(path) + ": max_seq_length must be a positive integer, got " +
+                     std::to_string(*max_seq_length));
+  return max_seq_length;
+}
+
 }  // namespace
 
 bool SentenceTransformersConfig::present() const {
   return !modules.empty() || pooling.has_value() || !prompts.empty() || default_prompt_name ||
-         similarity_fn_name;
+         similarity_fn_name || max_seq_length;
+}
+
+std::optional<std::int64_t> read_max_seq_length(const std::string& dir) {
+  const fs::path path = fs::path(dir) / kStBertConfigName;
+  if (!fs::exists(path)) return std::nullopt;
+  return read_st_bert_config(path.string());
 }
 
 SentenceTransformersConfig read_sentence_transformers(const std::string& dir) {
@@ -146,6 +170,7 @@ SentenceTransformersConfig read_sentence_transformers(const std::string& dir) {
   }
   const fs::path st_config = root / kStConfigName;
   if (fs::exists(st_config)) read_st_config(st_config.string(), st);
+  st.max_seq_length = read_max_seq_length(dir);
   return st;
 }
 

@@ -32,7 +32,7 @@ struct EmbedOptions {
   std::string prompt;                          // prompt name from config_sentence_transformers.json
   std::int64_t dim = 0;                        // Matryoshka dimension; 0 = the model's
   bool normalize = true;                       // L2-normalise the output rows
-  std::int64_t max_length = 512;               // tokens per text, special tokens included
+  std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = resolve_max_length's rule
   bool truncate = true;                        // false: an over-long text is an error
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
   std::string dtype = "f32";                   // compute dtype: f32 | bf16
@@ -60,7 +60,7 @@ struct ModelFlagTargets {
   std::string* model = nullptr;                 // -m,--model DIR
   std::string* instruction = nullptr;           // --instruction TEXT
   std::string* instruction_template = nullptr;  // --instruction-template TEMPLATE
-  std::int64_t* max_length = nullptr;           // --max-length N, checked > 0
+  std::optional<std::int64_t>* max_length = nullptr;  // --max-length N, checked > 0; unset = the model's
   std::string* pooling = nullptr;               // --pooling mean|last|cls; "" = the model's
   std::string* attention = nullptr;             // --attention causal|bidirectional; "" = the model's
   std::string model_help;
@@ -72,7 +72,9 @@ struct ModelFlagTargets {
 // Adds the model-side flags named in `targets` to `app`, in the "Model" group,
 // with one set of names, checks and (unless overridden) help texts, in this
 // order: --model, --instruction, --instruction-template, --max-length,
-// --pooling, --attention. A tool adds its own model flags (--prompt,
+// --pooling, --attention. --max-length's help always ends with where the limit
+// comes from when the flag is not given (resolve_max_length, model_embedder.h);
+// leaving it unset keeps --config / --dump-config round-tripping. A tool adds its own model flags (--prompt,
 // --instructions, --truncate) after them. Not thread-safe (CLI11 is not).
 void add_model_flags(CLI::App& app, const ModelFlagTargets& targets);
 

@@ -2,16 +2,24 @@
 // A model directory opened for embedding: the transformer behind the
 // BatchEmbedder interface, its tokenizer (when the directory has one) and the
 // sentence-transformers settings that decide how texts are prepared.
+//
+// Thread safety: load_embedder and resolve_max_length are reentrant; a
+// LoadedEmbedder belongs to one thread at a time.
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "kalm/encode/engine.h"
 #include "kalm/text/tokenizer.h"
 
 namespace kalm::encode {
+
+// Tokens per text when neither --max-length nor the model directory's
+// sentence_bert_config.json gives a limit.
+inline constexpr std::int64_t kDefaultMaxLength = 512;
 
 struct EmbedderSettings {
   std::string dtype = "f32";   // f32 | bf16
@@ -29,7 +37,15 @@ struct LoadedEmbedder {
   std::string default_prompt_name;               // "" when unset
   std::string pooling;                           // the pooling in effect
   std::string attention;                         // the attention in effect
+  std::optional<std::int64_t> max_seq_length;    // sentence_bert_config.json; nullopt when unset
 };
+
+// The one rule for the token limit of the model-running tools (special tokens
+// included): `flag` (--max-length) when given, else the model's max_seq_length
+// (what sentence-transformers truncates to), else kDefaultMaxLength. Throws
+// UsageError naming --max-length when `flag` is not positive.
+std::int64_t resolve_max_length(const std::optional<std::int64_t>& flag,
+                                const std::optional<std::int64_t>& model_max_seq_length);
 
 // Opens `model_dir`; a missing tokenizer is allowed only when require_tokenizer
 // is false (pre-tokenised input). Throws ModelError / FormatError naming the file.

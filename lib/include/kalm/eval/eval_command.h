@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,7 +42,7 @@ struct EvalOptions {
   bool instructions = true;                    // apply the tasks' instructions
   bool bm25 = true;                            // BM25 baseline beside retrieval and reranking
   std::int64_t top_k = 1000;                   // retrieval: documents ranked per query
-  std::int64_t max_length = 512;               // tokens per text, special tokens included
+  std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = the model's, else 512
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
   std::string dtype = "f32";                   // compute dtype: f32 | bf16
   std::string device = "cpu";                  // cpu | cuda | cuda:N

@@ -4,7 +4,8 @@
 //
 // TextEmbedder opens a model directory once (kalm/encode/model_embedder.h),
 // tokenises with the directory's tokenizer (required: the data tools see text),
-// truncates to max_length and runs the encoding engine. Rows come back in input
+// truncates to the token limit (encode::resolve_max_length: --max-length, else
+// the model's max_seq_length, else 512) and runs the encoding engine. Rows come back in input
 // order, float32 on the CPU, normalised (cosine = inner product).
 //
 // Thread safety: one TextEmbedder per thread.
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +24,7 @@ namespace kalm::mine {
 
 struct ModelFlags {
   std::string model;                 // Hugging Face model directory ("" = none)
-  std::int64_t max_length = 512;     // tokens per text, special tokens included
+  std::optional<std::int64_t> max_length;  // tokens per text, special tokens included; unset = the model's
   std::int64_t batch_tokens = 16384; // padded tokens per forward pass
   std::string dtype = "f32";         // f32 | bf16
   std::string device = "cpu";        // cpu | cuda | cuda:N
@@ -32,7 +34,8 @@ struct ModelFlags {
 
 class TextEmbedder {
  public:
-  // Throws ModelError when the directory is unusable or has no tokenizer.
+  // Throws ModelError when the directory is unusable or has no tokenizer,
+  // UsageError when flags.max_length is set but not positive.
   explicit TextEmbedder(const ModelFlags& flags);
   ~TextEmbedder();
 
@@ -47,10 +50,13 @@ class TextEmbedder {
 
   const encode::LoadedEmbedder& loaded() const { return loaded_; }
   const std::string& model_dir() const { return flags_.model; }
+  // The token limit in effect (what metadata records as max_length).
+  std::int64_t max_length() const { return max_length_; }
 
  private:
   ModelFlags flags_;
   encode::LoadedEmbedder loaded_;
+  std::int64_t max_length_ = encode::kDefaultMaxLength;
 };
 
 // Reads tensor "embeddings" [rows, D] from a safetensors file as float32

@@ -10,11 +10,19 @@
 //   config_sentence_transformers.json {"prompts": {name: text},
 //                                      "default_prompt_name": str|null,
 //                                      "similarity_fn_name": str|null}
+//   sentence_bert_config.json         {"max_seq_length": int|null,
+//                                      "do_lower_case": bool}
+//                                     (sentence-transformers truncates every
+//                                     text to max_seq_length tokens, special
+//                                     tokens included)
 //
 // Every file is optional. A file that exists but is malformed, or a pooling
 // mode kalm cannot compute (max, mean_sqrt_len, weightedmean, or several modes
 // at once), is an error naming the file: silently pooling differently from
-// what the model was trained with would give wrong embeddings.
+// what the model was trained with would give wrong embeddings. For the same
+// reason do_lower_case=true is refused: sentence-transformers lowercases texts
+// with Python's str.lower() (full Unicode case mapping), which kalm does not
+// reproduce.
 //
 // Thread safety: plain values; read_sentence_transformers is reentrant.
 
@@ -44,6 +52,7 @@ struct SentenceTransformersConfig {
   std::map<std::string, std::string> prompts;
   std::optional<std::string> default_prompt_name;
   std::optional<std::string> similarity_fn_name;
+  std::optional<std::int64_t> max_seq_length;  // sentence_bert_config.json; > 0 when set
 
   // True when any of the files was found.
   bool present() const;
@@ -51,8 +60,15 @@ struct SentenceTransformersConfig {
 
 // Reads whichever of the files exist in `dir`. Throws FormatError (invalid
 // JSON), ModelError (wrong field types, unsupported pooling, a Pooling module
-// without a config, a default_prompt_name not in prompts) or IoError, naming
-// the file.
+// without a config, a default_prompt_name not in prompts, a max_seq_length
+// that is not a positive integer, do_lower_case=true) or IoError, naming the
+// file.
 SentenceTransformersConfig read_sentence_transformers(const std::string& dir);
+
+// Only <dir>/sentence_bert_config.json's max_seq_length: nullopt when the file
+// is absent or the value is null or absent. For callers that need the token
+// limit without loading the model (token ids only). Throws as above, for that
+// file.
+std::optional<std::int64_t> read_max_seq_length(const std::string& dir);
 
 }  // namespace kalm::model
