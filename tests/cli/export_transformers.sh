@@ -19,10 +19,14 @@ done
 # 2. Token ids, and embeddings in both attention modes: transformers' Qwen2 ignores
 #    use_bidirectional_attention and runs causal (what AutoModel users get);
 #    kalm honours it by default (compared with transformers made bidirectional).
-expect_rc 0 "$embed" -q -m "$model" --output-format tokens "$fx/texts.jsonl" -o "$tmp/ids.jsonl"
-expect_rc 0 "$embed" -q -m "$model" "$fx/texts.jsonl" -o "$tmp/bidir.jsonl"
-expect_rc 0 "$embed" -q -m "$model" --attention causal "$fx/texts.jsonl" -o "$tmp/causal.jsonl"
-expect_rc 0 "$embed" -q -m "$model" --attention bidirectional "$fx/texts.jsonl" -o "$tmp/bidir2.safetensors"
+#    expected.safetensors holds AutoModel's output on untruncated ids, so these
+#    runs lift the limit with --max-length 512; by default kalm-embed truncates
+#    at the export's max_seq_length (24), as sentence-transformers does.
+expect_rc 0 "$embed" -q -m "$model" --output-format tokens --max-length 512 "$fx/texts.jsonl" -o "$tmp/ids.jsonl"
+expect_rc 0 "$embed" -q -m "$model" --output-format tokens "$fx/texts.jsonl" -o "$tmp/ids24.jsonl"
+expect_rc 0 "$embed" -q -m "$model" --max-length 512 "$fx/texts.jsonl" -o "$tmp/bidir.jsonl"
+expect_rc 0 "$embed" -q -m "$model" --max-length 512 --attention causal "$fx/texts.jsonl" -o "$tmp/causal.jsonl"
+expect_rc 0 "$embed" -q -m "$model" --max-length 512 --attention bidirectional "$fx/texts.jsonl" -o "$tmp/bidir2.safetensors"
 expect_rc 0 $py - "$tmp" "$fx/expected.safetensors" <<'PY'
 import sys, json, struct, numpy as np
 d, exp_path = sys.argv[1:3]
@@ -43,9 +47,12 @@ assert meta["pooling"] == "mean" and meta["normalized"] == "true", meta
 ids, mask = exp["input_ids"], exp["attention_mask"]
 rows = [json.loads(l)["ids"] for l in open(d + "/ids.jsonl")]
 assert len(rows) == ids.shape[0] == 5, (len(rows), ids.shape)
+rows24 = [json.loads(l)["ids"] for l in open(d + "/ids24.jsonl")]
 for b, r in enumerate(rows):
     n = int(mask[b].sum())
     assert r == ids[b, :n].tolist(), (b, r, ids[b, :n].tolist())
+    assert rows24[b] == ids[b, :min(n, 24)].tolist(), (b, rows24[b])  # sentence-transformers' truncation
+assert max(int(m.sum()) for m in mask) > 24  # some text is truncated by default
 def load_jsonl(p):
     return np.array([json.loads(l)["embedding"] for l in open(p)], dtype=np.float32)
 causal, bidir = load_jsonl(d + "/causal.jsonl"), load_jsonl(d + "/bidir.jsonl")
@@ -64,7 +71,7 @@ PY
 # 3. --prompt retrieval prefixes exactly config_sentence_transformers.json's prompt
 #    (row t4 of texts.jsonl is that prompt + "what does a horse do").
 printf '{"id": "q", "text": "what does a horse do"}\n' > "$tmp/q.jsonl"
-expect_rc 0 "$embed" -q -m "$model" --prompt retrieval "$tmp/q.jsonl" -o "$tmp/q.jsonl.out.jsonl"
+expect_rc 0 "$embed" -q -m "$model" --max-length 512 --prompt retrieval "$tmp/q.jsonl" -o "$tmp/q.jsonl.out.jsonl"
 expect_rc 0 $py - "$tmp/q.jsonl.out.jsonl" "$tmp/bidir.jsonl" <<'PY'
 import sys, json, numpy as np
 q = np.array(json.loads(open(sys.argv[1]).readline())["embedding"], dtype=np.float32)
