@@ -3,6 +3,9 @@
 // KALM_HAVE_GLOO comes from lib/CMakeLists.txt: set when c10d's and Gloo's
 // headers were found (pip torch wheels lack Gloo's). ProcessGroupGloo.hpp is
 // guarded by USE_C10D_GLOO, which LibTorch's CMake targets usually export.
+#ifndef KALM_HAVE_GLOO
+#define KALM_HAVE_GLOO 0
+#endif
 #if KALM_HAVE_GLOO
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
@@ -30,7 +33,7 @@ struct DataParallel::Impl {
 struct DataParallel::Impl {};
 #endif
 
-bool data_parallel_available() { return KALM_HAVE_GLOO + 0 != 0; }
+bool data_parallel_available() { return KALM_HAVE_GLOO != 0; }
 
 namespace {
 
