@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -55,7 +57,8 @@ DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding
       encoder->init_parameters(7);
       const std::int64_t rows = 3 * kLengthBucketRows + 5;  // several buckets, the last one partial
       const auto batch = scrambled_batch(rows, config.vocab_size);
-      const auto weights = torch::randn({rows, config.hidden_size}, torch::TensorOptions().dtype(torch::kFloat));
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(5);  // fixed weights: the tolerance below is measured
+      const auto weights = at::randn({rows, config.hidden_size}, gen);
 
       const auto bucketed = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean);
       DOCTEST_REQUIRE(bucketed.sizes() == torch::IntArrayRef({rows, config.hidden_size}));
@@ -75,8 +78,13 @@ DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding
       const auto grad_reference = encoder->embed_tokens->weight.grad().clone();
 
       DOCTEST_CHECK((bucketed - reference).abs().max().item<double>() < 1e-5);
-      DOCTEST_CHECK((grad_bucketed - grad_reference).abs().max().item<double>() < 1e-4);
-      DOCTEST_CHECK(grad_reference.abs().sum().item<double>() > 0);
+      // Float32 sums in other orders: within 1e-6 of the largest gradient entry
+      // (measured: 1.3e-7 to 2.6e-7 relative).
+      const double grad_scale = grad_reference.abs().max().item<double>();
+      const double grad_diff = (grad_bucketed - grad_reference).abs().max().item<double>();
+      DOCTEST_INFO("gradient difference " << grad_diff << " of " << grad_scale);
+      DOCTEST_CHECK(grad_diff <= 1e-6 * grad_scale);
+      DOCTEST_CHECK(grad_scale > 0);
     }
   }
 }
