@@ -25,6 +25,8 @@ expect_rc 0 "$embed_exe" -q -m "$model" --max-length 64 "$tmp/corpus.jsonl" -o "
 expect_rc 0 "$eval_exe" -q --query-embeddings "$tmp/q.safetensors" --corpus-embeddings "$tmp/c.safetensors" \
   --output-dir "$tmp/pre" "$task" && expect_grep "^LicenseRetrieval +retrieval +test +ndcg_at_10 +[0-9]+\.[0-9]{2} +[0-9]+\.[0-9]{2}$" "$tmp/out"
 expect_rc 0 "$eval_exe" -q -m "$model" --max-length 64 --output-dir "$tmp/model-out" "$task"
+expect_grep '"max_length": null,' "$tmp/pre/LicenseRetrieval.json" "results of precomputed embeddings"
+expect_grep '"max_length": 64,' "$tmp/model-out/LicenseRetrieval.json" "results of a model run"
 checks=$((checks + 1))
 if ! $PY - "$tmp/pre/LicenseRetrieval.json" "$tmp/model-out/LicenseRetrieval.json" <<'PYEOF'
 import json, sys

@@ -118,6 +118,9 @@ done
 score() { $py -c "import json; print(repr(json.load(open('$tmp/eval-$1/LicenseSTS.json'))['scores']['test'][0]['main_score']))"; }
 check "kalm-eval: default = --max-length 24" test "$(score def)" = "$(score 24)"
 check "kalm-eval: default differs from 512" test "$(score def)" != "$(score 512)"
+# ... and the results file records the limit in effect.
+expect_grep '"max_length": 24,' "$tmp/eval-def/LicenseSTS.json" "kalm-eval results (default)"
+expect_grep '"max_length": 512,' "$tmp/eval-512/LicenseSTS.json" "kalm-eval results (--max-length 512)"
 
 # 7. kalm-mine-negatives: the sidecar records the limit used; the scores follow it.
 printf '{"query": "%s", "pos": ["%s one"], "neg": ["%s two", "%s three"]}\n' "$long" "$long" "$long" "$long" > "$tmp/groups.jsonl"

@@ -66,6 +66,7 @@ class ModelEncoder : public TextEncoder {
     return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
   }
   std::int64_t dim() const override { return model_.dim; }
+  std::int64_t max_length() const { return max_length_; }
   void set_progress(cli::Progress* p) { progress_ = p; }
 
  private:
@@ -247,6 +248,7 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
     if (o.model.empty()) throw UsageError("--model is required (or --query-embeddings/--corpus-embeddings)");
     encoder = open_model_encoder(o, quiet);
     meta.model = o.model;
+    if (auto* m = dynamic_cast<ModelEncoder*>(encoder.get())) meta.max_length = m->max_length();
   }
 
   if (!o.output_dir.empty()) {

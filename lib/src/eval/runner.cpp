@@ -482,6 +482,9 @@ std::string task_result_json(const TaskResult& r, const ResultMeta& meta) {
   append_key(out, "command");
   io::append_json_string(out, meta.command);
   out += ",\n  ";
+  append_key(out, "max_length");
+  out += meta.max_length ? std::to_string(*meta.max_length) : "null";
+  out += ",\n  ";
   append_key(out, "main_metric");
   io::append_json_string(out, r.spec.main_score);
   out += ",\n  ";

@@ -112,10 +112,11 @@ struct ResultMeta {
   std::string model;         // model directory or embedding files
   std::string kalm_version;  // "0.1.0 (git abc)"
   std::string command;       // the command line
+  std::optional<std::int64_t> max_length;  // tokens per text in effect; unset for precomputed embeddings
 };
 
 // One task's results file (JSON text, newline-terminated):
-//   {"task_name", "task_type", "model", "kalm_version", "command",
+//   {"task_name", "task_type", "model", "kalm_version", "command", "max_length" (null: precomputed),
 //    "main_metric", "dims": [..], "evaluation_time", "timing": {...},
 //    "scores": {"<split>": [{"dim", "split", "languages", "hf_subset",
 //                            "main_score", <metric>: value, ...}, ...]},
