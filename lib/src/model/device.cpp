@@ -40,9 +40,14 @@ torch::Device parse_device(const std::string& name) {
 torch::Device device_for_local_rank(const torch::Device& device, int local_rank) {
   if (!device.is_cuda() || device.has_index()) return device;
   const auto count = static_cast<int>(torch::cuda::device_count());
+  // A launcher that gives each process its own GPU (Slurm's --gpus-per-task
+  // sets CUDA_VISIBLE_DEVICES per task) leaves one visible GPU, cuda:0,
+  // whatever the local rank.
+  if (count == 1 && local_rank >= 0) return torch::Device(torch::kCUDA, 0);
   if (local_rank < 0 || local_rank >= count)
-    throw UsageError("--device cuda: LOCAL_RANK " + std::to_string(local_rank) + " names no visible GPU (" +
-                     std::to_string(count) + " visible); give --device cuda:N");
+    throw UsageError("--device cuda: local rank " + std::to_string(local_rank) +
+                     " (LOCAL_RANK or SLURM_LOCALID) names no visible GPU (" + std::to_string(count) +
+                     " visible); give --device cuda:N");
   return torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(local_rank));
 }
 

@@ -43,7 +43,11 @@ DOCTEST_TEST_CASE("device: CUDA is refused with the reason when absent, checked 
   DOCTEST_CHECK_THROWS_AS(parse_device("cuda:" + std::to_string(count)), kalm::UsageError);
   DOCTEST_CHECK(device_for_local_rank(torch::Device(torch::kCUDA), count - 1) ==
                 torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(count - 1)));
-  DOCTEST_CHECK_THROWS_AS(device_for_local_rank(torch::Device(torch::kCUDA), count), kalm::UsageError);
+  if (count > 1) {
+    DOCTEST_CHECK_THROWS_AS(device_for_local_rank(torch::Device(torch::kCUDA), count), kalm::UsageError);
+  } else {  // one visible GPU is every local rank's (a launcher isolating GPUs per task)
+    DOCTEST_CHECK(device_for_local_rank(torch::Device(torch::kCUDA), 3) == torch::Device(torch::kCUDA, 0));
+  }
 }
 
 DOCTEST_TEST_CASE("device: device_for_local_rank leaves the CPU and indexed GPUs alone") {

@@ -20,8 +20,10 @@ torch::Device parse_device(const std::string& name);
 
 // The device a data-parallel rank uses: a CUDA device without an index
 // ("cuda") becomes cuda:local_rank, so that torchrun's processes on one host
-// take one GPU each (as PyTorch's scripts do with LOCAL_RANK); anything else
-// is returned as is. Throws UsageError when local_rank names no visible GPU.
+// take one GPU each (as PyTorch's scripts do with LOCAL_RANK); when the
+// process sees a single GPU (a launcher that isolates one GPU per task) that
+// one is cuda:0. Anything else is returned as is. Throws UsageError when
+// local_rank names no visible GPU among several.
 torch::Device device_for_local_rank(const torch::Device& device, int local_rank);
 
 // bfloat16 autocast on `device`'s type for the scope's lifetime, as
