@@ -3,6 +3,7 @@
 // whole-file I/O and the expected outputs written by
 // tests/fixtures/models/gen_fixtures.py.
 
+#include <doctest/doctest.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -79,5 +80,22 @@ inline torch::Tensor expected(const std::string& name, const std::string& tensor
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
 }
+
+// The message of the E that fn() throws; a test failure when it throws
+// something else or nothing.
+template <class E, class Fn>
+std::string message_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    DOCTEST_FAIL("unexpected exception type: " << e.what());
+  }
+  DOCTEST_FAIL("no exception thrown");
+  return "";
+}
+
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace kalm_model_test

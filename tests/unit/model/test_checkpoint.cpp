@@ -13,32 +13,18 @@
 using kalm::ModelError;
 using kalm::model::AttentionMode;
 using kalm::model::Pooling;
+using kalm_model_test::contains;
 using kalm_model_test::copy_fixture;
 using kalm_model_test::edit_file;
 using kalm_model_test::expected;
 using kalm_model_test::fixture;
 using kalm_model_test::max_abs_diff;
+using kalm_model_test::message_of;
 using kalm_model_test::TempDir;
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// The message of the exception `fn` throws as E (fails the test otherwise).
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    DOCTEST_FAIL("unexpected exception type: " << e.what());
-  }
-  DOCTEST_FAIL("no exception thrown");
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Rewrites <dir>/model.safetensors with `edit` applied to its tensor list.
 template <class Edit>

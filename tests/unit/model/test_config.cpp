@@ -14,6 +14,8 @@ using kalm::model::AttentionMode;
 using kalm::model::LayerAttention;
 using kalm::model::parse_config_json;
 
+using kalm_model_test::contains;
+
 namespace {
 
 std::string message_of_parse(const std::string& json) {
@@ -26,7 +28,6 @@ std::string message_of_parse(const std::string& json) {
   return "";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 using kalm::ModelError;
 using kalm::model::read_max_seq_length;
 using kalm::model::read_sentence_transformers;
+using kalm_model_test::contains;
 using kalm_model_test::copy_fixture;
 using kalm_model_test::TempDir;
 using kalm_model_test::write_file;
@@ -20,18 +21,8 @@ using kalm_model_test::write_file;
 namespace {
 
 std::string model_error_of(const std::string& dir) {
-  try {
-    read_sentence_transformers(dir);
-  } catch (const ModelError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    DOCTEST_FAIL("unexpected exception type: " << e.what());
-  }
-  DOCTEST_FAIL("no exception thrown");
-  return "";
+  return kalm_model_test::message_of<ModelError>([&] { read_sentence_transformers(dir); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
