@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# kalm set-up: install every Debian package the project needs, make OpenBLAS the
-# active BLAS, install the test oracles that come from npm, and build.
+# kalm set-up: install every Debian package the project needs, install PyTorch
+# and the test oracles from PyPI into the project-local virtual environment
+# .venv, and build kalm against that PyTorch's LibTorch (the one users of a
+# pip-installed PyTorch have).
 # Idempotent and non-interactive; run as root or as a user with sudo.
 #
 #   scripts/setup.sh            install + configure + build into ./build
 #   KALM_BUILD_DIR=dir scripts/setup.sh
+#   KALM_VENV=dir scripts/setup.sh             (another virtual environment)
+#   KALM_REQUIREMENTS=file scripts/setup.sh    (another pin set, e.g. the oldest
+#                                               supported torch: scripts/build-oldest-torch.sh)
 #   KALM_SETUP_SKIP_BUILD=1 scripts/setup.sh   (packages only)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
 build_dir=${KALM_BUILD_DIR:-$root/build}
+venv=${KALM_VENV:-$root/.venv}
+requirements=${KALM_REQUIREMENTS:-$root/scripts/python-requirements.txt}
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -18,12 +25,11 @@ export DEBIAN_FRONTEND=noninteractive
 # Build and run-time dependencies (README, "Dependencies", says why each is here).
 packages=(
   g++ cmake ninja-build pkg-config git ccache
-  libtorch-dev libopenblas0-openmp
   libsentencepiece-dev sentencepiece
   libsimdjson-dev libcli11-dev libzstd-dev zstd doctest-dev
   libgloo-dev libpcre2-dev libutf8proc-dev
-  # tests and benchmarks: oracles and peers from Debian and npm
-  python3 python3-numpy python3-scipy python3-sklearn python3-faiss python3-torch python3-sentencepiece
+  # the virtual environment for PyTorch and the oracles (tests and benchmarks only)
+  python3 python3-venv
   # the default experiment: its driver, data, plots
   make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
   # a man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs
@@ -34,42 +40,43 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# Node.js may already come from elsewhere (e.g. NodeSource, which bundles npm);
-# only ask Debian for it when there is none.
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian's LibTorch multiplies matrices through the generic libblas.so.3; with the
-# reference implementation that is ~30x slower than OpenBLAS. Pin the alternative.
-arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
-openblas=/usr/lib/$arch/openblas-openmp/libblas.so.3
-if [ -e "$openblas" ]; then
-  current=$(readlink -f "/usr/lib/$arch/libblas.so.3" || true)
-  if [ "$current" != "$(readlink -f "$openblas")" ]; then
-    $SUDO update-alternatives --set "libblas.so.3-$arch" "$openblas" >/dev/null
-    $SUDO update-alternatives --set "liblapack.so.3-$arch" \
-      "/usr/lib/$arch/openblas-openmp/liblapack.so.3" >/dev/null
-  fi
-else
-  echo "setup: error: $openblas missing; libopenblas0-openmp did not install" >&2
-  exit 1
+# PyTorch (its LibTorch is what kalm builds against) and the oracles, pinned.
+# The stamp records which requirements file the environment was made from, so a
+# changed pin reinstalls and an unchanged one costs nothing.
+stamp="$venv/.kalm-requirements"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating the virtual environment $venv" >&2
+  python3 -m venv "$venv"
 fi
+if ! cmp -s "$requirements" "$stamp"; then
+  echo "setup: installing $(grep -cv '^\s*\(#\|$\)' "$requirements") pinned Python packages into $venv (PyPI)" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+fi
+torch_prefix=$("$venv/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
 
-# npm oracles for the tokenizer parity tests (Hugging Face tokenizers and the
-# Qwen3/Gemma3 tokenizer files); installed into a git-ignored folder.
-if [ -x tests/fixtures/tokenizers/install_oracle.sh ]; then
-  tests/fixtures/tokenizers/install_oracle.sh
-fi
+# The real Qwen3/Gemma3 tokenizer files of the parity tests, from shared/.
+tests/fixtures/tokenizers/stage_real_tokenizers.sh
 
 [ "${KALM_SETUP_SKIP_BUILD:-0}" = 1 ] && exit 0
 
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
+# pip's torch is built with CUDA: its CMake package looks for the CUDA toolkit
+# (nvcc). kalm itself has no CUDA code; CUDA_TOOLKIT_ROOT_DIR only helps CMake
+# find a toolkit that is installed outside PATH.
+cuda=()
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  cuda=(-DCUDAToolkit_ROOT=/usr/local/cuda -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+fi
+cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "${cuda[@]}" \
+  -DCMAKE_PREFIX_PATH="$torch_prefix" -DKALM_PYTHON="$venv/bin/python" >/dev/null
 cmake --build "$build_dir" -j"$(nproc)"
-echo "setup: built kalm in $build_dir" >&2
+echo "setup: built kalm in $build_dir against $("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)')" >&2

@@ -36,8 +36,8 @@ using kalm::bench::seconds_since;
 class EncoderEmbedder : public kalm::encode::BatchEmbedder {
  public:
   explicit EncoderEmbedder(const kalm::model::Encoder& e) : encoder_(e) {}
-  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) override {
-    return encoder_->embed(ids, mask, kalm::model::Pooling::Mean, false);
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& pool_mask) override {
+    return kalm::model::pool(encoder_->forward(ids, mask), pool_mask, kalm::model::Pooling::Mean);
   }
   torch::Device device() const override { return torch::kCPU; }
 

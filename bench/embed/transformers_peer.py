@@ -1,7 +1,7 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """transformers' eager CPU forward on the corpus kalm-bench-embed saved, for bench/embed.
 
-    PYTHONPATH=/tmp/tf/v4.47.1/src /usr/bin/python3 bench/embed/transformers_peer.py DIR [BATCH]
+    PYTHONPATH=/tmp/tf/v4.47.1/src .venv/bin/python bench/embed/transformers_peer.py DIR [BATCH]
 
 DIR is kalm-bench-embed's --save-dir: config.json + model.safetensors (kalm's
 save_model), corpus_ids.jsonl and kalm_f32_embeddings.f32. transformers is not

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Generates a retrieval task directory for bench/eval/run.sh.
 
 Documents are 20-40 words drawn (seeded) from the vocabulary of

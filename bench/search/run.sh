@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# bench/search: kalm exact top-k vs faiss IndexFlatIP (Debian python3-faiss) on the
-# same vectors, in the same run. Prints both times, the ratio, and id agreement.
+# bench/search: kalm exact top-k vs faiss IndexFlatIP (faiss-cpu from PyPI, in the
+# project's Python: KALM_PYTHON, default .venv/bin/python) on the same vectors, in
+# the same run. Prints both times, the ratio, and id agreement.
 #   bench/search/run.sh BUILD_DIR [N Q D K]
 set -euo pipefail
 build=${1:-build}; n=${2:-100000}; q=${3:-10000}; d=${4:-896}; k=${5:-10}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+python=${KALM_PYTHON:-$src/.venv/bin/python}
 bin=$build/bench/search/kalm-bench-search
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 "$bin" gen "$dir" "$n" "$q" "$d"
 kalm=$("$bin" run "$dir" "$k")
 echo "$kalm"
-/usr/bin/python3 - "$dir" "$k" "$(echo "$kalm" | awk '/kalm_seconds/{print $2}')" <<'PY'
+"$python" - "$dir" "$k" "$(echo "$kalm" | awk '/kalm_seconds/{print $2}')" <<'PY'
 import sys, time, numpy as np, faiss
 d, k, kalm_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 xb = np.load(d + "/corpus.npy"); xq = np.load(d + "/queries.npy")

@@ -1,6 +1,6 @@
 // Tokenizer throughput on one core: encode every text of a JSONL file ({"text": ...}),
 // best of N passes, and print tokens/s plus a checksum of the ids that
-// bench_hf.js prints too, so both sides are known to have done the same work.
+// bench_hf.py prints too, so both sides are known to have done the same work.
 //
 //   kalm-bench-tokenize TOKENIZER TEXTS.jsonl [--passes N] [--special]
 //

@@ -3,7 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 src=${KALM_SOURCE_DIR:?}
 embed="$KALM_BIN/kalm-embed"
-py=/usr/bin/python3
+py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 
 model="$tmp/model"
 mkdir -p "$model"

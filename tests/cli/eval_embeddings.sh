@@ -5,7 +5,7 @@ eval_exe="$KALM_BIN/kalm-eval"
 embed_exe="$KALM_BIN/kalm-embed"
 src="$KALM_SOURCE_DIR"
 task="$src/examples/eval/retrieval"
-PY=/usr/bin/python3
+PY=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 
 model="$tmp/model"
 cp -r "$src/tests/fixtures/models/qwen2_bidir" "$model"

@@ -3,7 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 exe="$KALM_BIN/kalm-eval"
 src="$KALM_SOURCE_DIR"
-PY=/usr/bin/python3
+PY=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 
 # The fixture model has no tokenizer; the tiny byte-level one (270 ids) fits its 512-row vocabulary.
 model="$tmp/model"
@@ -75,4 +75,21 @@ expect_rc 1 "$exe" -m "$model" --suite "$tmp/suite.txt" && expect_grep "suite.tx
 expect_rc 2 "$exe" "$src/examples/eval/sts" && expect_grep "^kalm-eval: error: --model is required" "$tmp/err"
 expect_rc 2 "$exe" -m "$model" && expect_grep "^kalm-eval: error: no task" "$tmp/err"
 expect_rc 2 "$exe" -m "$model" --dim 65 --max-length 64 "$src/examples/eval/sts" && expect_grep "^kalm-eval: error: --dim 65" "$tmp/err"
+# mteb 2 (from PyPI, scripts/setup.sh) loads the results files as its own TaskResult.
+expect_rc 0 "$exe" -m "$model" --max-length 64 --threads 2 -q --output-dir "$tmp/mteb" \
+  "$src/examples/eval/sts" "$src/examples/eval/retrieval" && expect_rc 0 "$PY" - "$tmp/mteb" <<'PYEOF'
+import json, sys
+from pathlib import Path
+import mteb
+for f in sorted(Path(sys.argv[1]).glob("*.json")):
+    raw = json.loads(f.read_text())
+    r = mteb.TaskResult.from_disk(f, load_historic_data=False)
+    assert r.task_name == raw["task_name"], (r.task_name, raw["task_name"])
+    want = raw["scores"]["test"][0]["main_score"]
+    assert abs(r.get_score() - want) < 1e-12, (f.name, r.get_score(), want)
+    assert r.scores["test"][0]["hf_subset"] == "default"
+print("mteb", mteb.__version__, "loaded", len(list(Path(sys.argv[1]).glob("*.json"))), "results")
+PYEOF
+expect_grep "loaded 2 results" "$tmp/out"
+
 finish

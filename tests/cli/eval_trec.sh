@@ -3,7 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 exe="$KALM_BIN/kalm-eval"
 trec="$KALM_SOURCE_DIR/tests/fixtures/eval/trec"
-PY=/usr/bin/python3
+PY=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 
 for case in basic ties large; do
   expect_rc 0 "$exe" --qrels "$trec/$case.qrels" --run "$trec/$case.run" --per-query && {

@@ -3,7 +3,7 @@
 # bad streams and flags fail cleanly; `prompts` builds persona prompts.
 . "$(dirname "$0")/lib.sh"
 exe="$KALM_BIN/kalm-synth-filter"
-py=/usr/bin/python3
+py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 src=${KALM_SOURCE_DIR:?}
 
 {

@@ -1,10 +1,11 @@
-# --max-length defaults to the model's sentence-transformers max_seq_length
-# (sentence_bert_config.json), as sentence-transformers truncates, else 512.
+# --max-length defaults to the limit sentence-transformers truncates to
+# (sentence_bert_config.json's max_seq_length, else the tokenizer's
+# model_max_length capped at max_position_embeddings), else 512.
 # tests/fixtures/export/model was written by kalm-train with max_seq_length 24.
 . "$(dirname "$0")/lib.sh"
 src=${KALM_SOURCE_DIR:?}
 embed="$KALM_BIN/kalm-embed"
-py=/usr/bin/python3
+py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 model="$src/tests/fixtures/export/model"
 
 long="the cat sleeps on the mat and the dog runs in the park while the fish swims in the river all day long"
@@ -66,7 +67,7 @@ expect_rc 0 "$embed" -q -m "$model" --no-truncate --max-length 512 "$tmp/in.json
 check "--no-truncate with room = --max-length 512" rows_cmp same "$tmp/nt.npy" "$tmp/m512.npy" 0 1
 
 # 3. --help says where the default comes from; --dump-config/--config round-trip.
-expect_rc 0 "$embed" --help && expect_grep "max-length.*the model's max_seq_length from sentence_bert_config.json, else 512" "$tmp/out"
+expect_rc 0 "$embed" --help && expect_grep "max-length.*sentence-transformers' limit for the model, else 512" "$tmp/out"
 expect_rc 0 "$embed" -m "$model" --dump-config && {
   check "dump-config leaves the default out" bash -c "! grep -q '^max-length' '$tmp/out'"
   cp "$tmp/out" "$tmp/def.toml"
@@ -81,17 +82,25 @@ expect_rc 0 "$embed" -q --config "$tmp/512.toml" "$tmp/in.jsonl" -o "$tmp/cfg512
 check "--config max-length=512" rows_cmp same "$tmp/cfg512.npy" "$tmp/m512.npy" 0 1
 expect_rc 2 "$embed" -q -m "$model" --max-length 0 "$tmp/in.jsonl" -o "$tmp/x.npy"
 
-# 4. No sentence_bert_config.json, or max_seq_length null: 512.
+# 4. No max_seq_length in sentence_bert_config.json (none written, as
+#    sentence-transformers 6 does, or null): sentence-transformers' cap, the
+#    tokenizer's model_max_length (24 here) capped at max_position_embeddings
+#    (128); without it, 128; without modules.json (a plain transformers
+#    directory), kalm's default 512.
 plain="$tmp/plain"
 cp -r "$model" "$plain"
 rm "$plain/sentence_bert_config.json"
 expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/plain.safetensors"
-expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/plain.npy"
-check "no config: metadata records 512" test "$(metadata "$tmp/plain.safetensors")" = 512
-check "no config: default = --max-length 512" rows_cmp same "$tmp/plain.npy" "$tmp/m512.npy" 0 1
+check "no max_seq_length: the tokenizer's model_max_length 24" test "$(metadata "$tmp/plain.safetensors")" = 24
 echo '{"max_seq_length": null, "do_lower_case": false}' > "$plain/sentence_bert_config.json"
-expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/null.npy"
-check "null max_seq_length: 512" rows_cmp same "$tmp/null.npy" "$tmp/m512.npy" 0 1
+expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/null.safetensors"
+check "null max_seq_length: 24" test "$(metadata "$tmp/null.safetensors")" = 24
+sed -i 's/"model_max_length": 24/"model_max_length": 1000000000000000019884624838656/' "$plain/tokenizer_config.json"
+expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/cap.safetensors"
+check "no tokenizer limit: max_position_embeddings 128" test "$(metadata "$tmp/cap.safetensors")" = 128
+rm "$plain/modules.json"
+expect_rc 0 "$embed" -q -m "$plain" "$tmp/in.jsonl" -o "$tmp/plain.npy"
+check "no modules.json: default = --max-length 512" rows_cmp same "$tmp/plain.npy" "$tmp/m512.npy" 0 1
 
 # 5. A bad sentence_bert_config.json: exit 1 naming the file, no output.
 bad() {  # bad JSON PATTERN [extra flags]

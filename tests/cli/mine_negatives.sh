@@ -3,7 +3,7 @@
 # model dir covers the embedding path and --from-labels; bad input fails cleanly.
 . "$(dirname "$0")/lib.sh"
 exe="$KALM_BIN/kalm-mine-negatives"
-py=/usr/bin/python3
+py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 src=${KALM_SOURCE_DIR:?}
 
 # write_emb FILE 'rows as JSON': a safetensors file with tensor "embeddings" (f32).

@@ -10,7 +10,7 @@
 require_dictionaries
 B=$KALM_BIN
 src=$KALM_SOURCE_DIR
-PY=/usr/bin/python3
+PY=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 data="$tmp/data"
 expect_rc 0 "$src/examples/wordnet/prepare.sh" "$data" || { cat "$tmp/err"; finish; exit 1; }
 "$src/examples/pipeline/qwen2-config.sh" 0 64 2 1 128 2000 512 > "$tmp/l0.json"

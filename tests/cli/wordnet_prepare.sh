@@ -15,7 +15,7 @@ done
 . "$(dirname "$0")/lib.sh"
 src="$KALM_SOURCE_DIR"
 prep="$src/examples/wordnet/prepare.sh"
-PY=/usr/bin/python3
+PY=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
 
 expect_rc 0 "$prep" "$tmp/a" && {
   cat "$tmp/err"

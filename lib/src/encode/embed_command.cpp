@@ -133,7 +133,7 @@ void add_model_flags(CLI::App& app, const ModelFlagTargets& t) {
   if (t.max_length)
     app.add_option("--max-length", *t.max_length,
                    help(t.max_length_help, "Tokens per text, special tokens included") +
-                       " (default: the model's max_seq_length from sentence_bert_config.json, else " +
+                       " (default: sentence-transformers' limit for the model, else " +
                        std::to_string(kDefaultMaxLength) + ")")
         ->check(CLI::PositiveNumber)
         ->group(cli::kGroupModel);
@@ -211,7 +211,7 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
   std::unique_ptr<text::Tokenizer> tokenizer;
   if (tokens_only) {
     tokenizer = load_tokenizer_only(o.model);
-    model.max_seq_length = model::read_max_seq_length(o.model);
+    model.max_seq_length = sentence_transformers_max_length(o.model, tokenizer.get(), model.max_seq_length_source);
   } else {
     EmbedderSettings settings{o.dtype, o.device, o.pooling, o.attention};
     model = load_embedder(o.model, settings, /*require_tokenizer=*/false);
@@ -230,12 +230,14 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     prefix = it->second;
   }
 
+  // Tokens of the prefix that the pooling leaves out (include_prompt=false).
+  const std::int64_t prompt_skip = tokenizer && model.embedder ? prompt_pool_skip(model, *tokenizer, prefix) : 0;
+
   const std::int64_t max_length = resolve_max_length(o.max_length, model.max_seq_length);
   // The limit and where it came from, for --no-truncate errors.
   const std::string limit =
       "the token limit, " + (o.max_length        ? "--max-length " + std::to_string(max_length)
-                             : model.max_seq_length ? "max_seq_length " + std::to_string(max_length) + " from " +
-                                                          o.model + "/sentence_bert_config.json"
+                             : model.max_seq_length ? model.max_seq_length_source
                                                     : "the default --max-length " + std::to_string(max_length));
   text::EncodeOptions enc;
   enc.add_special_tokens = o.special_tokens;
@@ -351,7 +353,15 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
       continue;
     }
 
-    torch::Tensor pooled = engine->embed(chunk.sequences);
+    std::vector<std::int64_t> pool_from;  // pre-tokenised records carry no prefix
+    if (prompt_skip > 0)
+      for (std::size_t r = 0; r < chunk.ids.size(); ++r) pool_from.push_back(chunk.pretokenized[r] ? 0 : prompt_skip);
+    torch::Tensor pooled;
+    try {
+      pooled = engine->embed(chunk.sequences, {}, pool_from);
+    } catch (const UsageError& e) {  // an all-prompt sequence: name the record, it is bad data
+      throw FormatError("in the records from " + chunk.positions.front() + " on: " + e.what());
+    }
     torch::Tensor emb = finalize_embeddings(pooled, o.dim, o.normalize);
     out_dim = emb.size(1);
     const float* data = emb.data_ptr<float>();

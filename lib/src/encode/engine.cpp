@@ -45,13 +45,18 @@ Engine::Engine(BatchEmbedder& embedder, EngineOptions options)
     : embedder_(embedder), options_(options) {}
 
 torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequences,
-                            const EngineProgress& progress) {
+                            const EngineProgress& progress, const std::vector<std::int64_t>& pool_from) {
   torch::NoGradGuard no_grad;
+  KALM_ASSERT(pool_from.empty() || pool_from.size() == sequences.size(), "one pool start per sequence");
   std::vector<std::size_t> lengths(sequences.size());
   for (std::size_t i = 0; i < sequences.size(); ++i) {
     if (sequences[i].empty())
       throw UsageError("sequence " + std::to_string(i) + " has no tokens");
     lengths[i] = sequences[i].size();
+    if (!pool_from.empty() && pool_from[i] >= static_cast<std::int64_t>(lengths[i]))
+      throw UsageError("sequence " + std::to_string(i) + ": its " + std::to_string(lengths[i]) +
+                       " tokens are all prompt, which the model's pooling leaves out (include_prompt=false): "
+                       "nothing is left to pool (an empty text, or --max-length too short)");
   }
   const auto batches = plan_batches(lengths, options_);
   torch::Tensor out;
@@ -63,19 +68,27 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
     const auto cols = static_cast<std::int64_t>(longest);
     torch::Tensor ids = torch::full({rows, cols}, embedder_.pad_id(), torch::kInt64);
     torch::Tensor mask = torch::zeros({rows, cols}, torch::kInt64);
+    torch::Tensor pool_mask = pool_from.empty() ? mask : torch::zeros({rows, cols}, torch::kInt64);
     auto* id_ptr = ids.data_ptr<std::int64_t>();
     auto* mask_ptr = mask.data_ptr<std::int64_t>();
+    auto* pool_ptr = pool_mask.data_ptr<std::int64_t>();
     std::int64_t batch_tokens = 0;
     for (std::int64_t r = 0; r < rows; ++r) {
-      const auto& seq = sequences[batch[static_cast<std::size_t>(r)]];
+      const std::size_t index = batch[static_cast<std::size_t>(r)];
+      const auto& seq = sequences[index];
+      const std::int64_t skip = pool_from.empty() ? 0 : pool_from[index];
       for (std::size_t t = 0; t < seq.size(); ++t) {
-        id_ptr[r * cols + static_cast<std::int64_t>(t)] = seq[t];
-        mask_ptr[r * cols + static_cast<std::int64_t>(t)] = 1;
+        const auto at = r * cols + static_cast<std::int64_t>(t);
+        id_ptr[at] = seq[t];
+        mask_ptr[at] = 1;
+        if (!pool_from.empty()) pool_ptr[at] = static_cast<std::int64_t>(t) >= skip ? 1 : 0;
       }
       batch_tokens += static_cast<std::int64_t>(seq.size());
     }
     const auto device = embedder_.device();
-    torch::Tensor pooled = embedder_.embed(ids.to(device), mask.to(device));
+    const torch::Tensor mask_on_device = mask.to(device);
+    torch::Tensor pooled = embedder_.embed(ids.to(device), mask_on_device,
+                                           pool_from.empty() ? mask_on_device : pool_mask.to(device));
     pooled = pooled.to(torch::kCPU, torch::kFloat32);
     if (pooled.dim() != 2 || pooled.size(0) != rows)
       throw InternalError("embedder returned a tensor of the wrong shape");

@@ -4,8 +4,10 @@
 
 #include "kalm/error.h"
 #include "kalm/model/checkpoint.h"
+#include "kalm/model/config.h"
 #include "kalm/model/device.h"
 #include "kalm/model/pooling.h"
+#include "kalm/model/sentence_transformers.h"
 #include "kalm/model/transformer.h"
 
 namespace kalm::encode {
@@ -22,9 +24,9 @@ class EncoderEmbedder : public BatchEmbedder {
   EncoderEmbedder(model::LoadedModel loaded, model::Pooling pooling, std::int64_t pad_id)
       : loaded_(std::move(loaded)), pooling_(pooling), pad_id_(pad_id) {}
 
-  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) override {
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& pool_mask) override {
     // Unnormalised: the engine's caller truncates (Matryoshka) before normalising.
-    return loaded_.encoder->embed(ids, mask, pooling_, /*normalize=*/false);
+    return model::pool(loaded_.encoder->forward(ids, mask), pool_mask, pooling_);
   }
   torch::Device device() const override { return loaded_.encoder->device(); }
   std::int64_t pad_id() const override { return pad_id_; }
@@ -48,6 +50,28 @@ std::int64_t resolve_max_length(const std::optional<std::int64_t>& flag,
     return *model_max_seq_length;
   }
   return kDefaultMaxLength;
+}
+
+std::optional<std::int64_t> sentence_transformers_max_length(const std::string& model_dir,
+                                                             const text::Tokenizer* tokenizer, std::string& source) {
+  const fs::path dir(model_dir);
+  if (auto limit = model::read_max_seq_length(model_dir)) {
+    source = "max_seq_length " + std::to_string(*limit) + " from " + (dir / "sentence_bert_config.json").string();
+    return limit;
+  }
+  if (!fs::exists(dir / "modules.json")) return std::nullopt;
+  std::optional<std::int64_t> limit;
+  const fs::path config = dir / "config.json";
+  if (fs::exists(config)) {
+    limit = model::parse_config_file(config.string()).max_position_embeddings;
+    source = "max_position_embeddings " + std::to_string(*limit) + " from " + config.string();
+  }
+  if (tokenizer && tokenizer->model_max_length() &&
+      (!limit || static_cast<std::int64_t>(*tokenizer->model_max_length()) < *limit)) {
+    limit = static_cast<std::int64_t>(*tokenizer->model_max_length());
+    source = "model_max_length " + std::to_string(*limit) + " from " + (dir / "tokenizer_config.json").string();
+  }
+  return limit;
 }
 
 std::unique_ptr<text::Tokenizer> load_tokenizer_only(const std::string& model_dir) {
@@ -78,10 +102,7 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
     pooling = loaded.config.architecture == model::Architecture::Gemma3 ? model::Pooling::LastToken
                                                                           : model::Pooling::Mean;
   }
-  if (!loaded.sentence_transformers.include_prompt)
-    throw ModelError(model_dir + ": the pooling config sets include_prompt=false (prompt tokens left out of the "
-                     "pooling), which kalm does not implement yet; embeddings would differ from "
-                     "sentence-transformers'");
+  out.include_prompt = loaded.sentence_transformers.include_prompt;
 
   out.dim = loaded.config.hidden_size;
   out.vocab_size = loaded.config.vocab_size;
@@ -89,12 +110,26 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
   out.default_prompt_name = loaded.sentence_transformers.default_prompt_name.value_or("");
   out.pooling = std::string(model::pooling_name(pooling));
   out.attention = std::string(model::attention_mode_name(loaded.encoder->attention()));
-  out.max_seq_length = loaded.sentence_transformers.max_seq_length;
+  out.max_seq_length = sentence_transformers_max_length(model_dir, out.tokenizer.get(), out.max_seq_length_source);
   std::int64_t pad = 0;
   if (out.tokenizer && out.tokenizer->pad_id()) pad = *out.tokenizer->pad_id();
   if (pad < 0 || pad >= out.vocab_size) pad = 0;  // padded ids are masked; any valid id will do
   out.embedder = std::make_unique<EncoderEmbedder>(std::move(loaded), pooling, pad);
   return out;
+}
+
+std::int64_t prompt_pool_skip(const LoadedEmbedder& embedder, const text::Tokenizer& tokenizer,
+                              const std::string& prompt) {
+  if (embedder.include_prompt || prompt.empty()) return 0;
+  // sentence-transformers 6 (Transformer._get_prompt_length): the prompt alone,
+  // tokenised with the special tokens the tokenizer adds (a leading BOS counts),
+  // less a trailing special token (an EOS the post-processor appends).
+  text::EncodeOptions options;
+  options.add_special_tokens = true;
+  const auto ids = tokenizer.encode(prompt, options).ids;
+  auto count = static_cast<std::int64_t>(ids.size());
+  if (count > 0 && tokenizer.is_special_id(ids.back())) --count;
+  return count;
 }
 
 }  // namespace kalm::encode

@@ -470,6 +470,14 @@ std::string task_result_json(const TaskResult& r, const ResultMeta& meta) {
   append_key(out, "task_name");
   io::append_json_string(out, r.spec.name);
   out += ",\n  ";
+  // The two keys mteb's TaskResult requires beside those below, so that
+  // mteb.TaskResult.from_disk loads this file: a kalm task is a local
+  // directory (no dataset revision), and no mteb version computed it.
+  append_key(out, "dataset_revision");
+  io::append_json_string(out, "local");
+  out += ",\n  ";
+  append_key(out, "mteb_version");
+  out += "null,\n  ";
   append_key(out, "task_type");
   io::append_json_string(out, std::string(task_kind_name(r.spec.type)));
   out += ",\n  ";

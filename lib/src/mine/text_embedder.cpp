@@ -1,5 +1,7 @@
 #include "kalm/mine/text_embedder.h"
 
+#include <algorithm>
+
 #include "kalm/encode/engine.h"
 #include "kalm/error.h"
 #include "kalm/io/safetensors.h"
@@ -43,11 +45,25 @@ torch::Tensor TextEmbedder::embed(const std::vector<std::string>& texts, const s
     }
     std::vector<std::vector<std::int32_t>> sequences;
     sequences.reserve(encodings.size());
+    std::vector<std::int64_t> pool_from;  // the prefix's tokens, where the pooling leaves them out
     for (std::size_t j = 0; j < encodings.size(); ++j) {
       if (encodings[j].ids.empty()) throw FormatError(where[begin + j] + ": text has no tokens (empty text)");
       sequences.push_back(std::move(encodings[j].ids));
+      if (!loaded_.include_prompt && !prefixes.empty()) {
+        auto [it, fresh] = prompt_skip_.try_emplace(prefixes[begin + j], 0);
+        if (fresh) it->second = encode::prompt_pool_skip(loaded_, *loaded_.tokenizer, prefixes[begin + j]);
+        pool_from.push_back(it->second);
+      }
     }
-    parts.push_back(encode::finalize_embeddings(engine.embed(sequences), 0, /*normalize=*/true));
+    if (!pool_from.empty() && std::all_of(pool_from.begin(), pool_from.end(), [](std::int64_t n) { return n == 0; }))
+      pool_from.clear();
+    torch::Tensor pooled;
+    try {
+      pooled = engine.embed(sequences, {}, pool_from);
+    } catch (const UsageError& e) {  // an all-prompt sequence: bad data, named by where it starts
+      throw FormatError("in the texts from " + where[begin] + " on: " + e.what());
+    }
+    parts.push_back(encode::finalize_embeddings(pooled, 0, /*normalize=*/true));
   }
   return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }

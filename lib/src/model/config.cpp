@@ -46,23 +46,114 @@ std::string field(const std::string& ctx, std::string_view key) {
   return ctx + (!ctx.empty() && ctx.back() == ':' ? " " : ".") + std::string(key);
 }
 
-RopeScaling parse_rope_scaling(JsonElement obj, const std::string& ctx) {
-  RopeScaling out;
-  auto v = json_field(obj, "rope_scaling");
-  if (!v) return out;
-  const std::string here = field(ctx, "rope_scaling");
-  if (!detail::json_is_object(*v)) detail::json_fail(here, "expected an object or null");
-  auto type = json_opt_string(*v, "rope_type", here);
-  if (!type) type = json_opt_string(*v, "type", here);
-  out.type = type.value_or("default");
-  if (out.type == "default") return out;
-  if (out.type != "linear")
-    detail::json_fail(here, "unsupported rope type \"" + out.type +
-                                "\" (kalm supports \"default\" and \"linear\")");
-  auto factor = json_opt_double(*v, "factor", here);
-  if (!factor) detail::json_fail(here, "linear scaling needs a \"factor\"");
-  out.factor = *factor;
+// One RoPE setting as transformers writes it: v4's "rope_scaling" object
+// ({"rope_type"|"type", "factor"}) or one entry of v5's "rope_parameters"
+// ({"rope_type", "rope_theta", "factor"}). kalm implements the "default" and
+// "linear" types; any other type, and any key it does not know, is refused
+// with its name: a setting silently dropped changes every embedding.
+struct RopeEntry {
+  RopeScaling scaling;
+  std::optional<double> theta;
+};
+
+RopeEntry parse_rope_entry(JsonElement v, const std::string& here, bool allow_theta) {
+  if (!detail::json_is_object(v)) detail::json_fail(here, "expected an object");
+  RopeEntry out;
+  auto type = json_opt_string(v, "rope_type", here);
+  if (!type) type = json_opt_string(v, "type", here);
+  out.scaling.type = type.value_or("default");
+  if (out.scaling.type != "default" && out.scaling.type != "linear")
+    detail::json_fail(field(here, json_field(v, "rope_type") ? "rope_type" : "type"),
+                      "unsupported rope type \"" + out.scaling.type + "\" (kalm supports \"default\" and \"linear\")");
+  simdjson::dom::object object;
+  if (v.get_object().get(object) != simdjson::SUCCESS) detail::json_fail(here, "expected an object");
+  for (auto [key, value] : object) {
+    // original_max_position_embeddings only matters to the types kalm refuses
+    // (transformers 5 adds it to every converted v4 setting).
+    if (key == "rope_type" || key == "type" || key == "original_max_position_embeddings") continue;
+    if (key == "rope_theta" && allow_theta) continue;
+    if (key == "factor" && out.scaling.type == "linear") continue;
+    if (key == "factor" && detail::json_is_null(value)) continue;
+    detail::json_fail(field(here, key), "kalm does not implement this RoPE setting for rope type \"" +
+                                            out.scaling.type + "\"");
+  }
+  if (allow_theta) out.theta = json_opt_double(v, "rope_theta", here);
+  if (out.scaling.type == "linear") {
+    auto factor = json_opt_double(v, "factor", here);
+    if (!factor) detail::json_fail(here, "linear scaling needs a \"factor\"");
+    out.scaling.factor = *factor;
+  }
   return out;
+}
+
+// transformers 4: "rope_scaling" (null or absent = none).
+RopeScaling parse_rope_scaling(JsonElement obj, const std::string& ctx) {
+  auto v = json_field(obj, "rope_scaling");
+  if (!v) return {};
+  return parse_rope_entry(*v, field(ctx, "rope_scaling"), /*allow_theta=*/false).scaling;
+}
+
+bool same_scaling(const RopeScaling& a, const RopeScaling& b) {
+  return a.type == b.type && (a.type == "default" || a.factor == b.factor);
+}
+
+std::string describe(const RopeScaling& s) {
+  return s.type == "linear" ? "linear x" + std::to_string(s.factor) : s.type;
+}
+
+// transformers 5: "rope_parameters", one entry for the model (Qwen2) or one per
+// layer type ({"full_attention": {...}, "sliding_attention": {...}}, Gemma3).
+// Called after the v4 fields are read: a v5 value replaces the v4 one, as in
+// transformers 5, but a file that says both and disagrees is refused, since
+// transformers 4 and 5 would then run different models.
+void apply_rope_parameters(JsonElement obj, const std::string& ctx, ModelConfig& c) {
+  auto v = json_field(obj, "rope_parameters");
+  if (!v) return;
+  const std::string here = field(ctx, "rope_parameters");
+  if (!detail::json_is_object(*v)) detail::json_fail(here, "expected an object or null");
+  const bool per_layer_type = json_field(*v, "full_attention") || json_field(*v, "sliding_attention");
+  auto agree = [&](const char* v4_key, bool v4_present, double v4, double v5, const std::string& v5_key) {
+    if (v4_present && v4 != v5)
+      detail::json_fail(here, std::string("\"") + v4_key + "\" (" + std::to_string(v4) + ") and \"" + v5_key + "\" (" +
+                                 std::to_string(v5) + ") disagree (transformers 4 reads the first, 5 the second)");
+  };
+  const bool v4_theta = static_cast<bool>(json_field(obj, "rope_theta"));
+  const bool v4_scaling = static_cast<bool>(json_field(obj, "rope_scaling"));
+  auto apply_global = [&](const RopeEntry& e, const std::string& where) {
+    if (e.theta) {
+      agree("rope_theta", v4_theta, c.rope_theta, *e.theta, where + ".rope_theta");
+      c.rope_theta = *e.theta;
+    }
+    if (v4_scaling && !same_scaling(c.rope_scaling, e.scaling))
+      detail::json_fail(here, "\"rope_scaling\" (" + describe(c.rope_scaling) + ") and \"" + where + "\" (" +
+                                 describe(e.scaling) + ") disagree (transformers 4 reads the first, 5 the second)");
+    c.rope_scaling = e.scaling;
+  };
+  if (!per_layer_type) {
+    if (c.architecture == Architecture::Gemma3)
+      detail::json_fail(here, "expected one entry per layer type (\"full_attention\", \"sliding_attention\"), "
+                              "as transformers 5 writes for gemma3");
+    apply_global(parse_rope_entry(*v, here, true), "rope_parameters");
+    return;
+  }
+  simdjson::dom::object object;
+  if (v->get_object().get(object) != simdjson::SUCCESS) detail::json_fail(here, "expected an object");
+  for (auto [key, value] : object) {
+    const std::string where = field(here, key);
+    if (key == "full_attention") {
+      apply_global(parse_rope_entry(value, where, true), "rope_parameters.full_attention");
+    } else if (key == "sliding_attention") {
+      RopeEntry e = parse_rope_entry(value, where, true);
+      if (e.theta) {
+        agree("rope_local_base_freq", static_cast<bool>(json_field(obj, "rope_local_base_freq")),
+              c.rope_local_base_freq, *e.theta, "rope_parameters.sliding_attention.rope_theta");
+        c.rope_local_base_freq = *e.theta;
+      }
+      c.rope_local_scaling = e.scaling;
+    } else {
+      detail::json_fail(where, "unknown layer type (expected full_attention or sliding_attention)");
+    }
+  }
 }
 
 std::vector<LayerAttention> parse_layer_types(JsonElement obj, const std::string& ctx) {
@@ -109,8 +200,17 @@ void parse_common(JsonElement obj, const std::string& ctx, ModelConfig& c) {
   c.bos_token_id = json_opt_int(obj, "bos_token_id", ctx);
   c.eos_token_id = json_opt_int(obj, "eos_token_id", ctx);
   bool bidirectional = json_opt_bool(obj, "use_bidirectional_attention", ctx).value_or(false);
-  // Custom bidirectional checkpoints (llm2vec-style remote code) often say it this way.
-  if (json_opt_bool(obj, "is_causal", ctx) == std::optional<bool>(false)) bidirectional = true;
+  // transformers 5 runs any decoder bidirectionally under "is_causal": false
+  // (llm2vec-style checkpoints say it this way too). On Gemma3 that also turns
+  // the sliding window into |i - j| <= sliding_window (inclusive, not halved),
+  // unlike use_bidirectional_attention: kalm implements only the latter.
+  if (json_opt_bool(obj, "is_causal", ctx) == std::optional<bool>(false)) {
+    if (c.architecture == Architecture::Gemma3)
+      detail::json_fail(field(ctx, "is_causal"),
+                        "false on gemma3 is not supported (transformers 5 then widens the sliding window to "
+                        "sliding_window tokens each side); say \"use_bidirectional_attention\": true");
+    bidirectional = true;
+  }
   c.use_bidirectional_attention = bidirectional;
   c.layer_types = parse_layer_types(obj, ctx);
 }
@@ -145,6 +245,7 @@ void parse_qwen2(JsonElement obj, const std::string& ctx, ModelConfig& c) {
       detail::json_fail(field(ctx, "layer_types"),
                         "sliding-window attention is not supported for qwen2");
   if (c.layer_types.empty()) c.layer_types.assign(std::max<std::int64_t>(c.num_hidden_layers, 0), LayerAttention::Full);
+  apply_rope_parameters(obj, ctx, c);
 }
 
 void parse_gemma3_text(JsonElement obj, const std::string& ctx, ModelConfig& c) {
@@ -188,6 +289,7 @@ void parse_gemma3_text(JsonElement obj, const std::string& ctx, ModelConfig& c) 
     for (std::int64_t i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % pattern ? LayerAttention::Sliding : LayerAttention::Full);
   }
+  apply_rope_parameters(obj, ctx, c);
 }
 
 void require(bool ok, const ModelConfig& c, const std::string& what) {
@@ -248,6 +350,10 @@ void validate_config(const ModelConfig& c) {
           "unsupported rope_scaling type \"" + c.rope_scaling.type + "\"");
   require(c.rope_scaling.factor > 0 && std::isfinite(c.rope_scaling.factor), c,
           "rope_scaling.factor must be positive");
+  require(c.rope_local_scaling.type == "default" || c.rope_local_scaling.type == "linear", c,
+          "unsupported rope type \"" + c.rope_local_scaling.type + "\" for sliding_attention layers");
+  require(c.rope_local_scaling.factor > 0 && std::isfinite(c.rope_local_scaling.factor), c,
+          "rope_parameters.sliding_attention.factor must be positive");
   require(static_cast<std::int64_t>(c.layer_types.size()) == c.num_hidden_layers, c,
           "layer_types has " + std::to_string(c.layer_types.size()) + " entries but num_hidden_layers is " +
               std::to_string(c.num_hidden_layers));
@@ -351,13 +457,33 @@ std::string config_to_json(const ModelConfig& c, AttentionMode attention, const 
                           ? std::string("null")
                           : "{\"factor\": " + num(c.rope_scaling.factor) + ", \"rope_type\": " +
                                 str(c.rope_scaling.type) + "}";
+  // transformers 5's layout beside 4's (above): 5 reads rope_parameters and
+  // dtype, 4 ignores them; both agree by construction.
+  auto rope_entry = [](double theta, const RopeScaling& s) {
+    std::string e = "{\"rope_theta\": " + num(theta) + ", \"rope_type\": " + str(s.type);
+    if (s.type == "linear") e += ", \"factor\": " + num(s.factor);
+    return e + "}";
+  };
+  f["rope_parameters"] = c.architecture == Architecture::Qwen2
+                             ? rope_entry(c.rope_theta, c.rope_scaling)
+                             : "{\"full_attention\": " + rope_entry(c.rope_theta, c.rope_scaling) +
+                                   ", \"sliding_attention\": " +
+                                   rope_entry(c.rope_local_base_freq, c.rope_local_scaling) + "}";
   f["tie_word_embeddings"] = c.tie_word_embeddings ? "true" : "false";
   f["use_bidirectional_attention"] = attention == AttentionMode::Bidirectional ? "true" : "false";
+  // transformers 5 runs Qwen2 bidirectionally only under "is_causal": false
+  // (it ignores use_bidirectional_attention there); Gemma3 reads the flag above.
+  if (c.architecture == Architecture::Qwen2 && attention == AttentionMode::Bidirectional) f["is_causal"] = "false";
   const std::string dtype = torch_dtype.empty() ? c.torch_dtype : torch_dtype;
-  if (!dtype.empty()) f["torch_dtype"] = str(dtype);
+  if (!dtype.empty()) f["torch_dtype"] = f["dtype"] = str(dtype);
   if (c.pad_token_id) f["pad_token_id"] = std::to_string(*c.pad_token_id);
   if (c.bos_token_id) f["bos_token_id"] = std::to_string(*c.bos_token_id);
   if (c.eos_token_id) f["eos_token_id"] = std::to_string(*c.eos_token_id);
+  std::string types = "[";
+  for (std::size_t i = 0; i < c.layer_types.size(); ++i)
+    types += std::string(i ? ", " : "") +
+             (c.layer_types[i] == LayerAttention::Full ? "\"full_attention\"" : "\"sliding_attention\"");
+  f["layer_types"] = types + "]";
   if (c.architecture == Architecture::Qwen2) {
     f["model_type"] = str("qwen2");
     f["architectures"] = "[\"Qwen2Model\"]";
@@ -373,11 +499,6 @@ std::string config_to_json(const ModelConfig& c, AttentionMode attention, const 
     f["attn_logit_softcapping"] = c.attn_logit_softcapping ? num(*c.attn_logit_softcapping) : "null";
     f["final_logit_softcapping"] = c.final_logit_softcapping ? num(*c.final_logit_softcapping) : "null";
     if (c.sliding_window) f["sliding_window"] = std::to_string(*c.sliding_window);
-    std::string types = "[";
-    for (std::size_t i = 0; i < c.layer_types.size(); ++i)
-      types += std::string(i ? ", " : "") +
-               (c.layer_types[i] == LayerAttention::Full ? "\"full_attention\"" : "\"sliding_attention\"");
-    f["layer_types"] = types + "]";
     // transformers < 4.53 reads only the periodic pattern: write it when one fits.
     for (std::int64_t p = 1; p <= c.num_hidden_layers; ++p) {
       bool fits = true;

@@ -1,18 +1,9 @@
 #include "kalm/model/device.h"
 
 #include <ATen/autocast_mode.h>
-#include <torch/version.h>
 
 #include "kalm/error.h"
 
-// LibTorch 2.4 folded the per-device autocast functions (is_cpu_enabled,
-// set_enabled for CUDA, ...) into ones taking the device type and deprecated
-// the old names; 1.13 (Debian's) has only the old ones.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define KALM_AUTOCAST_BY_DEVICE_TYPE 1
-#else
-#define KALM_AUTOCAST_BY_DEVICE_TYPE 0
-#endif
 
 namespace kalm::model {
 
@@ -51,64 +42,23 @@ torch::Device device_for_local_rank(const torch::Device& device, int local_rank)
   return torch::Device(torch::kCUDA, static_cast<torch::DeviceIndex>(local_rank));
 }
 
-namespace {
-
-bool autocast_enabled(torch::DeviceType type) {
-#if KALM_AUTOCAST_BY_DEVICE_TYPE
-  return at::autocast::is_autocast_enabled(type);
-#else
-  return type == torch::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
-#endif
-}
-
-void set_autocast_enabled(torch::DeviceType type, bool enabled) {
-#if KALM_AUTOCAST_BY_DEVICE_TYPE
-  at::autocast::set_autocast_enabled(type, enabled);
-#else
-  if (type == torch::kCPU)
-    at::autocast::set_cpu_enabled(enabled);
-  else
-    at::autocast::set_enabled(enabled);
-#endif
-}
-
-torch::ScalarType autocast_dtype(torch::DeviceType type) {
-#if KALM_AUTOCAST_BY_DEVICE_TYPE
-  return at::autocast::get_autocast_dtype(type);
-#else
-  return type == torch::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
-#endif
-}
-
-void set_autocast_dtype(torch::DeviceType type, torch::ScalarType dtype) {
-#if KALM_AUTOCAST_BY_DEVICE_TYPE
-  at::autocast::set_autocast_dtype(type, dtype);
-#else
-  if (type == torch::kCPU)
-    at::autocast::set_autocast_cpu_dtype(dtype);
-  else
-    at::autocast::set_autocast_gpu_dtype(dtype);
-#endif
-}
-
-}  // namespace
 
 Autocast::Autocast(const torch::Device& device, bool enabled) : enabled_(enabled), type_(device.type()) {
   if (!enabled_) return;
   if (type_ != torch::kCPU && type_ != torch::kCUDA)
     throw UsageError("bf16 autocast runs on cpu or cuda, not " + device.str());
-  previous_enabled_ = autocast_enabled(type_);
-  previous_dtype_ = autocast_dtype(type_);
-  set_autocast_enabled(type_, true);
-  set_autocast_dtype(type_, at::kBFloat16);
+  previous_enabled_ = at::autocast::is_autocast_enabled(type_);
+  previous_dtype_ = at::autocast::get_autocast_dtype(type_);
+  at::autocast::set_autocast_enabled(type_, true);
+  at::autocast::set_autocast_dtype(type_, at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
 Autocast::~Autocast() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_autocast_enabled(type_, previous_enabled_);
-  set_autocast_dtype(type_, previous_dtype_);
+  at::autocast::set_autocast_enabled(type_, previous_enabled_);
+  at::autocast::set_autocast_dtype(type_, previous_dtype_);
 }
 
 }  // namespace kalm::model

@@ -17,8 +17,18 @@ namespace {
 
 constexpr const char* kModulesName = "modules.json";
 constexpr const char* kStConfigName = "config_sentence_transformers.json";
-constexpr const char* kPoolingType = "sentence_transformers.models.Pooling";
-constexpr const char* kNormalizeType = "sentence_transformers.models.Normalize";
+// Module classes by their last name: sentence-transformers 3 writes
+// "sentence_transformers.models.Pooling", 6 writes
+// "sentence_transformers.sentence_transformer.modules.pooling.Pooling".
+enum class ModuleKind { Transformer, Pooling, Normalize, Other };
+ModuleKind module_kind(const std::string& type) {
+  if (type.rfind("sentence_transformers.", 0) != 0) return ModuleKind::Other;
+  const std::string name = type.substr(type.rfind('.') + 1);
+  if (name == "Transformer") return ModuleKind::Transformer;
+  if (name == "Pooling") return ModuleKind::Pooling;
+  if (name == "Normalize") return ModuleKind::Normalize;
+  return ModuleKind::Other;
+}
 constexpr const char* kDefaultPoolingDir = "1_Pooling";
 constexpr const char* kStBertConfigName = "sentence_bert_config.json";
 
@@ -44,6 +54,11 @@ std::vector<SentenceTransformersModule> read_modules(const std::string& path) {
     m.type = *type;
     if (m.path.find("..") != std::string::npos || (!m.path.empty() && m.path[0] == '/'))
       throw ModelError(here + ".path: \"" + m.path + "\" must stay inside the model directory");
+    // A module kalm does not run (Dense, LayerNorm, a custom one) would change
+    // every embedding: refuse rather than skip it.
+    if (module_kind(m.type) == ModuleKind::Other)
+      throw ModelError(here + ".type: module \"" + m.type +
+                       "\" is not supported (kalm runs Transformer, Pooling and Normalize modules)");
     out.push_back(std::move(m));
   }
   return out;
@@ -75,20 +90,30 @@ void read_pooling(const std::string& path, SentenceTransformersConfig& st) {
     on.push_back(m.key);
     st.pooling = m.pooling;
   }
-  // Newer sentence-transformers may write {"pooling_mode": "mean"} instead.
-  if (auto mode = detail::json_opt_string(doc, "pooling_mode", ctx)) {
-    try {
-      st.pooling = parse_pooling(*mode);
-    } catch (const UsageError&) {
-      throw ModelError(display_name(path) + ": pooling_mode \"" + *mode + "\" is not supported");
+  // sentence-transformers 6 writes {"pooling_mode": "mean"} (or a list of
+  // modes, concatenated) instead of the flags.
+  if (auto value = json_field(doc, "pooling_mode")) {
+    std::vector<std::string> names;
+    simdjson::dom::array list;
+    if (value->get_array().get(list) == simdjson::SUCCESS) {
+      for (JsonElement e : list) names.push_back(json_as_string(e, display_name(path) + ": pooling_mode[]"));
+    } else {
+      names.push_back(json_as_string(*value, display_name(path) + ": pooling_mode"));
     }
-    on.push_back("pooling_mode");
+    for (const auto& name : names) {
+      if (name != "mean" && name != "lasttoken" && name != "cls")
+        throw ModelError(display_name(path) + ": pooling_mode \"" + name +
+                         "\" is not supported (kalm pools by mean, lasttoken or cls)");
+      st.pooling = parse_pooling(name);
+      on.push_back("pooling_mode " + name);
+    }
   }
   if (on.size() > 1)
     throw ModelError(display_name(path) + ": several pooling modes are on (" + on[0] + ", " + on[1] +
                      "); kalm computes exactly one");
   if (on.empty()) throw ModelError(display_name(path) + ": no pooling mode is on");
   st.word_embedding_dimension = detail::json_opt_int(doc, "word_embedding_dimension", ctx);
+  if (!st.word_embedding_dimension) st.word_embedding_dimension = detail::json_opt_int(doc, "embedding_dimension", ctx);
   st.include_prompt = detail::json_opt_bool(doc, "include_prompt", ctx).value_or(true);
 }
 
@@ -153,10 +178,10 @@ SentenceTransformersConfig read_sentence_transformers(const std::string& dir) {
   if (fs::exists(modules)) {
     st.modules = read_modules(modules.string());
     for (const auto& m : st.modules) {
-      if (m.type == kPoolingType) {
+      if (module_kind(m.type) == ModuleKind::Pooling) {
         pooling_dir = m.path;
         pooling_listed = true;
-      } else if (m.type == kNormalizeType) {
+      } else if (module_kind(m.type) == ModuleKind::Normalize) {
         st.normalize = true;
       }
     }

@@ -312,7 +312,7 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
   bool any_sliding = false;
   for (const auto& layer : layer_list_) any_sliding = any_sliding || layer->sliding();
   if (gemma && any_sliding) {
-    auto local = rope(L, config_.rope_local_base_freq, 1.0, dev);
+    auto local = rope(L, config_.rope_local_base_freq, config_.rope_local_scaling.factor, dev);
     cos_local = local.first.to(dt);
     sin_local = local.second.to(dt);
     mask_local = attention_mask_for(valid, true, dt);

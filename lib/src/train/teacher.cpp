@@ -21,6 +21,11 @@ Teacher::Teacher(const std::string& model_dir, std::int64_t query_max_length, st
     throw ModelError(std::string("--teacher: ") + e.what());
   }
   if (!loaded_.tokenizer) throw ModelError("--teacher " + model_dir + ": has no tokenizer (tokenizer.json or tokenizer.model)");
+  // The teacher sees texts with their instructions already joined, so it could
+  // not leave the instruction's tokens out of the pooling as the model asks.
+  if (!loaded_.include_prompt)
+    throw ModelError("--teacher " + model_dir + ": its 1_Pooling/config.json sets include_prompt=false, which "
+                     "kalm supports in kalm-embed, kalm-eval and kalm-mine-negatives but not for teachers");
 }
 
 Teacher::~Teacher() = default;

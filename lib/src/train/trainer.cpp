@@ -18,6 +18,7 @@
 #include "kalm/cli/progress.h"
 #include "kalm/error.h"
 #include "kalm/io/json_writer.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/device.h"
@@ -272,6 +273,9 @@ class Trainer {
   Schedule schedule_ = Schedule::kLinear;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::string tokenizer_dir_;
+  // Resumed: the tokenizer files are read from a checkpoint, which pruning may
+  // delete; each new checkpoint (holding the same files) takes over.
+  bool tokenizer_in_checkpoint_ = false;
   model::Encoder encoder_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   torch::Generator generator_;
@@ -330,6 +334,7 @@ void Trainer::prepare_model(const std::string& resume_dir) {
   if (!o_.attention.empty()) lo.attention = model::parse_attention_mode(o_.attention);
   if (!resume_dir.empty()) {
     tokenizer_dir_ = resume_dir;
+    tokenizer_in_checkpoint_ = true;
     tokenizer_ = text::load_tokenizer(resume_dir);
     encoder_ = model::load_model(resume_dir, lo).encoder;
   } else {
@@ -442,15 +447,16 @@ void Trainer::save_checkpoint() {
   const fs::path final_dir = fs::path(o_.output) / name;
   const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");
   std::error_code ec;
-  fs::remove_all(tmp, ec);
+  io::remove_tree(tmp.string());  // a partial one left by a killed run
   fs::create_directories(tmp);
   write_model_files(tmp.string());
   torch::save(*optimizer_, (tmp / kOptimizerFile).string());
   model::save_safetensors((tmp / kRngFile).string(), {{"loss_generator", generator_.get_state()}});
   write_text_file((tmp / kStateFile).string(), state_json(state_, o_.command_line));
-  fs::remove_all(final_dir, ec);
+  io::remove_tree(final_dir.string());
   fs::rename(tmp, final_dir, ec);
   if (ec) throw IoError(final_dir.string() + ": cannot publish the checkpoint: " + ec.message());
+  if (tokenizer_in_checkpoint_) tokenizer_dir_ = final_dir.string();
   if (o_.keep_checkpoints > 0) prune_checkpoints();
 }
 
@@ -468,7 +474,7 @@ void Trainer::prune_checkpoints() {
   }
   std::sort(found.begin(), found.end());
   const auto keep = static_cast<std::size_t>(o_.keep_checkpoints);
-  for (std::size_t i = 0; i + keep < found.size(); ++i) fs::remove_all(found[i].second, ec);
+  for (std::size_t i = 0; i + keep < found.size(); ++i) io::remove_tree(found[i].second.string());
 }
 
 void Trainer::export_final() {
@@ -654,8 +660,9 @@ TrainResult Trainer::run() {
   result.encoder = encoder_;
   if (!result.stopped) {
     export_final();
-    std::error_code ignore;
-    fs::remove_all(fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : "")), ignore);
+    io::remove_tree_nothrow(
+        (fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : "")))
+            .string());
   }
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "

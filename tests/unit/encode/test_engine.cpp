@@ -8,16 +8,18 @@ namespace {
 // It records every batch it sees, so the tests can check shapes and padding.
 class FakeEmbedder : public kalm::encode::BatchEmbedder {
  public:
-  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) override {
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& pool_mask) override {
     shapes.push_back({ids.size(0), ids.size(1)});
-    auto sum = (ids * mask).sum(1).to(torch::kFloat32);
-    auto count = mask.sum(1).to(torch::kFloat32);
+    attended.push_back(mask.sum().item<std::int64_t>());
+    auto sum = (ids * pool_mask).sum(1).to(torch::kFloat32);
+    auto count = pool_mask.sum(1).to(torch::kFloat32);
     auto width = torch::full({ids.size(0)}, static_cast<float>(ids.size(1)));
     return torch::stack({sum, count, width}, 1);
   }
   torch::Device device() const override { return torch::kCPU; }
   std::int64_t pad_id() const override { return 7; }  // padding must be masked out
   std::vector<std::pair<std::int64_t, std::int64_t>> shapes;
+  std::vector<std::int64_t> attended;  // tokens the attention mask admits, per batch
 };
 }  // namespace
 
@@ -73,6 +75,28 @@ DOCTEST_TEST_CASE("Engine restores input order and masks padding") {
   DOCTEST_CHECK(engine.stats().tokens == 10);
   DOCTEST_CHECK(engine.stats().sequences == 4);
   DOCTEST_CHECK(engine.stats().padded_tokens >= 10);
+}
+
+DOCTEST_TEST_CASE("Engine: pool_from leaves each row's leading tokens out of pooling, not out of attention") {
+  FakeEmbedder model;
+  kalm::encode::Engine engine(model, {});
+  std::vector<std::vector<std::int32_t>> seqs = {{1, 2, 30}, {10, 20, 30, 40}, {5, 6}};
+  auto out = engine.embed(seqs, {}, {2, 1, 0});
+  DOCTEST_CHECK(out[0][0].item<float>() == 30);   // 1, 2 skipped
+  DOCTEST_CHECK(out[0][1].item<float>() == 1);
+  DOCTEST_CHECK(out[1][0].item<float>() == 90);   // 10 skipped
+  DOCTEST_CHECK(out[1][1].item<float>() == 3);
+  DOCTEST_CHECK(out[2][0].item<float>() == 11);   // nothing skipped
+  std::int64_t attended = 0;
+  for (auto n : model.attended) attended += n;
+  DOCTEST_CHECK(attended == 9);  // every token is still attended to
+  // A sequence that is all prompt leaves nothing to pool: refused, not a zero vector.
+  try {
+    engine.embed({{1, 2}, {3, 4}}, {}, {0, 2});
+    DOCTEST_FAIL("expected a UsageError");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()).find("sequence 1: its 2 tokens are all prompt") == 0);
+  }
 }
 
 DOCTEST_TEST_CASE("Engine rejects an empty sequence and handles an empty input") {

@@ -1,5 +1,7 @@
-// The token limit of the model-running tools: --max-length, else the model's
-// sentence_bert_config.json max_seq_length, else 512.
+// The token limit of the model-running tools: --max-length, else
+// sentence-transformers' limit for the model (sentence_bert_config.json's
+// max_seq_length, else the tokenizer's model_max_length capped at
+// max_position_embeddings), else 512.
 
 #include <doctest/doctest.h>
 
@@ -36,8 +38,37 @@ DOCTEST_TEST_CASE("load_embedder carries the model's max_seq_length") {
   auto exported = kalm::encode::load_embedder(fixtures("export/model"), settings, /*require_tokenizer=*/true);
   DOCTEST_CHECK(exported.max_seq_length == 24);
   DOCTEST_CHECK(resolve_max_length(kUnset, exported.max_seq_length) == 24);
-  // No sentence_bert_config.json: unset, so the default applies.
-  auto plain = kalm::encode::load_embedder(fixtures("models/qwen2_causal"), settings, /*require_tokenizer=*/false);
-  DOCTEST_CHECK(!plain.max_seq_length);
-  DOCTEST_CHECK(resolve_max_length(kUnset, plain.max_seq_length) == 512);
+  DOCTEST_CHECK(exported.max_seq_length_source == "max_seq_length 24 from " + fixtures("export/model") +
+                                                    "/sentence_bert_config.json");
+  // A sentence-transformers model (modules.json) without sentence_bert_config.json
+  // and without a tokenizer: config.json's max_position_embeddings, as
+  // sentence-transformers caps it.
+  auto capped = kalm::encode::load_embedder(fixtures("models/qwen2_causal"), settings, /*require_tokenizer=*/false);
+  DOCTEST_CHECK(capped.max_seq_length == 128);
+  DOCTEST_CHECK(capped.max_seq_length_source ==
+                "max_position_embeddings 128 from " + fixtures("models/qwen2_causal") + "/config.json");
+  // sentence-transformers 6 writes no max_seq_length: the tokenizer's
+  // model_max_length (128) when below max_position_embeddings (256).
+  auto v6 = kalm::encode::load_embedder(fixtures("models_v5/qwen2_bidir_last"), settings, /*require_tokenizer=*/true);
+  DOCTEST_CHECK(v6.max_seq_length == 128);
+  DOCTEST_CHECK(v6.max_seq_length_source ==
+                "model_max_length 128 from " + fixtures("models_v5/qwen2_bidir_last") + "/tokenizer_config.json");
+  DOCTEST_CHECK(v6.include_prompt);
+  auto noprompt = kalm::encode::load_embedder(fixtures("models_v5/qwen2_causal_mean_noprompt"), settings, true);
+  DOCTEST_CHECK(!noprompt.include_prompt);
+}
+
+DOCTEST_TEST_CASE("prompt_pool_skip: the prompt's tokens as sentence-transformers counts them") {
+  kalm::encode::EmbedderSettings settings;
+  auto noprompt = kalm::encode::load_embedder(fixtures("models_v5/qwen2_causal_mean_noprompt"), settings, true);
+  const std::string prompt = "Instruct: find\n Query: ";
+  kalm::text::EncodeOptions options;
+  const auto ids = noprompt.tokenizer->encode(prompt, options).ids;
+  DOCTEST_REQUIRE(!ids.empty());
+  DOCTEST_CHECK(kalm::encode::prompt_pool_skip(noprompt, *noprompt.tokenizer, prompt) ==
+                static_cast<std::int64_t>(ids.size()));
+  DOCTEST_CHECK(kalm::encode::prompt_pool_skip(noprompt, *noprompt.tokenizer, "") == 0);
+  // A model that pools the prompt skips nothing.
+  noprompt.include_prompt = true;
+  DOCTEST_CHECK(kalm::encode::prompt_pool_skip(noprompt, *noprompt.tokenizer, prompt) == 0);
 }

@@ -18,6 +18,7 @@
 #include "kalm/error.h"
 #include "kalm/eval/retrieval_metrics.h"
 #include "kalm/eval/trec_files.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/io/zstd_stream.h"
 
 namespace {
@@ -240,7 +241,7 @@ DOCTEST_TEST_CASE("zstd-compressed qrels and runs read the same as plain ones") 
   DOCTEST_CHECK(same_run);
   DOCTEST_CHECK(kalm::eval::evaluate_trec_files(qrels_zst, run_zst, true) ==
                 kalm::eval::evaluate_trec_files(kDir + "basic.qrels", kDir + "basic.run", true));
-  std::filesystem::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
 }
 
 DOCTEST_TEST_CASE("JSON report: trec_eval names, means under all, per-query objects") {

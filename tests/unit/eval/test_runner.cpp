@@ -14,6 +14,7 @@
 #include "kalm/error.h"
 #include "kalm/eval/runner.h"
 #include "kalm/eval/task.h"
+#include "kalm/io/remove_tree.h"
 
 namespace fs = std::filesystem;
 using namespace kalm::eval;
@@ -56,10 +57,10 @@ class TrigramEncoder : public TextEncoder {
 struct TempDir {
   TempDir() {
     path = fs::temp_directory_path() / ("kalm-eval-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path);
+    kalm::io::remove_tree_nothrow(std::filesystem::path(path).string());
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { kalm::io::remove_tree_nothrow(std::filesystem::path(path).string()); }
   void write(const std::string& name, const std::string& text) const {
     fs::create_directories((path / name).parent_path());
     std::ofstream(path / name) << text;

@@ -10,13 +10,14 @@
 
 #include "kalm/error.h"
 #include "kalm/io/atomic_file.h"
+#include "kalm/io/remove_tree.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 fs::path fresh_dir(const std::string& name) {
   fs::path dir = fs::temp_directory_path() / ("kalm_atomic_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
   fs::create_directories(dir);
   return dir;
 }
@@ -45,7 +46,7 @@ DOCTEST_TEST_CASE("a committed file appears whole under its name") {
   }
   DOCTEST_CHECK(slurp(target) == "hello world\n");
   DOCTEST_CHECK(entries(dir) == 1);
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
 }
 
 DOCTEST_TEST_CASE("an uncommitted file leaves nothing behind, and an old output survives") {
@@ -60,7 +61,7 @@ DOCTEST_TEST_CASE("an uncommitted file leaves nothing behind, and an old output 
   }
   DOCTEST_CHECK(slurp(target) == "previous complete output\n");
   DOCTEST_CHECK(entries(dir) == 1);
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
 }
 
 DOCTEST_TEST_CASE("an output in a missing directory is an IoError naming the path") {
@@ -89,7 +90,7 @@ DOCTEST_TEST_CASE("SIGTERM removes pending temporaries") {
   DOCTEST_CHECK(WIFSIGNALED(status));
   DOCTEST_CHECK(WTERMSIG(status) == SIGTERM);
   DOCTEST_CHECK(entries(dir) == 0);
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
 }
 
 DOCTEST_TEST_CASE("'-' and empty names mean stdout") {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "kalm/io/remove_tree.h"
+
 namespace kalm_test {
 
 // A fresh directory, removed with everything in it at scope exit.
@@ -25,7 +27,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    kalm::io::remove_tree_nothrow(std::filesystem::path(path_).string());
   }
   std::string file(const std::string& name) const { return (path_ / name).string(); }
   // Names of the entries in the directory (to spot leftover temporaries).

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "kalm/io/remove_tree.h"
+
 namespace kalm_st_test {
 
 class TempDir {
@@ -29,7 +31,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    kalm::io::remove_tree_nothrow(std::filesystem::path(path_).string());
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

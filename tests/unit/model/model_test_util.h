@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kalm/io/remove_tree.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/tensor_io.h"
 
@@ -32,7 +33,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    kalm::io::remove_tree_nothrow(std::filesystem::path(path_).string());
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

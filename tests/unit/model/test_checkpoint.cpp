@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/model/checkpoint.h"
 #include "model_test_util.h"
 
@@ -61,7 +62,7 @@ DOCTEST_TEST_CASE("checkpoint: sentence-transformers files are read") {
 DOCTEST_TEST_CASE("checkpoint: a directory without sentence-transformers files loads with none") {
   TempDir tmp;
   const std::string dir = copy_fixture("gemma3_bidir", tmp);
-  fs::remove_all(dir + "/1_Pooling");
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir + "/1_Pooling").string());
   fs::remove(dir + "/modules.json");
   fs::remove(dir + "/config_sentence_transformers.json");
   const auto model = kalm::model::load_model(dir);

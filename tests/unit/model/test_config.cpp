@@ -208,6 +208,103 @@ DOCTEST_TEST_CASE("config: config_to_json round-trips") {
                 std::string::npos);
 }
 
+DOCTEST_TEST_CASE("config: transformers 5 layout (rope_parameters, dtype) for Qwen2 and Gemma3") {
+  // As transformers 5.23 saves Qwen2Config(rope_theta=1e6).
+  const auto q = parse_config_json(R"({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "num_hidden_layers": 2, "layer_types": ["full_attention", "full_attention"],
+    "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}, "dtype": "bfloat16"})",
+                                   "config.json");
+  DOCTEST_CHECK(q.rope_theta == 1e6);
+  DOCTEST_CHECK(q.rope_scaling.type == "default");
+  DOCTEST_CHECK(q.torch_dtype == "bfloat16");
+  const auto ql = parse_config_json(R"({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4,
+    "rope_parameters": {"rope_theta": 5e5, "rope_type": "linear", "factor": 2.0}})",
+                                    "config.json");
+  DOCTEST_CHECK(ql.rope_theta == 5e5);
+  DOCTEST_CHECK(ql.rope_scaling.type == "linear");
+  DOCTEST_CHECK(ql.rope_scaling.factor == 2.0);
+  // Gemma3: one entry per layer type; the sliding layers' base and scaling too.
+  const auto g = parse_config_json(R"({"model_type": "gemma3_text", "num_hidden_layers": 3,
+    "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    "rope_parameters": {"full_attention": {"factor": 8.0, "rope_theta": 1000000.0, "rope_type": "linear"},
+                        "sliding_attention": {"rope_theta": 20000.0, "rope_type": "default"}}})",
+                                   "config.json");
+  DOCTEST_CHECK(g.rope_theta == 1e6);
+  DOCTEST_CHECK(g.rope_scaling.type == "linear");
+  DOCTEST_CHECK(g.rope_scaling.factor == 8.0);
+  DOCTEST_CHECK(g.rope_local_base_freq == 20000.0);
+  DOCTEST_CHECK(g.rope_local_scaling.type == "default");
+  const auto gl = parse_config_json(R"({"model_type": "gemma3_text", "num_hidden_layers": 1,
+    "rope_parameters": {"sliding_attention": {"rope_theta": 10000.0, "rope_type": "linear", "factor": 2.0}}})",
+                                    "config.json");
+  DOCTEST_CHECK(gl.rope_local_scaling.factor == 2.0);
+  DOCTEST_CHECK(gl.rope_theta == 1e6);  // the full layers keep transformers' default
+  // The multimodal wrapper: inside text_config.
+  const auto gw = parse_config_json(R"({"model_type": "gemma3", "text_config": {"num_hidden_layers": 2,
+    "rope_parameters": {"full_attention": {"rope_theta": 3e5, "rope_type": "default"},
+                        "sliding_attention": {"rope_theta": 7e3, "rope_type": "default"}}}})",
+                                    "config.json");
+  DOCTEST_CHECK(gw.rope_theta == 3e5);
+  DOCTEST_CHECK(gw.rope_local_base_freq == 7e3);
+  // Both layouts that agree are fine (kalm's own exports say both).
+  const auto both = parse_config_json(R"({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4,
+    "rope_theta": 1e6, "rope_scaling": null, "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}})",
+                                      "config.json");
+  DOCTEST_CHECK(both.rope_theta == 1e6);
+}
+
+DOCTEST_TEST_CASE("config: transformers 5 refusals name the file and the key") {
+  std::string msg = message_of_parse(R"({"model_type": "qwen2",
+    "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters.rope_type: unsupported rope type \"yarn\""));
+  msg = message_of_parse(R"({"model_type": "gemma3_text",
+    "rope_parameters": {"full_attention": {"rope_type": "dynamic", "factor": 2.0}}})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters.full_attention.rope_type: unsupported rope type"));
+  msg = message_of_parse(R"({"model_type": "qwen2",
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters.partial_rotary_factor: kalm does not implement"));
+  msg = message_of_parse(R"({"model_type": "gemma3_text",
+    "rope_parameters": {"full_attention": {"rope_theta": 1e6}, "chunked_attention": {"rope_theta": 1e4}}})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters.chunked_attention: unknown layer type"));
+  msg = message_of_parse(R"({"model_type": "gemma3_text", "rope_parameters": {"rope_theta": 1e6}})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters: expected one entry per layer type"));
+  msg = message_of_parse(R"({"model_type": "qwen2", "rope_parameters": {"rope_type": "linear"}})");
+  DOCTEST_CHECK(contains(msg, "linear scaling needs a \"factor\""));
+  msg = message_of_parse(R"({"model_type": "gemma3_text", "is_causal": false})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: is_causal: false on gemma3 is not supported"));
+  msg = message_of_parse(R"({"model_type": "qwen2", "rope_parameters": 3})");
+  DOCTEST_CHECK(contains(msg, "dir/config.json: rope_parameters: expected an object"));
+  // Two layouts that disagree: transformers 4 and 5 would run different models.
+  msg = message_of_parse(R"({"model_type": "qwen2", "rope_theta": 1e4,
+    "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}})");
+  DOCTEST_CHECK(contains(msg, "\"rope_theta\" (10000.000000) and \"rope_parameters.rope_theta\" (1000000.000000) disagree"));
+  msg = message_of_parse(R"({"model_type": "gemma3_text", "rope_local_base_freq": 1e4,
+    "rope_parameters": {"sliding_attention": {"rope_theta": 2e4, "rope_type": "default"}}})");
+  DOCTEST_CHECK(contains(msg, "\"rope_local_base_freq\""));
+  msg = message_of_parse(R"({"model_type": "gemma3_text", "rope_scaling": {"rope_type": "linear", "factor": 8},
+    "rope_parameters": {"full_attention": {"rope_theta": 1e6, "rope_type": "default"}}})");
+  DOCTEST_CHECK(contains(msg, "\"rope_scaling\" (linear x8.000000) and \"rope_parameters.full_attention\" (default) disagree"));
+}
+
+DOCTEST_TEST_CASE("config: config_to_json writes transformers 4's and 5's keys, which agree") {
+  const auto g = kalm::model::parse_config_file(kalm_model_test::fixture("gemma3_causal") + "/config.json");
+  const std::string json = kalm::model::config_to_json(g, AttentionMode::Causal, "float32");
+  DOCTEST_CHECK(contains(json, "\"rope_parameters\": {\"full_attention\": {\"rope_theta\": "));
+  DOCTEST_CHECK(contains(json, "\"sliding_attention\": {\"rope_theta\": "));
+  DOCTEST_CHECK(contains(json, "\"dtype\": \"float32\""));
+  DOCTEST_CHECK(contains(json, "\"torch_dtype\": \"float32\""));
+  DOCTEST_CHECK(contains(json, "\"rope_local_base_freq\": "));
+  const auto r = parse_config_json(json, "saved");  // would throw if the two layouts disagreed
+  DOCTEST_CHECK(r.rope_scaling.factor == g.rope_scaling.factor);
+  const auto q = kalm::model::parse_config_file(kalm_model_test::fixture("qwen2_bidir") + "/config.json");
+  const std::string qj = kalm::model::config_to_json(q, AttentionMode::Bidirectional);
+  DOCTEST_CHECK(contains(qj, "\"rope_parameters\": {\"rope_theta\": 1e+06, \"rope_type\": \"default\"}"));
+  DOCTEST_CHECK(contains(qj, "\"layer_types\": [\"full_attention\", \"full_attention\"]"));
+  DOCTEST_CHECK(contains(qj, "\"is_causal\": false"));  // what transformers 5 reads for Qwen2
+  DOCTEST_CHECK(!contains(json, "is_causal"));          // Gemma3 reads use_bidirectional_attention
+  DOCTEST_CHECK(parse_config_json(qj, "saved").rope_theta == 1e6);
+}
+
 DOCTEST_TEST_CASE("config: attention mode names") {
   DOCTEST_CHECK(kalm::model::parse_attention_mode("causal") == AttentionMode::Causal);
   DOCTEST_CHECK(kalm::model::parse_attention_mode("bidirectional") == AttentionMode::Bidirectional);

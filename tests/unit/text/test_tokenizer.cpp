@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -61,7 +62,7 @@ struct TempDir {
                                         std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { kalm::io::remove_tree_nothrow(std::filesystem::path(path).string()); }
 };
 
 }  // namespace

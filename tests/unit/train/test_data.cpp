@@ -7,6 +7,7 @@
 #include <set>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/train/data.h"
 
 namespace fs = std::filesystem;
@@ -24,7 +25,7 @@ struct TempDir {
                                         std::to_string(reinterpret_cast<std::uintptr_t>(this)));
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { kalm::io::remove_tree_nothrow(std::filesystem::path(path).string()); }
   std::string write(const std::string& name, const std::string& text) const {
     std::ofstream(path / name) << text;
     return (path / name).string();

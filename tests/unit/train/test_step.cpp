@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/config.h"
 #include "kalm/model/transformer.h"
@@ -101,7 +102,7 @@ DOCTEST_TEST_CASE("embed_for_training: a bad token id is reported, not looked up
 DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model's token embeddings and norm") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("kalm_init_embeddings_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
   fs::create_directories(dir);
   const std::string fixtures = std::string(KALM_FIXTURES_DIR) + "/train";
   TrainOptions donor;
@@ -164,7 +165,7 @@ DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model
   with_init.init_config.clear();
   with_init.init = donor.output;
   DOCTEST_CHECK_THROWS_AS(run_training(with_init), kalm::UsageError);
-  fs::remove_all(dir);
+  kalm::io::remove_tree_nothrow(std::filesystem::path(dir).string());
 }
 
 DOCTEST_TEST_CASE("a 0-layer model is the final norm of the token embeddings") {

@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/sentence_transformers.h"
 #include "kalm/text/tokenizer.h"
@@ -33,10 +34,10 @@ struct TempDir {
   TempDir() {
     path = fs::temp_directory_path() / ("kalm_train_" + std::to_string(::getpid()) + "_" +
                                         std::to_string(reinterpret_cast<std::uintptr_t>(this)));
-    fs::remove_all(path);
+    kalm::io::remove_tree_nothrow(std::filesystem::path(path).string());
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { kalm::io::remove_tree_nothrow(std::filesystem::path(path).string()); }
   std::string sub(const std::string& name) const { return (path / name).string(); }
 };
 

@@ -23,8 +23,12 @@ class BatchEmbedder {
  public:
   virtual ~BatchEmbedder() = default;
   // ids, mask: [B, L] int64 on device(); mask is 1 for tokens, 0 for padding.
+  // pool_mask: [B, L] int64, 1 for the tokens to pool: the mask, less each
+  // row's leading prompt tokens where the pooling leaves them out
+  // (sentence-transformers' include_prompt=false). Attention sees `mask`.
   // Returns [B, D] pooled embeddings (any floating dtype, not yet normalised).
-  virtual torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask) = 0;
+  virtual torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask,
+                              const torch::Tensor& pool_mask) = 0;
   virtual torch::Device device() const = 0;
   virtual std::int64_t pad_id() const { return 0; }
 };
@@ -57,9 +61,12 @@ class Engine {
   Engine(BatchEmbedder& embedder, EngineOptions options);
 
   // Embeds every sequence; returns [N, D] float32 on the CPU in input order.
-  // An empty sequence is a UsageError (a model needs at least one token).
+  // pool_from: empty, or per sequence the number of leading tokens left out of
+  // pooling (the prompt under include_prompt=false; see prompt_pool_skip()).
+  // An empty sequence, or one with nothing after its skipped tokens, is a
+  // UsageError (there would be nothing to pool).
   torch::Tensor embed(const std::vector<std::vector<std::int32_t>>& sequences,
-                      const EngineProgress& progress = {});
+                      const EngineProgress& progress = {}, const std::vector<std::int64_t>& pool_from = {});
 
   const EngineStats& stats() const { return stats_; }
 

@@ -37,7 +37,9 @@ struct LoadedEmbedder {
   std::string default_prompt_name;               // "" when unset
   std::string pooling;                           // the pooling in effect
   std::string attention;                         // the attention in effect
-  std::optional<std::int64_t> max_seq_length;    // sentence_bert_config.json; nullopt when unset
+  std::optional<std::int64_t> max_seq_length;    // sentence-transformers' limit; nullopt: not such a model
+  std::string max_seq_length_source;             // where max_seq_length comes from, for messages
+  bool include_prompt = true;                    // false: prompt tokens are not pooled (1_Pooling/config.json)
 };
 
 // The one rule for the token limit of the model-running tools (special tokens
@@ -47,10 +49,28 @@ struct LoadedEmbedder {
 std::int64_t resolve_max_length(const std::optional<std::int64_t>& flag,
                                 const std::optional<std::int64_t>& model_max_seq_length);
 
+// sentence-transformers' token limit for a model directory, as it resolves it:
+// sentence_bert_config.json's max_seq_length; else, for a sentence-transformers
+// model (modules.json) whose file leaves it out (sentence-transformers 6 writes
+// none), the tokenizer's model_max_length capped at config.json's
+// max_position_embeddings; else nullopt (kalm's default applies). `source`
+// receives where the value came from.
+std::optional<std::int64_t> sentence_transformers_max_length(const std::string& model_dir,
+                                                             const text::Tokenizer* tokenizer, std::string& source);
+
 // Opens `model_dir`; a missing tokenizer is allowed only when require_tokenizer
 // is false (pre-tokenised input). Throws ModelError / FormatError naming the file.
 LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSettings& settings,
                              bool require_tokenizer);
+
+// How many leading tokens of a text prefixed with `prompt` the pooling leaves
+// out: 0 unless the model pools with include_prompt=false, then the prompt's
+// token count as sentence-transformers measures it (the prompt tokenised alone
+// with the tokenizer's special tokens, less a trailing special token). Pass the
+// result to Engine::embed's pool_from for every text carrying that prompt.
+// `tokenizer` is the model's (LoadedEmbedder::tokenizer, which a caller may have taken).
+std::int64_t prompt_pool_skip(const LoadedEmbedder& embedder, const text::Tokenizer& tokenizer,
+                              const std::string& prompt);
 
 // Only the tokenizer (for --output-format tokens). Throws ModelError.
 std::unique_ptr<text::Tokenizer> load_tokenizer_only(const std::string& model_dir);

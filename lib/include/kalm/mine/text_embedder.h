@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ class TextEmbedder {
   ModelFlags flags_;
   encode::LoadedEmbedder loaded_;
   std::int64_t max_length_ = encode::kDefaultMaxLength;
+  std::map<std::string, std::int64_t> prompt_skip_;  // prefix -> its tokens left out of pooling
 };
 
 // Reads tensor "embeddings" [rows, D] from a safetensors file as float32

@@ -12,8 +12,15 @@
 // configs rely on them: a gemma-3-4b text_config has no num_attention_heads),
 // so a config means the same here as in transformers. Values transformers would
 // accept but kalm cannot honour are refused, never ignored: Qwen2 with
-// use_sliding_window, an activation other than the family's, rope_scaling other
-// than "default" / "linear", head counts that do not divide.
+// use_sliding_window, an activation other than the family's, a RoPE type other
+// than "default" / "linear" or a RoPE key kalm does not know, head counts that
+// do not divide.
+//
+// Both config layouts are read: transformers 4 ("rope_theta", "rope_scaling",
+// Gemma3's "rope_local_base_freq" and "sliding_window_pattern", "torch_dtype")
+// and transformers 5 ("rope_parameters", per layer type for Gemma3, "dtype",
+// "layer_types"). Where a file has both and they disagree, it is refused.
+// config_to_json writes both, so either version loads kalm's exports.
 //
 // Thread safety: plain values; the functions are reentrant.
 
@@ -56,6 +63,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;  // Gemma3: the global layers' base
   RopeScaling rope_scaling;     // Gemma3: global layers only (as transformers)
   double rope_local_base_freq = 10000.0;  // Gemma3 local (sliding) layers
+  RopeScaling rope_local_scaling;         // Gemma3 local layers (only transformers 5 can say one)
 
   // Gemma3 sliding window exactly as written in config.json (transformers
   // rewrites it for bidirectional attention; see attention_window()).

@@ -91,6 +91,9 @@ class Tokenizer {
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
   std::optional<int32_t> unk_id() const { return unk_id_; }
+  // One of those four (transformers' all_special_ids, less the
+  // additional_special_tokens no post-processor appends).
+  bool is_special_id(int32_t id) const { return id == pad_id_ || id == bos_id_ || id == eos_id_ || id == unk_id_; }
   // tokenizer_config.json `model_max_length` when present and sane.
   std::optional<std::size_t> model_max_length() const { return model_max_length_; }
   // Where it was loaded from, for messages and provenance.

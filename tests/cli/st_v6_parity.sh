@@ -1,0 +1,72 @@
+# kalm-embed against sentence-transformers 6 / transformers 5 on checkpoints they
+# saved (tests/fixtures/models_v5, gen_fixtures.py): the v5 config layout
+# (rope_parameters per layer type, dtype, is_causal / use_bidirectional_attention),
+# sentence-transformers 6's module and pooling files, include_prompt=false with
+# a prompt, last-token pooling under left and right padding. kalm's unnormalised
+# embeddings must equal sentence-transformers' encode() to float32 rounding.
+. "$(dirname "$0")/lib.sh"
+src=${KALM_SOURCE_DIR:?}
+embed="$KALM_BIN/kalm-embed"
+py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/setup.sh)}
+fx="$src/tests/fixtures/models_v5"
+
+compare() {  # NAME VARIANT OUT.npy: max |kalm - ST| relative to the row's norm <= 1e-5
+  expect_rc 0 "$py" - "$fx/expected.safetensors" "$1.$2" "$3" <<'PY'
+import sys, numpy as np, safetensors.numpy
+want = safetensors.numpy.load_file(sys.argv[1])[sys.argv[2]]
+got = np.load(sys.argv[3])
+assert got.shape == want.shape, (got.shape, want.shape)
+err = (np.abs(got - want).max(axis=1) / np.linalg.norm(want, axis=1)).max()
+assert err <= 1e-5, f"{sys.argv[2]}: relative error {err:.3g}"
+PY
+}
+
+for name in qwen2_causal_mean_noprompt qwen2_bidir_last gemma3_causal_last_left gemma3_bidir_mean_noprompt; do
+  expect_rc 0 "$embed" -q -m "$fx/$name" --no-normalize "$fx/texts.jsonl" -o "$tmp/$name.plain.npy" &&
+    compare "$name" plain "$tmp/$name.plain.npy"
+  expect_rc 0 "$embed" -q -m "$fx/$name" --no-normalize --prompt query "$fx/texts.jsonl" -o "$tmp/$name.query.npy" &&
+    compare "$name" query "$tmp/$name.query.npy"
+done
+
+# include_prompt=false really leaves the prompt out: with it pooled, the numbers differ.
+mkdir -p "$tmp/with_prompt"
+cp -r "$fx/qwen2_causal_mean_noprompt/." "$tmp/with_prompt/"
+sed -i 's/"include_prompt": false/"include_prompt": true/' "$tmp/with_prompt/1_Pooling/config.json"
+expect_rc 0 "$embed" -q -m "$tmp/with_prompt" --no-normalize --prompt query "$fx/texts.jsonl" -o "$tmp/wp.npy"
+expect_rc 0 "$py" -c "
+import numpy as np
+a = np.load('$tmp/wp.npy'); b = np.load('$tmp/qwen2_causal_mean_noprompt.query.npy')
+assert np.abs(a - b).max() > 1e-2, np.abs(a - b).max()"
+
+# A text that is all prompt once truncated leaves nothing to pool: exit 1, named.
+expect_rc 1 "$embed" -q -m "$fx/qwen2_causal_mean_noprompt" --prompt query --max-length 4 "$fx/texts.jsonl" \
+  -o "$tmp/none.npy"
+expect_grep "all prompt, which the model's pooling leaves out" "$tmp/err"
+expect_no_file "$tmp/none.npy"
+
+# A RoPE type kalm does not implement is refused with the file and key, not run with defaults.
+mkdir -p "$tmp/yarn"
+cp -r "$fx/qwen2_bidir_last/." "$tmp/yarn/"
+"$py" - "$tmp/yarn/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1000000.0}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+expect_rc 1 "$embed" -q -m "$tmp/yarn" "$fx/texts.jsonl" -o "$tmp/yarn.npy"
+expect_grep "config.json: rope_parameters.rope_type: unsupported rope type \"yarn\"" "$tmp/err"
+
+# A module kalm does not run (Dense changes every vector) is refused, not skipped.
+mkdir -p "$tmp/dense"
+cp -r "$fx/qwen2_bidir_last/." "$tmp/dense/"
+"$py" - "$tmp/dense/modules.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m.append({"idx": 2, "name": "2", "path": "2_Dense",
+          "type": "sentence_transformers.sentence_transformer.modules.dense.Dense"})
+json.dump(m, open(sys.argv[1], "w"))
+PY
+expect_rc 1 "$embed" -q -m "$tmp/dense" "$fx/texts.jsonl" -o "$tmp/dense.npy"
+expect_grep "modules.json: \[2\].type: module \"sentence_transformers.sentence_transformer.modules.dense.Dense\" is not supported" "$tmp/err"
+
+finish
