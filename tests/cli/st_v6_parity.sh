@@ -69,4 +69,43 @@ PY
 expect_rc 1 "$embed" -q -m "$tmp/dense" "$fx/texts.jsonl" -o "$tmp/dense.npy"
 expect_grep "modules.json: \[2\].type: module \"sentence_transformers.sentence_transformer.modules.dense.Dense\" is not supported" "$tmp/err"
 
+# kalm-mine-negatives leaves the instruction out of the pooling too: its
+# positive scores are the cosines of kalm-embed's instructed queries (checked
+# against sentence-transformers above) and its passages; with the prompt
+# pooled (include_prompt true) they differ.
+cat > "$tmp/groups.jsonl" <<'J'
+{"query": "what is the capital of france", "pos": ["paris is the capital of france"]}
+{"query": "hello world", "pos": ["a friendly greeting to everyone"]}
+{"query": "numbers 12345", "pos": ["digits and more digits"]}
+{"query": "the lazy dog", "pos": ["a dog that sleeps all day"]}
+J
+mine="$KALM_BIN/kalm-mine-negatives"
+for variant in noprompt:"$fx/qwen2_causal_mean_noprompt" withprompt:"$tmp/with_prompt"; do
+  name=${variant%%:*} dir=${variant#*:}
+  expect_rc 0 "$mine" -q --model "$dir" --instruction "Given a query" --range 0-3 --negatives 1 --scores \
+    -o "$tmp/mined-$name.jsonl" "$tmp/groups.jsonl" || continue
+  "$py" -c "
+import json, sys
+for l in open('$tmp/groups.jsonl'):
+    print(json.dumps({'text': json.loads(l)['query']}))" > "$tmp/q.jsonl"
+  "$py" -c "
+import json, sys
+for l in open('$tmp/groups.jsonl'):
+    print(json.dumps({'text': json.loads(l)['pos'][0]}))" > "$tmp/p.jsonl"
+  expect_rc 0 "$embed" -q -m "$dir" --instruction "Given a query" "$tmp/q.jsonl" -o "$tmp/q-$name.npy"
+  expect_rc 0 "$embed" -q -m "$dir" "$tmp/p.jsonl" -o "$tmp/p-$name.npy"
+done
+expect_rc 0 "$py" - "$tmp" <<'PY'
+import json, sys, numpy as np
+d = sys.argv[1]
+scores = {}
+for name in ("noprompt", "withprompt"):
+    mined = [json.loads(l)["pos_scores"][0] for l in open(f"{d}/mined-{name}.jsonl")]
+    q, p = np.load(f"{d}/q-{name}.npy"), np.load(f"{d}/p-{name}.npy")
+    want = (q * p).sum(axis=1)
+    assert np.abs(np.array(mined) - want).max() <= 1e-5, (name, mined, want)
+    scores[name] = np.array(mined)
+assert np.abs(scores["noprompt"] - scores["withprompt"]).max() > 1e-3, scores
+PY
+
 finish
