@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hf_json.h"
+#include "subword_model.h"
 
 namespace kalm::text::detail {
 
@@ -65,19 +66,18 @@ class MergeMap {
   std::size_t size_ = 0;
 };
 
-class BpeModel {
+class BpeModel final : public SubwordModel {
  public:
   // `model` is the tokenizer.json "model" object; ctx names it in errors.
   BpeModel(JsonElement model, const std::string& ctx);
 
   // Appends the ids of one pre-token (non-empty, valid UTF-8) to `out`.
   // Throws ModelError when the unk token is needed but missing from the vocab.
-  void tokenize(std::string_view word, std::vector<int32_t>& out) const;
+  void tokenize(std::string_view word, std::vector<int32_t>& out) const override;
 
-  std::optional<int32_t> token_to_id(std::string_view token) const;
-  // nullptr when no vocab entry has this id.
-  const std::string_view* id_to_token(int32_t id) const;
-  std::size_t id_limit() const { return id_to_token_.size(); }  // max id + 1
+  std::optional<int32_t> token_to_id(std::string_view token) const override;
+  const std::string_view* id_to_token(int32_t id) const override;
+  std::size_t id_limit() const override { return id_to_token_.size(); }
 
  private:
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;

@@ -1,5 +1,5 @@
 // The Hugging Face tokenizer.json tokenizer: added tokens -> normalizer ->
-// pre-tokenizer -> BPE -> post-processor, and the reverse through the decoder.
+// pre-tokenizer -> model (BPE or Unigram) -> post-processor, and the reverse through the decoder.
 #include <simdjson.h>
 
 #include <algorithm>
@@ -7,11 +7,11 @@
 #include <sstream>
 
 #include "added_vocabulary.h"
-#include "bpe_model.h"
 #include "hf_components.h"
 #include "kalm/error.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/text/unicode.h"
+#include "subword_model.h"
 #include "tokenizer_config.h"
 
 namespace kalm::text {
@@ -31,7 +31,7 @@ class HfTokenizer final : public Tokenizer {
     if (auto n = json_field(root, "normalizer")) normalizer_ = make_normalizer(*n, ctx + ".normalizer");
     if (auto p = json_field(root, "pre_tokenizer"))
       pre_tokenizer_ = make_pre_tokenizer(*p, ctx + ".pre_tokenizer");
-    model_ = std::make_unique<BpeModel>(json_require(root, "model", ctx), ctx + ".model");
+    model_ = make_subword_model(json_require(root, "model", ctx), ctx + ".model");
     if (auto d = json_field(root, "decoder")) decoder_ = make_decoder(*d, ctx + ".decoder");
     if (auto pp = json_field(root, "post_processor"))
       post_processor_ = make_post_processor(*pp, ctx + ".post_processor");
@@ -58,7 +58,7 @@ class HfTokenizer final : public Tokenizer {
     for (std::size_t id = 0; id < model_->id_limit(); ++id) {
       if (model_->id_to_token(static_cast<int32_t>(id))) ++model_entries;
     }
-    const BpeModel& model = *model_;
+    const SubwordModel& model = *model_;
     added_.build(std::move(added), model_entries,
                  [&model](const std::string& s) { return model.token_to_id(s); },
                  normalizer_.get());
@@ -181,7 +181,7 @@ class HfTokenizer final : public Tokenizer {
 
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
-  std::unique_ptr<BpeModel> model_;
+  std::unique_ptr<SubwordModel> model_;
   std::unique_ptr<Decoder> decoder_;
   std::unique_ptr<PostProcessor> post_processor_;
   AddedVocabulary added_;

@@ -1,5 +1,7 @@
 #include "spm_proto.h"
 
+#include <cstring>
+
 #include "kalm/error.h"
 
 namespace kalm::text::detail {
@@ -8,16 +10,21 @@ namespace {
 
 // ModelProto field numbers (sentencepiece_model.proto).
 constexpr uint32_t kPiecesField = 1;
+constexpr uint32_t kTrainerSpecField = 2;
 constexpr uint32_t kNormalizerSpecField = 3;
 constexpr uint32_t kSelfTestDataField = 4;
+// TrainerSpec field numbers.
+constexpr uint32_t kModelTypeField = 3;
 // SentencePiece (one piece) field numbers.
 constexpr uint32_t kPieceTextField = 1;
+constexpr uint32_t kPieceScoreField = 2;
 constexpr uint32_t kPieceTypeField = 3;
 
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
 
 // One field of a message: its number, wire type, the whole encoded field
-// (key included) and, for varints and length-delimited fields, the value.
+// (key included) and the value: `varint`, or `bytes` for length-delimited and
+// fixed-width fields.
 struct Field {
   uint32_t number = 0;
   uint32_t wire_type = 0;
@@ -45,10 +52,10 @@ class Reader {
         f.varint = varint();
         break;
       case kFixed64:
-        skip(8);
+        f.bytes = skip(8);
         break;
       case kFixed32:
-        skip(4);
+        f.bytes = skip(4);
         break;
       case kLengthDelimited: {
         const uint64_t n = varint();
@@ -76,9 +83,10 @@ class Reader {
     fail("varint longer than 10 bytes");
   }
 
-  void skip(std::size_t n) {
+  std::string_view skip(std::size_t n) {
     if (n > data_.size() - pos_) fail("a field runs past the end");
     pos_ += n;
+    return data_.substr(pos_ - n, n);
   }
 
   [[noreturn]] void fail(const std::string& why) const {
@@ -115,11 +123,32 @@ std::vector<SpmPiece> spm_pieces(std::string_view model_proto, const std::string
     while (!reader.done()) {
       const Field p = reader.next();
       if (p.number == kPieceTextField && p.wire_type == kLengthDelimited) piece.piece = std::string(p.bytes);
+      if (p.number == kPieceScoreField && p.wire_type == kFixed32) {
+        // protobuf's float: IEEE-754 single precision, little-endian.
+        uint32_t bits = 0;
+        for (int k = 3; k >= 0; --k) bits = (bits << 8) | static_cast<unsigned char>(p.bytes[k]);
+        std::memcpy(&piece.score, &bits, sizeof bits);
+      }
       if (p.number == kPieceTypeField && p.wire_type == kVarint) piece.type = static_cast<SpmPieceType>(p.varint);
     }
     pieces.push_back(std::move(piece));
   }
   return pieces;
+}
+
+SpmModelType spm_model_type(std::string_view model_proto, const std::string& source) {
+  SpmModelType type = SpmModelType::kUnigram;
+  Reader model(model_proto, source, "ModelProto");
+  while (!model.done()) {
+    const Field f = model.next();
+    if (f.number != kTrainerSpecField || f.wire_type != kLengthDelimited) continue;
+    Reader spec(f.bytes, source, "trainer_spec");
+    while (!spec.done()) {
+      const Field t = spec.next();
+      if (t.number == kModelTypeField && t.wire_type == kVarint) type = static_cast<SpmModelType>(t.varint);
+    }
+  }
+  return type;
 }
 
 std::string spm_with_identity_normalizer(std::string_view model_proto, const std::string& source) {

@@ -16,8 +16,16 @@ enum class SpmPieceType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDe
 
 struct SpmPiece {
   std::string piece;
+  float score = 0.0f;
   SpmPieceType type = SpmPieceType::kNormal;
 };
+
+// sentencepiece_model.proto, TrainerSpec.ModelType.
+enum class SpmModelType : int { kUnigram = 1, kBpe = 2, kWord = 3, kChar = 4 };
+
+// trainer_spec.model_type of a serialized ModelProto (UNIGRAM when unset, as in
+// sentencepiece). Throws ModelError naming `source` on malformed bytes.
+SpmModelType spm_model_type(std::string_view model_proto, const std::string& source);
 
 // The pieces of a serialized ModelProto, in id order. Throws ModelError naming
 // `source` when the bytes are not a well-formed protobuf message.

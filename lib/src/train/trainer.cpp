@@ -361,11 +361,15 @@ void Trainer::prepare_model(const std::string& resume_dir) {
       so.normalization_rule_name = "identity";
       so.remove_extra_whitespaces = false;
       text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
-      // What transformers needs to pick a class for a bare tokenizer.model; the
-      // settings keep its ids equal to kalm's (no added bos/eos, plain
-      // SentencePiece encoding) and give sentence-transformers a pad token.
+      // The tokenizer.json of LlamaTokenizerFast, read as it is by every
+      // transformers version and by kalm (transformers 5 would rebuild a
+      // LlamaTokenizer's pipeline and give other ids); tokenizer.model stays for
+      // sentencepiece users. The config keeps the ids equal to kalm's (no added
+      // bos/eos) and gives sentence-transformers a pad token.
+      write_text_file(tokenizer_dir_ + "/tokenizer.json",
+                      text::sentencepiece_to_tokenizer_json(tokenizer_dir_ + "/tokenizer.model"));
       write_text_file(tokenizer_dir_ + "/tokenizer_config.json",
-                      "{\n  \"tokenizer_class\": \"LlamaTokenizer\",\n  \"legacy\": true,\n"
+                      "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
                       "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
                       "  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
                       "  \"unk_token\": \"<unk>\",\n  \"pad_token\": \"<unk>\",\n  \"model_max_length\": " +

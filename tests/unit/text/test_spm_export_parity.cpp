@@ -168,3 +168,60 @@ DOCTEST_TEST_CASE("export: legacy false and a bare tokenizer.model") {
     DOCTEST_CHECK_THROWS_AS(kalm::text::load_tokenizer(dir.path.string()), kalm::ModelError);
   }
 }
+
+// kalm-train exports a trained tokenizer.model as the tokenizer.json that
+// LlamaTokenizerFast builds from it (sentencepiece_to_tokenizer_json), with
+// tokenizer_class PreTrainedTokenizerFast: transformers 5 reads that file as it
+// is. Read back through kalm's Unigram path it must give the oracle's "fast" ids
+// for every text, as the tokenizer.model path does.
+DOCTEST_TEST_CASE("export: the tokenizer.json written for a tokenizer.model gives LlamaTokenizerFast's ids") {
+  std::size_t max_length = 0;
+  const std::vector<Row> rows = read_rows(max_length);
+  DOCTEST_REQUIRE(rows.size() >= 200);
+  const std::string json = kalm::text::sentencepiece_to_tokenizer_json(kExportDir + "/model/tokenizer.model");
+  DOCTEST_CHECK(json.find("\"type\": \"Unigram\"") != std::string::npos);
+  auto tok = kalm::text::parse_hf_tokenizer_json(
+      json,
+      R"({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+          "unk_token": "<unk>", "pad_token": "<unk>", "model_max_length": 24})",
+      "exported tokenizer.json");
+  DOCTEST_CHECK(tok->pad_id() == 0);
+  DOCTEST_CHECK(tok->bos_id() == 1);
+  DOCTEST_CHECK(tok->num_special_tokens_added() == 0);
+  auto spm = kalm::text::load_tokenizer(kExportDir + "/model");
+  DOCTEST_CHECK(tok->vocab_size() == spm->vocab_size());
+  for (const Row& row : rows) {
+    DOCTEST_INFO("text: \"" << row.text << "\"");
+    DOCTEST_CHECK(tok->encode(row.text, kalm::text::EncodeOptions{false, std::nullopt}).ids == row.fast);
+    DOCTEST_CHECK(tok->encode(row.text, kalm::text::EncodeOptions{true, std::nullopt}).ids == row.fast_special);
+    DOCTEST_CHECK(tok->encode(row.text, kalm::text::EncodeOptions{true, max_length}).ids == row.fast_trunc);
+  }
+  // Decoding: the Llama decoder (spaces back, prefix space stripped).
+  const auto ids = tok->encode("a horse runs", kalm::text::EncodeOptions{false, std::nullopt}).ids;
+  DOCTEST_CHECK(tok->decode(ids, true) == spm->decode(ids, true));
+}
+
+DOCTEST_TEST_CASE("export: sentencepiece_to_tokenizer_json refuses what it cannot convert") {
+  TempDir dir;
+  const std::string path = (dir.path / "tokenizer.model").string();
+  {
+    std::ofstream(path, std::ios::binary) << "\x0a\xff\xff\xff";
+  }
+  DOCTEST_CHECK_THROWS_AS(kalm::text::sentencepiece_to_tokenizer_json(path), kalm::ModelError);
+  DOCTEST_CHECK_THROWS_AS(kalm::text::sentencepiece_to_tokenizer_json((dir.path / "missing.model").string()),
+                          kalm::ModelError);
+  // A BPE SentencePiece model: transformers derives merges kalm does not reproduce.
+  kalm::text::SentencePieceTrainOptions so;
+  so.model_type = "bpe";
+  so.vocab_size = 40;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 50; ++i) texts.push_back("the horse runs over the hill " + std::to_string(i));
+  kalm::text::train_sentencepiece(texts, so, path);
+  try {
+    kalm::text::sentencepiece_to_tokenizer_json(path);
+    DOCTEST_FAIL("a BPE model was converted");
+  } catch (const kalm::ModelError& e) {
+    DOCTEST_CHECK(std::string(e.what()).find("model_type") != std::string::npos);
+    DOCTEST_CHECK(std::string(e.what()).find(path) != std::string::npos);
+  }
+}

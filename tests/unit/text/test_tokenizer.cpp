@@ -281,7 +281,10 @@ DOCTEST_TEST_CASE("malformed or unsupported tokenizer.json: ModelError naming th
   };
   DOCTEST_CHECK(error_of("{not json").find("x/tokenizer.json: not valid JSON") != std::string::npos);
   DOCTEST_CHECK(error_of("[]").find("expected an object") != std::string::npos);
-  DOCTEST_CHECK(error_of(R"({"model": {"type": "Unigram", "vocab": []}})").find("Unigram") != std::string::npos);
+  DOCTEST_CHECK(error_of(R"({"model": {"type": "WordLevel", "vocab": {}}})")
+                    .find("x/tokenizer.json.model.type: unsupported model type \"WordLevel\"") != std::string::npos);
+  DOCTEST_CHECK(error_of(R"({"model": {"type": "Unigram", "vocab": [], "unk_id": 0}})").find("unk_id") !=
+                std::string::npos);
   DOCTEST_CHECK(error_of(abc_model(R"([["a", "z"]])")).find("merges[0]") != std::string::npos);
   DOCTEST_CHECK(error_of(abc_model(R"(["a b c"])")).find("merges[0]") != std::string::npos);
   DOCTEST_CHECK(error_of(abc_model(R"([["c", "a"]])")).find("\"ca\" is not in the vocab") != std::string::npos);

@@ -134,6 +134,20 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer_json(std::string_view tokenizer_js
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path,
                                               const std::string& tokenizer_config_path = "");
 
+// The tokenizer.json that transformers 4's AutoTokenizer builds from a unigram
+// SentencePiece model under tokenizer_class LlamaTokenizer (its LlamaConverter,
+// legacy, with prefix space, no added bos/eos): the pieces and scores as a
+// Unigram model with byte fallback; a U+2581 prepended and every space turned
+// into U+2581; control, user-defined and unknown pieces as added tokens cut out
+// of the text first. kalm-train writes it beside the tokenizer.model it trains,
+// with tokenizer_class PreTrainedTokenizerFast: transformers 5's LlamaTokenizer
+// no longer converts a tokenizer.model this way (it builds a BPE from the
+// pieces), while any transformers and kalm read this file as it is, so they
+// give the same ids as kalm's Llama path (load_sentencepiece) gives for the
+// model. Throws ModelError naming the file when it is not a SentencePiece
+// model or is not a unigram one.
+std::string sentencepiece_to_tokenizer_json(const std::string& model_path);
+
 // Options for training a SentencePiece model from texts (from-scratch experiments).
 struct SentencePieceTrainOptions {
   std::size_t vocab_size = 8000;          // pieces in the model, specials included

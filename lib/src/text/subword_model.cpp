@@ -1,0 +1,16 @@
+#include "subword_model.h"
+
+#include "bpe_model.h"
+#include "unigram_model.h"
+
+namespace kalm::text::detail {
+
+std::unique_ptr<SubwordModel> make_subword_model(JsonElement model, const std::string& ctx) {
+  const auto type = json_opt_string(model, "type", ctx);
+  if (type && *type == "Unigram") return std::make_unique<UnigramModel>(model, ctx);
+  if (!type || *type == "BPE") return std::make_unique<BpeModel>(model, ctx);
+  json_fail(ctx + ".type", "unsupported model type \"" + std::string(*type) +
+                               "\" (kalm reads BPE and Unigram tokenizer.json models and SentencePiece .model files)");
+}
+
+}  // namespace kalm::text::detail

@@ -1,0 +1,38 @@
+#pragma once
+// The "model" stage of a Hugging Face tokenizer.json (internal to kalm::text):
+// what turns one pre-token into ids. BPE (bpe_model.h) and Unigram
+// (unigram_model.h) implement it; make_subword_model picks one by "type".
+//
+// Implementations are immutable after construction (caches aside, which lock)
+// and safe to call from many threads.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hf_json.h"
+
+namespace kalm::text::detail {
+
+class SubwordModel {
+ public:
+  virtual ~SubwordModel() = default;
+  // Appends the ids of one pre-token (valid UTF-8) to `out`. Throws ModelError
+  // when the text needs an unk token the model does not have.
+  virtual void tokenize(std::string_view word, std::vector<int32_t>& out) const = 0;
+  virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
+  // nullptr when no vocab entry has this id.
+  virtual const std::string_view* id_to_token(int32_t id) const = 0;
+  virtual std::size_t id_limit() const = 0;  // max id + 1
+};
+
+// The tokenizer.json "model" object: BPE (the default when "type" is absent, as
+// for files written before tokenizers tagged models) or Unigram. Any other type
+// is a ModelError naming ctx.
+std::unique_ptr<SubwordModel> make_subword_model(JsonElement model, const std::string& ctx);
+
+}  // namespace kalm::text::detail
