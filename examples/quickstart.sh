@@ -16,7 +16,7 @@ out=${1:-quickstart-out}
 mkdir -p "$out"
 
 "$bin/kalm-train" tests/fixtures/train/toy \
-  --init-config tests/fixtures/train/tiny_qwen2.json --train-tokenizer 64 \
+  --init-config tests/fixtures/train/tiny_qwen2.json --train-tokenizer 300 \
   --instructions tests/fixtures/train/instructions.json \
   --stage finetune --num-negatives 3 --batch-size 8 --epochs 4 --lr 1e-3 \
   --query-max-length 32 --passage-max-length 32 \

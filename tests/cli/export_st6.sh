@@ -1,12 +1,12 @@
 # Issue 12 (5): what kalm-train exports, sentence-transformers 6 / transformers 5
-# run as kalm does. Four small models are trained from scratch with a trained
-# SentencePiece tokenizer (causal and bidirectional, Qwen2 and Gemma3, last-token
-# and mean pooling) and exported; SentenceTransformer(export).encode() must give
-# kalm-embed's token ids and embeddings (within 1e-5), with and without the
-# export's prompts. transformers 5 would read a bare tokenizer.model under
-# tokenizer_class LlamaTokenizer with other pieces, so the export carries a
-# tokenizer.json (and says PreTrainedTokenizerFast); a check below shows the
-# difference is real.
+# run as kalm does. Four small models are trained from scratch with a tokenizer
+# trained alongside (causal and bidirectional, Qwen2 and Gemma3, last-token and
+# mean pooling; byte-level BPE, the default, and a SentencePiece unigram) and
+# exported; SentenceTransformer(export).encode() must give kalm-embed's token
+# ids and embeddings (within 1e-5), with and without the export's prompts.
+# transformers 5 reads a bare tokenizer.model under tokenizer_class
+# LlamaTokenizer with other pieces, so a unigram export carries a tokenizer.json
+# (and says PreTrainedTokenizerFast); a check below shows the difference is real.
 . "$(dirname "$0")/lib.sh"
 src=${KALM_SOURCE_DIR:?}
 train="$KALM_BIN/kalm-train"
@@ -20,7 +20,7 @@ fx="$src/tests/fixtures"
 "$py" - "$tmp/texts.jsonl" <<'PY'
 import json, sys
 texts = ["what does the cat do", "the dog runs in the park", "  two  spaces ", "line\nbreak\tand tab",
-         "<s> a bird </s> sings <unk>", "\u2581the\u2581fish", "Ünïcödé ßtraße 東京 ok", "",
+         "<s> a bird </s> sings <unk>", "\u2581the\u2581fish", "Ünïcödé ßtraße 東京 ok",
          " ".join(["a horse eats green grass"] * 12)]
 with open(sys.argv[1], "w") as f:
     for i, t in enumerate(texts):
@@ -28,28 +28,35 @@ with open(sys.argv[1], "w") as f:
 PY
 
 gemma_config="$fx/models_v5/gemma3_causal_last_left/config.json"
-for spec in qwen2:causal:last qwen2:bidirectional:mean gemma3:causal:last gemma3:bidirectional:mean; do
-  IFS=: read -r arch attention pooling <<<"$spec"
-  name="${arch}_${attention}_${pooling}"
+for spec in qwen2:causal:last:bpe qwen2:bidirectional:mean:bpe gemma3:causal:last:bpe \
+            gemma3:bidirectional:mean:unigram; do
+  IFS=: read -r arch attention pooling kind <<<"$spec"
+  name="${arch}_${attention}_${pooling}_${kind}"
+  vocab=300
+  [ "$kind" = unigram ] && vocab=64
   config="$fx/train/tiny_qwen2.json"
   [ "$arch" = gemma3 ] && config="$gemma_config"
-  expect_rc 0 "$train" "$fx/train/toy" --init-config "$config" --train-tokenizer 64 \
-    --instructions "$fx/train/instructions.json" --stage finetune --num-negatives 2 --batch-size 8 \
+  expect_rc 0 "$train" "$fx/train/toy" --init-config "$config" --train-tokenizer "$vocab" \
+    --tokenizer-model "$kind" --instructions "$fx/train/instructions.json" --stage finetune --num-negatives 2 --batch-size 8 \
     --max-steps 3 --lr 1e-3 --query-max-length 24 --passage-max-length 24 --threads 1 -q \
     --attention "$attention" --pooling "$pooling" -o "$tmp/$name" || continue
-  for f in tokenizer.json tokenizer.model tokenizer_config.json; do
+  files="tokenizer.json tokenizer_config.json"
+  [ "$kind" = unigram ] && files="$files tokenizer.model"
+  for f in $files; do
     checks=$((checks + 1))
     [ -s "$tmp/$name/$f" ] || { echo "FAIL: $name lacks $f"; failures=$((failures + 1)); }
   done
-  expect_grep '"tokenizer_class": "PreTrainedTokenizerFast"' "$tmp/$name/tokenizer_config.json"
+  class=Qwen2Tokenizer
+  [ "$kind" = unigram ] && class=PreTrainedTokenizerFast
+  expect_grep "\"tokenizer_class\": \"$class\"" "$tmp/$name/tokenizer_config.json"
   expect_rc 0 "$embed" -q -m "$tmp/$name" --output-format tokens "$tmp/texts.jsonl" -o "$tmp/$name.ids.jsonl"
   expect_rc 0 "$embed" -q -m "$tmp/$name" "$tmp/texts.jsonl" -o "$tmp/$name.plain.npy"
   expect_rc 0 "$embed" -q -m "$tmp/$name" --prompt retrieval "$tmp/texts.jsonl" -o "$tmp/$name.retrieval.npy"
-  expect_rc 0 "$py" - "$tmp/$name" "$tmp/texts.jsonl" "$tmp/$name" <<'PY'
+  expect_rc 0 "$py" - "$tmp/$name" "$tmp/texts.jsonl" "$tmp/$name" "$kind" <<'PY'
 import json, sys
 import numpy as np
 from sentence_transformers import SentenceTransformer
-model_dir, texts_path, out = sys.argv[1:4]
+model_dir, texts_path, out, kind = sys.argv[1:5]
 texts = [json.loads(l)["text"] for l in open(texts_path)]
 st = SentenceTransformer(model_dir, device="cpu")
 # Token ids: what sentence-transformers feeds the model (its tokenizer, truncated
@@ -58,8 +65,12 @@ want_ids = [json.loads(l)["ids"] for l in open(out + ".ids.jsonl")]
 tok = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length)["input_ids"]
 assert tok == want_ids, [(t, a, b) for t, a, b in zip(texts, tok, want_ids) if a != b][:3]
 assert any(len(t) == st.max_seq_length for t in tok), "no text reached max_seq_length"
-unk = st.tokenizer.unk_token_id
-assert any(unk in t for t in tok), "no text exercised the unk piece"
+if kind == "unigram":
+    unk = st.tokenizer.unk_token_id
+    assert any(unk in t for t in tok), "no text exercised the unk piece"
+else:
+    assert st.tokenizer.unk_token_id is None  # byte-level: every byte has a token
+    assert type(st.tokenizer).__name__ == "Qwen2Tokenizer", type(st.tokenizer).__name__
 # Embeddings, plain and with the export's retrieval prompt.
 assert "retrieval" in st.prompts, st.prompts
 for variant, kw in (("plain", {}), ("retrieval", {"prompt_name": "retrieval"})):
@@ -75,7 +86,7 @@ done
 
 # The tokenizer.json is what makes transformers 5 agree: the same export with
 # only tokenizer.model and the old LlamaTokenizer config gets other ids there.
-name=qwen2_causal_last
+name=gemma3_bidirectional_mean_unigram
 if [ -d "$tmp/$name" ]; then
   mkdir -p "$tmp/spm_only"
   cp "$tmp/$name/tokenizer.model" "$tmp/spm_only/"

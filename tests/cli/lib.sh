@@ -58,7 +58,7 @@ require_data_parallel() {
   data_parallel_built && return 0
   expect_rc 2 "$KALM_BIN/kalm-train" "$KALM_SOURCE_DIR/tests/fixtures/train/toy" --world-size 2 --rank 0 \
     --dist-store "$tmp/store" --init-config "$KALM_SOURCE_DIR/tests/fixtures/train/tiny_qwen2.json" \
-    --train-tokenizer 48 -q -o "$tmp/no-gloo"
+    --train-tokenizer 300 -q -o "$tmp/no-gloo"
   expect_grep "built without data parallelism" "$tmp/err"
   finish
   echo "SKIP: this build has no data parallelism (KALM_HAVE_GLOO=OFF)"

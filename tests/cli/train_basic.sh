@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
 distill="$KALM_BIN/kalm-distill"
-common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
         --batch-size 8 --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q)
 
 # Usage errors exit 2 and name the problem.
@@ -31,7 +31,7 @@ expect_grep "--batch-size INT:POSITIVE=48" "$tmp/out"
 # A full run: 4 steps over 2 epochs (grad accumulation 2), metrics and an export.
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
   --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/full" --metrics "$tmp/full.jsonl"
-for f in config.json model.safetensors tokenizer.model modules.json 1_Pooling/config.json \
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json modules.json 1_Pooling/config.json \
          config_sentence_transformers.json kalm_training.json; do
   checks=$((checks + 1)); [ -f "$tmp/full/$f" ] || { echo "FAIL: export lacks $f"; failures=$((failures + 1)); }
 done

@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
-common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+common=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
         --batch-size 8 --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --seed 5)
 
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --keep-checkpoints 1 -o "$tmp/run" && {
@@ -17,7 +17,7 @@ expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --kee
     *" checkpoint-1 "*|*" checkpoint-3 "*|*".kalm-tmp"*|*".kalm-tokenizer"*)
       echo "FAIL: left behind in the output directory: $listing"; failures=$((failures + 1)) ;;
   esac
-  for f in checkpoint-2/model.safetensors model.safetensors config.json tokenizer.model; do
+  for f in checkpoint-2/model.safetensors model.safetensors config.json tokenizer.json; do
     checks=$((checks + 1))
     [ -s "$tmp/run/$f" ] || { echo "FAIL: $f missing (have: $listing)"; failures=$((failures + 1)); }
   done

@@ -11,7 +11,7 @@ unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_
 unset TORCHELASTIC_USE_AGENT_STORE TORCHELASTIC_RESTART_COUNT
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
-c=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+c=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
    --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --num-negatives 3 --max-steps 4
    --warmup-steps 0 --grad-cache-chunk 6 --dist-timeout 60)
 

@@ -15,8 +15,8 @@ py=${KALM_PYTHON:?KALM_PYTHON must name the Python with the oracles (scripts/set
 instruction="Given a question, retrieve the sentence that answers it"  # tasks.json's "retrieval"
 common=(--instructions "$fx/instructions.json" --batch-size 8 --lr 1e-3 --warmup-steps 0 --threads 1 -q)
 short=(--query-max-length 24 --passage-max-length 24)
-# The teacher runs: long enough for the instructed queries (about 95 pieces of
-# the 48-piece tokenizer), which 24 tokens would cut to the instruction alone.
+# The teacher runs: long enough for the instructed queries (dozens of tokens of
+# the small trained tokenizer), which 24 tokens would cut to the instruction alone.
 long=(--query-max-length 128 --passage-max-length 128)
 
 # max_diff A B: the largest |a - b| over the tensors of two F32 model.safetensors.
@@ -69,7 +69,7 @@ expect_rc 2 "$train" "$fx/toy" --teacher "$tmp/x" -o "$tmp/x"
 
 # A base model (its tokenizer trained once) for every run below to start from.
 expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" "${short[@]}" --init-config "$fx/tiny_qwen2.json" \
-  --train-tokenizer 48 --stage pretrain --max-steps 2 -o "$tmp/base"
+  --train-tokenizer 300 --stage pretrain --max-steps 2 -o "$tmp/base"
 
 # Two fine-tuning steps with 3 hard negatives; only the flags vary.
 ft() {
@@ -100,7 +100,7 @@ differ d_focal d_focal_detach "kalm-distill --focal-detach"
 
 # --teacher: a second model (own seed, own tokenizer) scores the groups.
 expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" "${long[@]}" --init-config "$fx/tiny_qwen2.json" \
-  --train-tokenizer 48 --stage pretrain --max-steps 3 --seed 9 -o "$tmp/teacher"
+  --train-tokenizer 300 --stage pretrain --max-steps 3 --seed 9 -o "$tmp/teacher"
 # Groups without scores, one negative each (so that mining keeps every group
 # as it is and both runs sample the same passages). The file name is the task
 # (retrieval), whose instruction tasks.json gives.

@@ -9,7 +9,7 @@ require_data_parallel
 unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT  # a launcher around ctest
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
-base=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+base=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
       --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --num-negatives 3
       --warmup-steps 0 --grad-cache-chunk 6)
 c=("${base[@]}" --max-steps 4)

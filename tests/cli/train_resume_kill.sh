@@ -9,7 +9,7 @@ unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_
 fx="$KALM_SOURCE_DIR/tests/fixtures/train"
 train="$KALM_BIN/kalm-train"
 steps=24
-c=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 48 --instructions "$fx/instructions.json"
+c=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
    --batch-size 8 --query-max-length 24 --passage-max-length 24 --lr 1e-3 --threads 1 -q --num-negatives 3
    --grad-cache-chunk 5 --max-steps "$steps" --warmup-steps 2)
 

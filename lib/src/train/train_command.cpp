@@ -87,8 +87,13 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--tokenizer", o.tokenizer, "Tokenizer directory (default: --init, or --init-embeddings)")
       ->group(cli::kGroupModel);
   app.add_option("--train-tokenizer", o.train_tokenizer,
-                 "Or: train a SentencePiece tokenizer of this vocabulary size on the training texts")
+                 "Or: train a tokenizer of this vocabulary size on the training texts")
       ->check(CLI::PositiveNumber)
+      ->group(cli::kGroupModel);
+  app.add_option("--tokenizer-model", o.tokenizer_model,
+                 "What --train-tokenizer trains: bpe (byte-level, Qwen2's pipeline; at least 258) or unigram "
+                 "(SentencePiece); without --train-tokenizer it has no effect")
+      ->check(CLI::IsMember({"bpe", "unigram"}))
       ->group(cli::kGroupModel);
   app.add_option("--pooling", o.pooling, "mean, last or cls")
       ->check(CLI::IsMember({"mean", "last", "cls"}))

@@ -353,27 +353,40 @@ void Trainer::prepare_model(const std::string& resume_dir) {
         auto prompt = prompt_of(o_.data.instruction_template, instruction);
         if (!prompt.empty()) texts.push_back(std::move(prompt));
       }
-      text::SentencePieceTrainOptions so;
-      so.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
-      so.seed = static_cast<unsigned>(o_.seed);
-      // No normalisation, as in Llama's models: the export declares a
-      // LlamaTokenizer, whose fast and slow forms then agree with sentencepiece.
-      so.normalization_rule_name = "identity";
-      so.remove_extra_whitespaces = false;
-      text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
-      // The tokenizer.json of LlamaTokenizerFast, read as it is by every
-      // transformers version and by kalm (transformers 5 would rebuild a
-      // LlamaTokenizer's pipeline and give other ids); tokenizer.model stays for
-      // sentencepiece users. The config keeps the ids equal to kalm's (no added
-      // bos/eos) and gives sentence-transformers a pad token.
-      write_text_file(tokenizer_dir_ + "/tokenizer.json",
-                      text::sentencepiece_to_tokenizer_json(tokenizer_dir_ + "/tokenizer.model"));
-      write_text_file(tokenizer_dir_ + "/tokenizer_config.json",
-                      "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
-                      "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
-                      "  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
-                      "  \"unk_token\": \"<unk>\",\n  \"pad_token\": \"<unk>\",\n  \"model_max_length\": " +
-                          std::to_string(std::max(o_.query_max_length, o_.passage_max_length)) + "\n}\n");
+      const std::string max_length = std::to_string(std::max(o_.query_max_length, o_.passage_max_length));
+      if (o_.tokenizer_model == "bpe") {
+        // Byte-level BPE in Qwen2's pipeline: transformers 5 applies that
+        // pipeline to every qwen2 checkpoint, so only this kind of tokenizer
+        // gives users of any transformers the ids kalm trained with.
+        text::ByteLevelBpeTrainOptions bo;
+        bo.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
+        write_text_file(tokenizer_dir_ + "/tokenizer.json", text::train_byte_level_bpe(texts, bo));
+        write_text_file(tokenizer_dir_ + "/tokenizer_config.json",
+                        "{\n  \"tokenizer_class\": \"Qwen2Tokenizer\",\n  \"add_prefix_space\": false,\n"
+                        "  \"bos_token\": null,\n  \"eos_token\": \"<|endoftext|>\",\n  \"unk_token\": null,\n"
+                        "  \"pad_token\": \"<|endoftext|>\",\n  \"model_max_length\": " + max_length + "\n}\n");
+      } else {
+        text::SentencePieceTrainOptions so;
+        so.vocab_size = static_cast<std::size_t>(*o_.train_tokenizer);
+        so.seed = static_cast<unsigned>(o_.seed);
+        // No normalisation, as in Llama's models: then sentencepiece, the slow
+        // LlamaTokenizer and the tokenizer.json below all give the same ids.
+        so.normalization_rule_name = "identity";
+        so.remove_extra_whitespaces = false;
+        text::train_sentencepiece(texts, so, tokenizer_dir_ + "/tokenizer.model");
+        // The tokenizer.json of LlamaTokenizerFast, read as it is by kalm and by
+        // transformers (4; 5 except for model_type qwen2, whose pipeline it
+        // imposes); tokenizer.model stays for sentencepiece users. The config keeps the ids equal to kalm's (no added
+        // bos/eos) and gives sentence-transformers a pad token.
+        write_text_file(tokenizer_dir_ + "/tokenizer.json",
+                        text::sentencepiece_to_tokenizer_json(tokenizer_dir_ + "/tokenizer.model"));
+        write_text_file(tokenizer_dir_ + "/tokenizer_config.json",
+                        "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
+                        "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
+                        "  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
+                        "  \"unk_token\": \"<unk>\",\n  \"pad_token\": \"<unk>\",\n  \"model_max_length\": " +
+                            max_length + "\n}\n");
+      }
     } else {
       tokenizer_dir_ = !o_.tokenizer.empty() ? o_.tokenizer : !o_.init.empty() ? o_.init : o_.init_embeddings;
     }
@@ -387,6 +400,11 @@ void Trainer::prepare_model(const std::string& resume_dir) {
       if (!o_.init_embeddings.empty()) donor = model::load_model(o_.init_embeddings).encoder;
       if (o_.train_tokenizer) {
         config.vocab_size = vocab;
+        // The init config's special ids belong to another vocabulary: take the
+        // trained tokenizer's (transformers checks them against vocab_size).
+        config.pad_token_id = tokenizer_->pad_id();
+        config.bos_token_id = tokenizer_->bos_id();
+        config.eos_token_id = tokenizer_->eos_id();
         model::validate_config(config);
       } else if (donor) {
         // The table comes with the donor, so its vocabulary wins (as a trained tokenizer's does).

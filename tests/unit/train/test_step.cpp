@@ -109,6 +109,7 @@ DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model
   donor.data.inputs = {fixtures + "/toy"};
   donor.init_config = fixtures + "/tiny_qwen2.json";  // 1 layer
   donor.train_tokenizer = 48;
+  donor.tokenizer_model = "unigram";
   donor.output = (dir / "donor").string();
   donor.batching.batch_size = 8;
   donor.query_max_length = donor.passage_max_length = 24;

@@ -47,6 +47,7 @@ TrainOptions tiny_options(const std::string& output) {
   o.data.instructions_file = kFixtures + "/instructions.json";
   o.init_config = kFixtures + "/tiny_qwen2.json";
   o.train_tokenizer = 48;
+  o.tokenizer_model = "unigram";  // small enough for the tests; bpe needs 258+
   o.output = output;
   o.batching.batch_size = 8;
   o.query_max_length = 24;

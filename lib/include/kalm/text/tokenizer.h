@@ -148,6 +148,25 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path,
 // model or is not a unigram one.
 std::string sentencepiece_to_tokenizer_json(const std::string& model_path);
 
+// Training a byte-level BPE tokenizer (from-scratch experiments) in exactly the
+// pipeline of transformers' Qwen2Tokenizer: NFC, Qwen2's pre-tokenizer regex,
+// GPT-2's byte-to-character map, BPE without unk. transformers 5 loads any
+// checkpoint whose config.json says model_type qwen2 with that pipeline,
+// whatever tokenizer.json or tokenizer_class say, so only such a tokenizer is
+// read the same way by kalm, transformers 4 and transformers 5 for every
+// architecture kalm exports.
+struct ByteLevelBpeTrainOptions {
+  std::size_t vocab_size = 8000;  // the 256 bytes + merged tokens + special tokens
+  std::vector<std::string> special_tokens = {"<|endoftext|>"};  // added tokens, after the merges
+};
+
+// Pre-tokenizes `texts` (all of them, in order) as the tokenizer will, then
+// repeatedly merges the most frequent adjacent pair (ties: the smallest ids)
+// until the vocabulary is full or no pair is left. Returns the tokenizer.json
+// text. Throws UsageError when vocab_size cannot hold the bytes, the special
+// tokens and one merge, or there are no texts; FormatError for invalid UTF-8.
+std::string train_byte_level_bpe(const std::vector<std::string>& texts, const ByteLevelBpeTrainOptions& options);
+
 // Options for training a SentencePiece model from texts (from-scratch experiments).
 struct SentencePieceTrainOptions {
   std::size_t vocab_size = 8000;          // pieces in the model, specials included

@@ -70,7 +70,8 @@ struct TrainOptions {
   std::string init;                          // HF model directory to start from
   std::string init_config;                   // or: config.json of a new, randomly initialised model
   std::string tokenizer;                     // tokenizer directory (default: --init)
-  std::optional<std::int64_t> train_tokenizer;  // or: train a SentencePiece model of this vocabulary size
+  std::optional<std::int64_t> train_tokenizer;  // or: train a tokenizer of this vocabulary size
+  std::string tokenizer_model = "bpe";       // what --train-tokenizer trains: bpe (byte-level) or unigram
   // With init_config: copy the token embeddings (and the final norm) of this
   // trained model into the new one, which must have the same width; the
   // vocabulary size and the tokenizer default to this model's. Seeds a deeper model from a
