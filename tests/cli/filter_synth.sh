@@ -123,4 +123,20 @@ expect_rc 1 "$exe" prompts --personas "$tmp/badp.jsonl" --templates "$src/exampl
   expect_grep 'badp.jsonl:2: a persona needs' "$tmp/err"
   expect_no_file "$tmp/p3.jsonl"
 }
+# A line over the 256 MiB limit after a normal line: exit 1 naming file:line, no
+# output, from a file, from stdin and from .zst (this once crashed: the reject
+# path copied a view of a buffer the reader had freed while growing).
+{ printf '%s\n' '{"query": "q", "pos": ["p"]}'; printf '{"query": "'; head -c 268435500 /dev/zero | tr '\0' q; printf '"}\n'; } > "$tmp/huge.jsonl"
+zstd -q -1 "$tmp/huge.jsonl" -o "$tmp/huge.jsonl.zst"
+for input in "$tmp/huge.jsonl" "$tmp/huge.jsonl.zst"; do
+  expect_rc 1 "$exe" -q --rejects "$tmp/hrej.jsonl" -o "$tmp/hout.jsonl" "$input" && {
+    expect_grep "huge.jsonl(.zst)?:2: line is longer than 268435456 bytes" "$tmp/err"
+    expect_no_file "$tmp/hout.jsonl"; expect_no_file "$tmp/hrej.jsonl"
+  }
+done
+expect_rc 1 sh -c '"$1" -q --rejects "$2/hrej.jsonl" -o "$2/hout.jsonl" < "$2/huge.jsonl"' sh "$exe" "$tmp" && {
+  expect_grep "<stdin>:2: line is longer than 268435456 bytes" "$tmp/err"
+  expect_no_file "$tmp/hout.jsonl"
+}
+rm -f "$tmp/huge.jsonl" "$tmp/huge.jsonl.zst"
 finish

@@ -521,6 +521,10 @@ JsonlReader::JsonlReader(std::unique_ptr<InputStream> input, ReaderOptions optio
 JsonlReader::~JsonlReader() = default;
 
 bool JsonlReader::next_line() {
+  // Cleared first: when lines_.next() throws, it may already have moved or
+  // freed the buffer the previous line pointed into, and line() must not hand
+  // out a view of freed memory (it is empty after a stream error).
+  line_ = {};
   std::string_view line;
   while (lines_.next(line)) {
     if (options_.format == InputFormat::kJsonl && is_blank(line)) continue;

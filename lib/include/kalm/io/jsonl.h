@@ -124,7 +124,8 @@ class JsonlReader {
 
   // The raw text of the last record's line, or of the line that just failed to
   // parse (without "\r\n"); valid until the next call. What
-  // JsonlWriter::write_reject wants.
+  // JsonlWriter::write_reject wants. Empty after an error of the stream itself
+  // (an over-long line, zstd, I/O): there is no line to show then.
   std::string_view line() const { return line_; }
   std::size_t line_number() const { return lines_.line_number(); }
   const std::string& name() const { return lines_.name(); }
