@@ -131,4 +131,24 @@ expect_grep "model is required" "$tmp/err"
 : > "$tmp/empty.jsonl"
 expect_rc 0 "$embed" -q -m "$model" "$tmp/empty.jsonl" -o "$tmp/empty.jsonl.out.jsonl"
 checks=$((checks + 1)); [ ! -s "$tmp/empty.jsonl.out.jsonl" ] || { echo "FAIL: empty output not empty"; failures=$((failures + 1)); }
+
+# 10. Outputs that are not regular files are written in place, never replaced.
+expect_rc 1 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o /dev/full --output-format npy
+expect_grep "/dev/full: write failed: No space left on device" "$tmp/err"
+checks=$((checks + 1)); [ -c /dev/full ] || { echo "FAIL: /dev/full is no longer a device"; failures=$((failures + 1)); }
+mkfifo "$tmp/fifo.npy"
+cat "$tmp/fifo.npy" > "$tmp/from_fifo.npy" &
+reader=$!
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/fifo.npy"
+wait "$reader"
+checks=$((checks + 1)); [ -p "$tmp/fifo.npy" ] || { echo "FAIL: the FIFO was replaced"; failures=$((failures + 1)); }
+checks=$((checks + 1)); cmp -s "$tmp/from_fifo.npy" "$tmp/e.npy" || { echo "FAIL: FIFO output differs from the file output"; failures=$((failures + 1)); }
+expect_rc 0 sh -c '"$1" -q -m "$2" "$3" -o /dev/stdout --output-format npy | cat > "$4"' sh "$embed" "$model" "$tmp/corpus.jsonl" "$tmp/via_stdout.npy"
+checks=$((checks + 1)); cmp -s "$tmp/via_stdout.npy" "$tmp/e.npy" || { echo "FAIL: -o /dev/stdout output differs"; failures=$((failures + 1)); }
+# A link is followed: the file it names gets the output, the link stays.
+ln -s e.npy "$tmp/link.npy"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/link.npy"
+checks=$((checks + 1)); [ -L "$tmp/link.npy" ] && cmp -s "$tmp/link.npy" "$tmp/from_fifo.npy" || { echo "FAIL: symlink output"; failures=$((failures + 1)); }
+expect_rc 1 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp"
+expect_grep "it is a directory" "$tmp/err"
 finish

@@ -139,4 +139,14 @@ expect_rc 1 sh -c '"$1" -q --rejects "$2/hrej.jsonl" -o "$2/hout.jsonl" < "$2/hu
   expect_no_file "$tmp/hout.jsonl"
 }
 rm -f "$tmp/huge.jsonl" "$tmp/huge.jsonl.zst"
+# Kept records to a FIFO and rejects to /dev/stdout: written in place, no .meta.json
+# beside them; the counts still add up.
+mkfifo "$tmp/kept.fifo"
+cat "$tmp/kept.fifo" > "$tmp/kept_from_fifo.jsonl" &
+reader=$!
+expect_rc 0 sh -c '"$1" -q --rejects /dev/stdout -o "$2/kept.fifo" "$2/in.jsonl" > "$2/rej_stdout.jsonl"' sh "$exe" "$tmp" && {
+  wait "$reader"
+  checks=$((checks + 1)); [ -p "$tmp/kept.fifo" ] && [ ! -e "$tmp/kept.fifo.meta.json" ] || { echo "FAIL: FIFO replaced or given a sidecar"; failures=$((failures + 1)); }
+  checks=$((checks + 1)); cmp -s "$tmp/kept_from_fifo.jsonl" "$tmp/out.jsonl" && cmp -s "$tmp/rej_stdout.jsonl" "$tmp/rej.jsonl" || { echo "FAIL: FIFO/stdout outputs differ from the file outputs"; failures=$((failures + 1)); }
+}
 finish

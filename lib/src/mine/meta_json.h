@@ -54,9 +54,9 @@ class MetaJson {
     }
     add_raw(key, s + "}");
   }
-  // Writes OUTPUT.meta.json atomically; nothing for stdout.
+  // Writes OUTPUT.meta.json atomically; nothing for stdout, a device or a FIFO.
   void write_beside(const std::string& output) const {
-    if (io::is_stdio(output)) return;
+    if (io::writes_in_place(output)) return;
     const std::string s = text_ + "\n}\n";
     io::AtomicOutputFile file(output + ".meta.json");
     file.write(s.data(), s.size());
