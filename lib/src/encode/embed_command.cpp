@@ -361,6 +361,9 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
       pooled = engine->embed(chunk.sequences, {}, pool_from);
     } catch (const UsageError& e) {  // an all-prompt sequence: name the record, it is bad data
       throw FormatError("in the records from " + chunk.positions.front() + " on: " + e.what());
+    } catch (const NonFiniteEmbedding& e) {
+      throw ModelError(chunk.positions[e.index] + ": " + o.model + " computes a NaN or infinite embedding for this "
+                       "record; nothing is written");
     }
     torch::Tensor emb = finalize_embeddings(pooled, o.dim, o.normalize);
     out_dim = emb.size(1);

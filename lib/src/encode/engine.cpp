@@ -1,6 +1,7 @@
 #include "kalm/encode/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "kalm/error.h"
@@ -92,6 +93,16 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
     pooled = pooled.to(torch::kCPU, torch::kFloat32);
     if (pooled.dim() != 2 || pooled.size(0) != rows)
       throw InternalError("embedder returned a tensor of the wrong shape");
+    pooled = pooled.contiguous();
+    const float* values = pooled.data_ptr<float>();
+    const std::int64_t dim = pooled.size(1);
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < dim; ++c)
+        if (!std::isfinite(values[r * dim + c])) {
+          const std::size_t index = batch[static_cast<std::size_t>(r)];
+          throw NonFiniteEmbedding(index, "sequence " + std::to_string(index) +
+                                              ": the model's output is NaN or infinite");
+        }
     if (!out.defined())
       out = torch::empty({static_cast<std::int64_t>(sequences.size()), pooled.size(1)}, torch::kFloat32);
     auto index = torch::tensor(std::vector<std::int64_t>(batch.begin(), batch.end()), torch::kInt64);

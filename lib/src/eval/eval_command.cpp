@@ -76,16 +76,6 @@ class ModelEncoder : public TextEncoder {
   cli::Progress* progress_ = nullptr;
 };
 
-torch::Tensor read_embeddings(const std::string& path, const char* flag) {
-  auto file = io::SafetensorsFile::open(path);
-  if (!file.contains("embeddings"))
-    throw FormatError(display_name(path) + ": " + flag + " wants a safetensors file with a tensor 'embeddings' [N, D]");
-  torch::Tensor t = model::tensor_from(file, "embeddings");
-  if (t.dim() != 2 || !t.is_floating_point())
-    throw FormatError(display_name(path) + ": tensor 'embeddings' must be 2-D floating point");
-  return t.to(torch::kFloat32);
-}
-
 void write_text(const std::string& path, const std::string& text) {
   io::AtomicOutputFile out(path);
   out.write(text.data(), text.size());
@@ -241,8 +231,8 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
       throw UsageError("--query-embeddings and --corpus-embeddings go together");
     if (!o.model.empty()) throw UsageError("give --model or precomputed embeddings, not both");
     if (specs.size() != 1) throw UsageError("precomputed embeddings belong to one retrieval task; give exactly one");
-    query_emb = read_embeddings(o.query_embeddings, "--query-embeddings");
-    corpus_emb = read_embeddings(o.corpus_embeddings, "--corpus-embeddings");
+    query_emb = model::load_embedding_matrix(o.query_embeddings);
+    corpus_emb = model::load_embedding_matrix(o.corpus_embeddings);
     meta.model = o.query_embeddings + " + " + o.corpus_embeddings;
   } else {
     if (o.model.empty()) throw UsageError("--model is required (or --query-embeddings/--corpus-embeddings)");

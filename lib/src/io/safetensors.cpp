@@ -264,6 +264,43 @@ DType parse_dtype(std::string_view name, const std::string& context) {
                     " (supported: " + supported + ")");
 }
 
+namespace {
+
+// An element is NaN or infinite exactly when all its exponent bits are set.
+template <typename Bits>
+NonFiniteCount scan_exponent(const std::uint8_t* data, std::uint64_t n, Bits exponent_mask) {
+  std::uint64_t count = 0;
+  std::uint64_t first = n;
+  const std::int64_t total = static_cast<std::int64_t>(n);
+#pragma omp parallel for reduction(+ : count) reduction(min : first) schedule(static) if (total > (1 << 20))
+  for (std::int64_t i = 0; i < total; ++i) {
+    Bits bits;
+    std::memcpy(&bits, data + static_cast<std::uint64_t>(i) * sizeof(Bits), sizeof(Bits));  // data may be unaligned
+    if ((bits & exponent_mask) == exponent_mask) {
+      ++count;
+      first = std::min(first, static_cast<std::uint64_t>(i));
+    }
+  }
+  return {count, count > 0 ? first : 0};
+}
+
+}  // namespace
+
+NonFiniteCount count_non_finite(DType dtype, const std::uint8_t* data, std::uint64_t nbytes) {
+  switch (dtype) {
+    case DType::F64: return scan_exponent<std::uint64_t>(data, nbytes / 8, 0x7FF0000000000000ull);
+    case DType::F32: return scan_exponent<std::uint32_t>(data, nbytes / 4, 0x7F800000u);
+    case DType::F16: return scan_exponent<std::uint16_t>(data, nbytes / 2, std::uint16_t{0x7C00});
+    case DType::BF16: return scan_exponent<std::uint16_t>(data, nbytes / 2, std::uint16_t{0x7F80});
+    default: return {};
+  }
+}
+
+std::string describe_non_finite(const NonFiniteCount& found) {
+  return std::to_string(found.count) + (found.count == 1 ? " non-finite value" : " non-finite values") +
+         " (NaN or infinity; the first at flat index " + std::to_string(found.first) + ")";
+}
+
 std::int64_t TensorInfo::numel() const {
   std::int64_t n = 1;
   for (std::int64_t d : shape) n *= d;  // validated at open: cannot overflow

@@ -15,6 +15,7 @@
 #include "kalm/io/jsonl.h"
 #include "kalm/mine/retrieve.h"
 #include "kalm/mine/selection.h"
+#include "kalm/model/tensor_io.h"
 #include "meta_json.h"
 
 namespace kalm::mine {
@@ -289,8 +290,8 @@ void mine_groups(const MineOptions& o, const cli::Tool& tool) {
     p_emb = embedder.embed(pool.texts, {}, pool.where);
     x_emb = embedder.embed(extra_texts, {}, extra_where);
   } else {
-    q_emb = load_embedding_file(o.query_embeddings, n_groups, "queries (one row per input group, in input order)");
-    p_emb = load_embedding_file(o.corpus_embeddings, n_pool,
+    q_emb = model::load_embedding_matrix(o.query_embeddings, n_groups, "queries (one row per input group, in input order)");
+    p_emb = model::load_embedding_matrix(o.corpus_embeddings, n_pool,
                                 o.corpus.empty() ? "the pool (distinct pos/neg texts in first-occurrence order)"
                                                  : "the pool (one row per --corpus record)");
   }

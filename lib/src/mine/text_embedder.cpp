@@ -5,7 +5,6 @@
 #include "kalm/encode/engine.h"
 #include "kalm/error.h"
 #include "kalm/io/safetensors.h"
-#include "kalm/model/tensor_io.h"
 
 namespace kalm::mine {
 
@@ -62,6 +61,9 @@ torch::Tensor TextEmbedder::embed(const std::vector<std::string>& texts, const s
       pooled = engine.embed(sequences, {}, pool_from);
     } catch (const UsageError& e) {  // an all-prompt sequence: bad data, named by where it starts
       throw FormatError("in the texts from " + where[begin] + " on: " + e.what());
+    } catch (const encode::NonFiniteEmbedding& e) {
+      throw ModelError(where[begin + e.index] + ": the embedding model computes a NaN or infinite embedding for "
+                       "this text");
     }
     parts.push_back(encode::finalize_embeddings(pooled, 0, /*normalize=*/true));
   }
@@ -75,22 +77,6 @@ std::vector<std::int64_t> TextEmbedder::count_tokens(const std::vector<std::stri
   counts.reserve(encodings.size());
   for (const auto& e : encodings) counts.push_back(static_cast<std::int64_t>(e.ids.size()));
   return counts;
-}
-
-torch::Tensor load_embedding_file(const std::string& path, std::int64_t rows, const std::string& what) {
-  auto file = io::SafetensorsFile::open(path);
-  const io::TensorInfo* info = file.find("embeddings");
-  if (!info) throw FormatError(display_name(path) + ": no tensor named 'embeddings'");
-  if (info->shape.size() != 2)
-    throw FormatError(display_name(path) + ": tensor 'embeddings' must be 2-D [rows, dim], has " +
-                      std::to_string(info->shape.size()) + " dimensions");
-  if (info->shape[0] != rows)
-    throw FormatError(display_name(path) + ": tensor 'embeddings' has " + std::to_string(info->shape[0]) +
-                      " rows, expected " + std::to_string(rows) + ": " + what);
-  torch::Tensor t = model::tensor_from(file, *info);
-  if (!t.is_floating_point())
-    throw FormatError(display_name(path) + ": tensor 'embeddings' must be f32, f16 or bf16");
-  return t.scalar_type() == torch::kFloat32 ? t : t.to(torch::kFloat32);
 }
 
 }  // namespace kalm::mine

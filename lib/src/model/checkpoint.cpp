@@ -105,6 +105,11 @@ LoadedModel load_model(const std::string& dir, const LoadOptions& options) {
         info.dtype != io::DType::F64)
       throw ModelError(file + ": tensor '" + name + "' has dtype " + std::string(io::dtype_name(info.dtype)) +
                        "; model weights must be F32, BF16, F16 or F64");
+    // One damaged weight would turn every output into NaN: refuse it by name.
+    const io::NonFiniteCount bad = io::count_non_finite(info.dtype, reader.file_of(name).data(info), info.nbytes());
+    if (bad.count > 0)
+      throw ModelError(file + ": tensor '" + name + "' has " + io::describe_non_finite(bad) +
+                       "; the checkpoint is damaged");
     tensors[spec.name] = tensor_from(reader.file_of(name), info);
   }
   for (const std::string& name : reader.names()) {

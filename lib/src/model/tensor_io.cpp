@@ -114,6 +114,31 @@ std::vector<std::pair<std::string, torch::Tensor>> load_all(
   return out;
 }
 
+torch::Tensor load_embedding_matrix(const std::string& path, std::int64_t expected_rows, const std::string& what) {
+  const auto file = io::SafetensorsFile::open(path);
+  const io::TensorInfo* info = file.find("embeddings");
+  const std::string name = display_name(path);
+  if (!info) throw FormatError(name + ": no tensor named 'embeddings' (a [rows, dim] matrix, as kalm-embed writes)");
+  if (info->shape.size() != 2)
+    throw FormatError(name + ": tensor 'embeddings' must be 2-D [rows, dim], has " +
+                      std::to_string(info->shape.size()) + " dimensions");
+  if (info->dtype != io::DType::F32 && info->dtype != io::DType::F16 && info->dtype != io::DType::BF16 &&
+      info->dtype != io::DType::F64)
+    throw FormatError(name + ": tensor 'embeddings' must be F32, F16, BF16 or F64, not " +
+                      std::string(io::dtype_name(info->dtype)));
+  if (expected_rows >= 0 && info->shape[0] != expected_rows)
+    throw FormatError(name + ": tensor 'embeddings' has " + std::to_string(info->shape[0]) + " rows, expected " +
+                      std::to_string(expected_rows) + (what.empty() ? "" : ": " + what));
+  const io::NonFiniteCount bad = io::count_non_finite(info->dtype, file.data(*info), info->nbytes());
+  if (bad.count > 0) {
+    const std::int64_t dim = std::max<std::int64_t>(info->shape[1], 1);
+    throw FormatError(name + ": row " + std::to_string(static_cast<std::int64_t>(bad.first) / dim) +
+                      " of tensor 'embeddings' is NaN or infinite (" + io::describe_non_finite(bad) + ")");
+  }
+  torch::Tensor t = tensor_from(file, *info);
+  return t.scalar_type() == torch::kFloat32 ? t : t.to(torch::kFloat32);
+}
+
 void add_tensors(io::SafetensorsWriter& writer,
                  const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                  std::vector<torch::Tensor>& keep) {
@@ -127,6 +152,11 @@ void add_tensors(io::SafetensorsWriter& writer,
     // resolve_*: lazily conjugated/negated views hold other bytes than they show.
     torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous().resolve_conj().resolve_neg();
     const std::uint64_t nbytes = static_cast<std::uint64_t>(cpu.numel()) * cpu.element_size();
+    // kalm never writes NaN or infinity into a checkpoint: such a file would
+    // load and silently produce NaN everywhere (load_model refuses it too).
+    const io::NonFiniteCount bad =
+        io::count_non_finite(dtype, static_cast<const std::uint8_t*>(nbytes ? cpu.data_ptr() : nullptr), nbytes);
+    if (bad.count > 0) throw FormatError(context + " has " + io::describe_non_finite(bad) + "; not written");
     writer.add(name, dtype, sizes_of(cpu), nbytes ? cpu.data_ptr() : nullptr, nbytes);
     keep.push_back(std::move(cpu));
   }

@@ -46,7 +46,12 @@ torch::Tensor Teacher::embed(const std::vector<std::string>& texts, std::int64_t
   }
   torch::NoGradGuard no_grad;
   encode::Engine engine(*loaded_.embedder, encode::EngineOptions{});
-  return encode::finalize_embeddings(engine.embed(sequences), 0, /*normalize=*/true);
+  try {
+    return encode::finalize_embeddings(engine.embed(sequences), 0, /*normalize=*/true);
+  } catch (const encode::NonFiniteEmbedding& e) {
+    throw ModelError((e.index < sources.size() ? sources[e.index] : "text " + std::to_string(e.index)) +
+                     ": the teacher " + model_dir_ + " computes a NaN or infinite embedding for this text");
+  }
 }
 
 torch::Tensor Teacher::scores(const std::vector<std::string>& queries, const std::vector<std::string>& passages,

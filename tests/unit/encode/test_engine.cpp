@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include "kalm/encode/engine.h"
 #include "kalm/error.h"
 
@@ -118,4 +120,48 @@ DOCTEST_TEST_CASE("finalize_embeddings: Matryoshka prefix, then L2 normalisation
   auto raw = kalm::encode::finalize_embeddings(pooled, 2, false);
   DOCTEST_CHECK(raw[0][1].item<float>() == 4.0f);
   DOCTEST_CHECK_THROWS_AS(kalm::encode::finalize_embeddings(pooled, 4, true), kalm::UsageError);
+}
+
+namespace {
+// Returns NaN (or infinity) in one column for the rows whose first token is `poison`.
+class PoisonedEmbedder : public kalm::encode::BatchEmbedder {
+ public:
+  explicit PoisonedEmbedder(float bad) : bad_(bad) {}
+  torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor&, const torch::Tensor&) override {
+    auto out = torch::ones({ids.size(0), 4}, torch::kFloat32);
+    auto first = ids.select(1, 0);
+    for (std::int64_t r = 0; r < ids.size(0); ++r)
+      if (first[r].item<std::int64_t>() == 13) out[r][2] = bad_;
+    return out;
+  }
+  torch::Device device() const override { return torch::kCPU; }
+
+ private:
+  float bad_;
+};
+}  // namespace
+
+DOCTEST_TEST_CASE("Engine: a NaN or infinite output is an error naming the sequence, whatever the batch order") {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    PoisonedEmbedder embedder(bad);
+    kalm::encode::EngineOptions options;
+    options.batch_tokens = 4;  // several batches, longest first: the bad row is not in the first
+    kalm::encode::Engine engine(embedder, options);
+    std::vector<std::vector<std::int32_t>> seqs = {{1, 2, 3, 4}, {5, 6}, {13, 1}, {2}};
+    std::size_t index = 99;
+    std::string msg;
+    try {
+      engine.embed(seqs);
+    } catch (const kalm::encode::NonFiniteEmbedding& e) {
+      index = e.index;
+      msg = e.what();
+    }
+    DOCTEST_CHECK(index == 2);
+    DOCTEST_CHECK(msg == "sequence 2: the model's output is NaN or infinite");
+  }
+  PoisonedEmbedder clean(0.5f);
+  kalm::encode::Engine engine(clean, {});
+  auto out = engine.embed({{1, 2}, {3}});
+  DOCTEST_CHECK(out.size(0) == 2);
 }

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -546,4 +547,47 @@ DOCTEST_TEST_CASE("safetensors reader: every truncation and byte substitution is
     }
   DOCTEST_CHECK(rejected > 0);
   DOCTEST_CHECK(opened > 0);  // e.g. a changed metadata character or padding byte
+}
+
+DOCTEST_TEST_CASE("count_non_finite finds NaN and infinity in every float dtype, at any alignment") {
+  using kalm::io::DType;
+  auto bytes_of = [](auto... words) {
+    std::vector<std::uint8_t> out(1, 0xAB);  // one leading byte: the data is unaligned
+    for (auto w : {words...}) {
+      std::uint8_t b[sizeof(w)];
+      std::memcpy(b, &w, sizeof(w));
+      out.insert(out.end(), b, b + sizeof(w));
+    }
+    return out;
+  };
+  // f32: 1.0, +inf, NaN, -0.0, largest finite
+  auto f32 = bytes_of(0x3F800000u, 0x7F800000u, 0x7FC00001u, 0x80000000u, 0x7F7FFFFFu);
+  auto r = kalm::io::count_non_finite(DType::F32, f32.data() + 1, f32.size() - 1);
+  DOCTEST_CHECK(r.count == 2);
+  DOCTEST_CHECK(r.first == 1);
+  // bf16: 1.0, largest finite, -inf;  f16: 1.0, 65504, NaN, -inf
+  auto bf16 = bytes_of(std::uint16_t{0x3F80}, std::uint16_t{0x7F7F}, std::uint16_t{0xFF80});
+  r = kalm::io::count_non_finite(DType::BF16, bf16.data() + 1, bf16.size() - 1);
+  DOCTEST_CHECK(r.count == 1);
+  DOCTEST_CHECK(r.first == 2);
+  auto f16 = bytes_of(std::uint16_t{0x3C00}, std::uint16_t{0x7BFF}, std::uint16_t{0x7E00}, std::uint16_t{0xFC00});
+  r = kalm::io::count_non_finite(DType::F16, f16.data() + 1, f16.size() - 1);
+  DOCTEST_CHECK(r.count == 2);
+  DOCTEST_CHECK(r.first == 2);
+  auto f64 = bytes_of(0x3FF0000000000000ull, 0x7FEFFFFFFFFFFFFFull, 0xFFF8000000000000ull);
+  r = kalm::io::count_non_finite(DType::F64, f64.data() + 1, f64.size() - 1);
+  DOCTEST_CHECK(r.count == 1);
+  DOCTEST_CHECK(r.first == 2);
+  // Integers have no non-finite values, whatever their bits.
+  auto i32 = bytes_of(0x7F800000u, 0xFFFFFFFFu);
+  DOCTEST_CHECK(kalm::io::count_non_finite(DType::I32, i32.data() + 1, i32.size() - 1).count == 0);
+  // A large tensor (the parallel path): two bad values far apart, the first reported.
+  std::vector<float> big(3'000'000, 0.25f);
+  big[2'999'000] = std::numeric_limits<float>::infinity();
+  big[1'234'567] = std::numeric_limits<float>::quiet_NaN();
+  r = kalm::io::count_non_finite(DType::F32, reinterpret_cast<const std::uint8_t*>(big.data()), big.size() * 4);
+  DOCTEST_CHECK(r.count == 2);
+  DOCTEST_CHECK(r.first == 1'234'567);
+  DOCTEST_CHECK(kalm::io::describe_non_finite(r) ==
+                "2 non-finite values (NaN or infinity; the first at flat index 1234567)");
 }

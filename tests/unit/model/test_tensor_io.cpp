@@ -3,9 +3,12 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "io/test_safetensors_util.h"
 #include "kalm/error.h"
@@ -238,3 +241,56 @@ DOCTEST_TEST_CASE("tensor_io: sharded checkpoint round trip") {
   DOCTEST_CHECK(from_file.size() == single.tensors().size());
   DOCTEST_CHECK(from_file.front().first == single.tensors().front().name);
 }
+
+DOCTEST_TEST_CASE("load_embedding_matrix checks the tensor and converts to f32") {
+  const std::string path = (std::filesystem::temp_directory_path() / ("kalm_emb_test_" + std::to_string(::getpid()) + ".safetensors")).string();
+  const float rows[] = {1, 0, 0, 1, 0.5f, 0.5f};
+  DOCTEST_SUBCASE("f32 [3, 2]") {
+    kalm::io::SafetensorsWriter w;
+    w.add("embeddings", kalm::io::DType::F32, {3, 2}, rows, sizeof rows);
+    w.write(path);
+    auto t = kalm::model::load_embedding_matrix(path, 3, "rows");
+    DOCTEST_CHECK((t.scalar_type() == torch::kFloat32));
+    DOCTEST_CHECK(t.size(0) == 3);
+    DOCTEST_CHECK(t[2][1].item<float>() == 0.5f);
+    DOCTEST_CHECK_THROWS_WITH_AS(kalm::model::load_embedding_matrix(path, 4, "one per group"),
+                                 doctest::Contains("has 3 rows, expected 4: one per group"), kalm::FormatError);
+  }
+  DOCTEST_SUBCASE("f16 is converted") {
+    const std::uint16_t half[] = {0x3C00, 0x3800};  // 1.0, 0.5
+    kalm::io::SafetensorsWriter w;
+    w.add("embeddings", kalm::io::DType::F16, {1, 2}, half, sizeof half);
+    w.write(path);
+    auto t = kalm::model::load_embedding_matrix(path, 1, "rows");
+    DOCTEST_CHECK((t.scalar_type() == torch::kFloat32));
+    DOCTEST_CHECK(t[0][1].item<float>() == 0.5f);
+  }
+  DOCTEST_SUBCASE("wrong name, rank or dtype") {
+    kalm::io::SafetensorsWriter w;
+    w.add("vectors", kalm::io::DType::F32, {3, 2}, rows, sizeof rows);
+    w.write(path);
+    DOCTEST_CHECK_THROWS_WITH_AS(kalm::model::load_embedding_matrix(path, 3, "rows"),
+                                 doctest::Contains("no tensor named 'embeddings'"), kalm::FormatError);
+    kalm::io::SafetensorsWriter w1;
+    w1.add("embeddings", kalm::io::DType::F32, {6}, rows, sizeof rows);
+    w1.write(path);
+    DOCTEST_CHECK_THROWS_AS(kalm::model::load_embedding_matrix(path, 6, "rows"), kalm::FormatError);
+    const std::int32_t ints[] = {1, 2};
+    kalm::io::SafetensorsWriter w2;
+    w2.add("embeddings", kalm::io::DType::I32, {1, 2}, ints, sizeof ints);
+    w2.write(path);
+    DOCTEST_CHECK_THROWS_AS(kalm::model::load_embedding_matrix(path, 1, "rows"), kalm::FormatError);
+  }
+  DOCTEST_SUBCASE("a NaN or infinite value names its row") {
+    const float bad[] = {1, 0, 0, 1, 0.5f, std::numeric_limits<float>::quiet_NaN()};
+    kalm::io::SafetensorsWriter w;
+    w.add("embeddings", kalm::io::DType::F32, {3, 2}, bad, sizeof bad);
+    w.write(path);
+    DOCTEST_CHECK_THROWS_WITH_AS(kalm::model::load_embedding_matrix(path),
+                                 (path + ": row 2 of tensor 'embeddings' is NaN or infinite (1 non-finite value (NaN or "
+                                         "infinity; the first at flat index 5))").c_str(),
+                                 kalm::FormatError);
+  }
+  std::filesystem::remove(path);
+}
+

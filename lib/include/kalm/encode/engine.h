@@ -16,7 +16,19 @@
 #include <functional>
 #include <vector>
 
+#include "kalm/error.h"
+
 namespace kalm::encode {
+
+// Thrown by Engine::embed when the model's output for a sequence holds NaN or
+// infinity (a damaged model, an overflow in reduced precision): never written
+// out as an embedding. `index` is the sequence's position in the input, so the
+// caller can name the record.
+class NonFiniteEmbedding : public ModelError {
+ public:
+  NonFiniteEmbedding(std::size_t index, const std::string& what) : ModelError(what), index(index) {}
+  std::size_t index;
+};
 
 // What the engine needs from a model: right-padded ids in, pooled vectors out.
 class BatchEmbedder {
@@ -64,7 +76,8 @@ class Engine {
   // pool_from: empty, or per sequence the number of leading tokens left out of
   // pooling (the prompt under include_prompt=false; see prompt_pool_skip()).
   // An empty sequence, or one with nothing after its skipped tokens, is a
-  // UsageError (there would be nothing to pool).
+  // UsageError (there would be nothing to pool); a non-finite output is a
+  // NonFiniteEmbedding.
   torch::Tensor embed(const std::vector<std::vector<std::int32_t>>& sequences,
                       const EngineProgress& progress = {}, const std::vector<std::int64_t>& pool_from = {});
 

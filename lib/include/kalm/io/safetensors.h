@@ -164,6 +164,20 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// The NaN and infinite elements of floating-point data (F64, F32, F16, BF16;
+// integer and bool data has none): how many, and the index of the first.
+// Reads the bytes once, in parallel; no allocation. Model loading and saving
+// use it so that a damaged tensor is refused by name instead of turning every
+// output into NaN.
+struct NonFiniteCount {
+  std::uint64_t count = 0;
+  std::uint64_t first = 0;  // meaningful when count > 0
+};
+NonFiniteCount count_non_finite(DType dtype, const std::uint8_t* data, std::uint64_t nbytes);
+// "N non-finite values (NaN or infinity; the first at flat index I)": the
+// message part the callers share.
+std::string describe_non_finite(const NonFiniteCount& found);
+
 // Collects tensors, then writes one safetensors file atomically.
 //
 // add() validates at once and throws FormatError (message "safetensors writer:

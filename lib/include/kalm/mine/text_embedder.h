@@ -61,10 +61,4 @@ class TextEmbedder {
   std::map<std::string, std::int64_t> prompt_skip_;  // prefix -> its tokens left out of pooling
 };
 
-// Reads tensor "embeddings" [rows, D] from a safetensors file as float32
-// (a zero-copy view for f32 files). Throws FormatError naming the file when the
-// tensor is missing, not 2-D, or its row count differs from `rows` (`what` says
-// what the rows should be, e.g. "queries (one per input group)").
-torch::Tensor load_embedding_file(const std::string& path, std::int64_t rows, const std::string& what);
-
 }  // namespace kalm::mine

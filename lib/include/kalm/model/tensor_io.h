@@ -59,6 +59,14 @@ torch::Tensor tensor_copy(const io::CheckpointReader& checkpoint, std::string_vi
 std::vector<std::pair<std::string, torch::Tensor>> load_all(const io::SafetensorsFile& file);
 std::vector<std::pair<std::string, torch::Tensor>> load_all(const io::CheckpointReader& checkpoint);
 
+// The embedding matrix of a safetensors file as kalm-embed writes it (tensor
+// "embeddings", [rows, dim], f32/f16/bf16/f64), as f32. FormatError naming the
+// file for a missing or malformed tensor, a row count other than
+// `expected_rows` (when >= 0; `what` says what the rows are), or a NaN or
+// infinite value (naming its row, 0-based: the record's position).
+torch::Tensor load_embedding_matrix(const std::string& path, std::int64_t expected_rows = -1,
+                                    const std::string& what = "");
+
 // Queues `tensors` on a writer: each is detached, moved to the CPU and made
 // contiguous; those copies are kept in `keep` (the writer borrows their bytes,
 // so `keep` must outlive the write). Throws FormatError naming the tensor for
