@@ -1,6 +1,7 @@
 #include "kalm/cli/tool.h"
 
 #include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,10 +14,46 @@
 
 namespace kalm::cli {
 
+int available_cores() {
+  // The CPUs this process may run on (what nproc prints): a container or
+  // taskset limits them below the machine's total.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
 int CommonOptions::resolved_threads() const {
   if (threads && *threads > 0) return *threads;
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+  return available_cores();
+}
+
+const CLI::Validator& positive_number() {
+  static const CLI::Validator v(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "must be a number, not '" + text + "'";
+        if (!(value > 0)) return "must be positive, not " + text;
+        return {};
+      },
+      "POSITIVE");
+  return v;
+}
+
+const CLI::Validator& non_negative_number() {
+  static const CLI::Validator v(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "must be a number, not '" + text + "'";
+        if (!(value >= 0)) return "must be 0 or more, not " + text;
+        return {};
+      },
+      "NONNEGATIVE");
+  return v;
 }
 
 void apply_thread_count(int threads) { omp_set_num_threads(threads); }
@@ -116,7 +153,7 @@ Tool::Tool(std::string name, std::string description)
       ->group(kGroupCommon);
   app_.add_option("--threads", common_.threads,
                   "Worker threads for LibTorch and OpenMP (default: all cores)")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_number())
       ->group(kGroupCommon);
   app_.add_option("--seed", common_.seed, "Seed for every random choice")->group(kGroupCommon);
   app_.add_flag("-q,--quiet", common_.quiet, "No progress bar and no summary line")
@@ -152,6 +189,12 @@ int Tool::run(int argc, char** argv, const std::function<void()>& body) {
       std::cout << dump_config(app_);
       return 0;
     }
+    // More threads than CPUs makes LibTorch's and OpenMP's pools fight over
+    // them: many times slower, never faster.
+    if (common_.threads && *common_.threads > available_cores())
+      throw UsageError("--threads " + std::to_string(*common_.threads) + " is more than the " +
+                       std::to_string(available_cores()) +
+                       " CPUs this process may use (nproc); more threads than CPUs only slow kalm down");
     apply_thread_count(common_.resolved_threads());
     body();
     std::cout.flush();

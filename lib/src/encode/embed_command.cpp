@@ -110,7 +110,7 @@ std::string apply_instruction(const std::string& instruction_template, const std
 
 void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device) {
   app.add_option("--batch-tokens", batch_tokens, "Padded tokens per forward pass (rows x longest row)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
   app.add_option("--dtype", dtype, "Compute dtype: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
@@ -135,7 +135,7 @@ void add_model_flags(CLI::App& app, const ModelFlagTargets& t) {
                    help(t.max_length_help, "Tokens per text, special tokens included") +
                        " (default: sentence-transformers' limit for the model, else " +
                        std::to_string(kDefaultMaxLength) + ")")
-        ->check(CLI::PositiveNumber)
+        ->check(cli::positive_number())
         ->group(cli::kGroupModel);
   // "" is a member so that a --config file that spells out the empty default reads back.
   if (t.pooling)
@@ -164,7 +164,7 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
       ->check(CLI::IsMember({"auto", "safetensors", "npy", "jsonl", "tokens"}))
       ->group(cli::kGroupOutput);
   app.add_option("--dim", o.dim, "Matryoshka dimension: keep the first DIM components (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupOutput);
   app.add_flag("--normalize,!--no-normalize", o.normalize, "L2-normalise the embeddings")->group(cli::kGroupOutput);
   app.add_flag("--special-tokens,!--no-special-tokens", o.special_tokens,

@@ -162,7 +162,7 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_flag("--bm25,!--no-bm25", o.bm25, "Score BM25 beside retrieval and reranking tasks")
       ->group(cli::kGroupOutput);
   app.add_option("--top-k", o.top_k, "Retrieval: documents ranked per query")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupOutput);
   encode::ModelFlagTargets model_flags;  // no --instruction: instructions come from the task files
   model_flags.model = &o.model;

@@ -171,6 +171,15 @@ std::pair<torch::Tensor, torch::Tensor> encode_two(TextEncoder& enc, const std::
 
 std::string split_path(const TaskSpec& spec, const std::string& split) { return spec.dir + "/" + split + ".jsonl"; }
 
+// A task whose texts all carry one label is scored perfect by any model.
+void require_two_labels(const std::vector<std::int64_t>& labels, const std::string& file, const char* kind) {
+  if (labels.empty()) return;  // an empty split is refused where it is read
+  for (auto label : labels)
+    if (label != labels.front()) return;
+  throw FormatError(file + ": every text has the same label; " + kind +
+                    " needs at least two labels (a single one would score 100 whatever the model)");
+}
+
 SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextEncoder& enc, const RunnerOptions& o,
                       TaskTiming& timing) {
   const std::string prefix = query_prefix(spec, o);
@@ -306,6 +315,8 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         train = load_labeled(spec, spec.train_split, labels);
         test = load_labeled(spec, split_name, labels);
       }
+      // One label makes every prediction right: a score of 100 that measures nothing.
+      require_two_labels(train.labels, split_path(spec, spec.train_split), "classification");
       torch::Tensor tr, te;
       {
         Stopwatch w(timing.encode);
@@ -336,6 +347,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         Stopwatch w(timing.load);
         sets = load_clustering(spec, split_name);
       }
+      for (const auto& set : sets) require_two_labels(set.labels, split_path(spec, split_name), "clustering");
       std::vector<std::string> all;
       for (const auto& s : sets)
         for (const auto& t : s.texts) all.push_back(prefix + t);

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include "kalm/error.h"
@@ -129,6 +130,49 @@ bool LineReader::next(std::string_view& line) {
 
 namespace ondemand = simdjson::ondemand;
 using simdjson::error_code;
+
+namespace {
+
+// True for text that is a JSON number by the grammar (RFC 8259), whatever its
+// magnitude: simdjson refuses numbers beyond 64-bit integers and doubles, and
+// such a number is well-formed JSON that kalm cannot hold, not "invalid JSON".
+bool is_json_number(std::string_view t) {
+  std::size_t i = 0;
+  auto digits = [&] {
+    std::size_t start = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    return i > start;
+  };
+  if (i < t.size() && t[i] == '-') ++i;
+  if (i < t.size() && t[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == t.size();
+}
+
+bool is_json_integer(std::string_view t) {
+  return is_json_number(t) && t.find_first_of(".eE") == std::string_view::npos;
+}
+
+// A number for a message: long ones shortened to their ends and length.
+std::string shown_number(std::string_view t) {
+  if (t.size() <= 24) return std::string(t);
+  return std::string(t.substr(0, 8)) + "..." + std::string(t.substr(t.size() - 4)) + " (" +
+         std::to_string(t.size()) + " characters)";
+}
+
+}  // namespace
 
 class JsonlReader::Parser {
  public:
@@ -269,7 +313,13 @@ class JsonlReader::Parser {
         fail("field \"" + std::string(key) + "\" must be an array of numbers, but element " +
              std::to_string(out.size()) + " is " + type_name(et));
       double d;
-      check(e.get_double().get(d));
+      if (error_code err = e.get_double().get(d)) {
+        const std::string_view token = trim_right(e.raw_json_token());
+        if (is_json_number(token))
+          fail("field \"" + std::string(key) + "\": element " + std::to_string(out.size()) + ", the number " +
+               shown_number(token) + ", is beyond the range of a double");
+        fail_json(err);
+      }
       out.push_back(d);
     }
   }
@@ -289,9 +339,11 @@ class JsonlReader::Parser {
                            std::to_string(out.size());
       if (et != ondemand::json_type::number) fail(where_ + " is " + type_name(et));
       ondemand::number_type nt;
-      check(e.get_number_type().get(nt));
-      if (nt != ondemand::number_type::signed_integer)
-        fail(where_ + " is " + std::string(trim_right(e.raw_json_token())));
+      const std::string_view token = trim_right(e.raw_json_token());
+      if (e.get_number_type().get(nt) || nt != ondemand::number_type::signed_integer) {
+        if (!is_json_number(token)) fail_json(simdjson::NUMBER_ERROR);
+        fail(where_ + " is " + shown_number(token));
+      }
       std::int64_t id;
       check(e.get_int64().get(id));
       if (id < 0) fail(where_ + " is " + std::to_string(id));
@@ -310,19 +362,23 @@ class JsonlReader::Parser {
     }
     if (t != ondemand::json_type::number)
       fail(std::string("field \"id\" must be a string or an integer, not ") + type_name(t));
-    ondemand::number_type nt;
-    check(v.get_number_type().get(nt));
-    if (nt == ondemand::number_type::signed_integer) {
-      std::int64_t i;
-      check(v.get_int64().get(i));
+    // The digits are read from the token itself, so the id keeps exactly the
+    // decimal text it was given.
+    const std::string_view token = trim_right(v.raw_json_token());
+    if (!is_json_number(token)) fail_json(simdjson::NUMBER_ERROR);
+    if (!is_json_integer(token))
+      fail("field \"id\" must be a string or an integer, not the number " + shown_number(token));
+    std::int64_t i = 0;
+    std::uint64_t u = 0;
+    const char* first = token.data();
+    const char* last = token.data() + token.size();
+    if (std::from_chars(first, last, i).ec == std::errc()) {
       out = std::to_string(i);
-    } else if (nt == ondemand::number_type::unsigned_integer) {
-      std::uint64_t u;
-      check(v.get_uint64().get(u));
+    } else if (token[0] != '-' && std::from_chars(first, last, u).ec == std::errc()) {
       out = std::to_string(u);
     } else {
-      fail("field \"id\" must be a string or an integer, not the number " +
-           std::string(trim_right(v.raw_json_token())));
+      fail("field \"id\" is the integer " + shown_number(token) +
+           ", too large for a 64-bit integer id; write it as a string to keep every digit");
     }
   }
 
@@ -353,6 +409,14 @@ class JsonlReader::Parser {
     if (e) {
       if (e == simdjson::UTF8_ERROR) fail_json(e);
       if (unterminated_) fail_json(e);
+      if (e == simdjson::NUMBER_ERROR || e == simdjson::NUMBER_OUT_OF_RANGE) {
+        if (t == ondemand::json_type::number && is_json_number(raw))
+          fail("field \"" + std::string(key) + "\" is the number " + shown_number(raw) +
+               ", beyond what kalm reads (64-bit integers and doubles); write it as a string to keep it");
+        if (t != ondemand::json_type::number)
+          fail("field \"" + std::string(key) + "\" holds a number kalm cannot read (malformed, or beyond 64-bit "
+               "integers and doubles)");
+      }
       fail("invalid JSON in field \"" + std::string(key) + "\": " + simdjson::error_message(e));
     }
     return raw;

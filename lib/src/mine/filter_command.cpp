@@ -251,7 +251,7 @@ CLI::App* add_filter_flags(cli::Tool& tool, FilterOptions& o, PromptOptions& po)
                  "Reject a record whose query has cosine above this with an earlier one (needs --model)")
       ->group(kFilters);
   app.add_option("--near-dup-k", o.near_dup_k, "Nearest queries examined for --near-dup-threshold")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kFilters);
   app.add_option("--filter-topk", o.filter_topk,
                  "Ranking-consistency filter: reject when the best positive scores below the hit at 0-based "
@@ -289,6 +289,7 @@ void run_filter(const FilterOptions& o, const cli::Tool& tool) {
     throw UsageError("--min-tokens, --max-tokens, --near-dup-threshold and --filter-topk need --model");
   if (o.filter_topk && *o.filter_topk < 0) throw UsageError("--filter-topk must be >= 0");
   if (!o.instruction.empty()) encode::apply_instruction(o.instruction_template, o.instruction);  // validates
+  const io::OutputLock claim = MetaJson::claim_outputs(o.output, o.rejects, tool);
 
   cli::Progress progress(tool.name(), "records", std::nullopt, tool.common().quiet);
   auto records = read_records(o.inputs);

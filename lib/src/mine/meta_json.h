@@ -7,10 +7,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kalm/cli/tool.h"
 #include "kalm/io/atomic_file.h"
 #include "kalm/io/json_writer.h"
+#include "kalm/io/output_dir.h"
 #include "kalm/version.h"
 
 namespace kalm::mine {
@@ -54,6 +56,16 @@ class MetaJson {
     }
     add_raw(key, s + "}");
   }
+  // The files a run with this output and rejects writes, OUTPUT.meta.json
+  // included: what the run claims (io::OutputLock::files) for its whole length,
+  // so that two runs to the same paths never mix one's output with the other's
+  // rejects or .meta.json.
+  static io::OutputLock claim_outputs(const std::string& output, const std::string& rejects, const cli::Tool& tool) {
+    std::vector<std::string> paths{output, rejects};
+    if (!io::writes_in_place(output)) paths.push_back(output + ".meta.json");
+    return io::OutputLock::files(paths, tool.name());
+  }
+
   // Writes OUTPUT.meta.json atomically; nothing for stdout, a device or a FIFO.
   void write_beside(const std::string& output) const {
     if (io::writes_in_place(output)) return;

@@ -602,7 +602,7 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
       ->check(CLI::IsMember({"retrieved", "eligible"}))
       ->group(kMining);
   app.add_option("--negatives", o.negatives, "Negatives per output group (M)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kMining);
   app.add_option("--sampling", o.sampling, "random (seeded) or top (the highest-ranked in the window)")
       ->check(CLI::IsMember({"random", "top"}))
@@ -637,6 +637,7 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
 
 void run_mine(const MineOptions& o, const cli::Tool& tool) {
   check_options(o);
+  const io::OutputLock claim = MetaJson::claim_outputs(o.output, o.rejects, tool);
   if (o.from_labels)
     mine_labels(o, tool);
   else

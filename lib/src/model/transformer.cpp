@@ -271,7 +271,8 @@ torch::Tensor EncoderImpl::checked_input_ids(const torch::Tensor& input_ids,
     const torch::Tensor out_of_range = ((ids < 0) | (ids >= config_.vocab_size)).nonzero();
     const int64_t row = out_of_range.index({0, 0}).item<int64_t>();
     const int64_t col = out_of_range.index({0, 1}).item<int64_t>();
-    throw UsageError("model input: token id " + std::to_string(ids.index({row, col}).item<int64_t>()) +
+    // Ids the tokenizer produced that the model has no row for: the two do not belong together.
+    throw ModelError("model input: token id " + std::to_string(ids.index({row, col}).item<int64_t>()) +
                      " at sequence " + std::to_string(row) + ", position " + std::to_string(col) +
                      " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
   }

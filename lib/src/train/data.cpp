@@ -167,7 +167,7 @@ Dataset load_dataset(const DataOptions& options) {
       if (!instruction && table) {
         auto found = table->find(task);
         if (found == table->end())
-          throw UsageError(here + ": task '" + task + "' has no entry in " + options.instructions_file +
+          throw FormatError(here + ": task '" + task + "' has no entry in " + options.instructions_file +
                            " (use \"\" for no instruction)");
         instruction = found->second;
       }
@@ -188,7 +188,11 @@ Dataset load_dataset(const DataOptions& options) {
       data.examples.push_back(std::move(ex));
     }
   }
-  if (data.examples.empty()) throw UsageError("no training groups in the inputs");
+  if (data.examples.empty()) {
+    std::string names;
+    for (const auto& input : options.inputs) names += (names.empty() ? "" : ", ") + display_name(input);
+    throw FormatError(names + ": no training groups (the input is empty)");
+  }
   return data;
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kalm/error.h"
+#include "kalm/io/output_dir.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/train/export.h"
 
@@ -46,20 +47,27 @@ void make_soup(const SoupOptions& o) {
     }
   }
   first.encoder->load_hf_tensors(acc, o.inputs[0]);
-  std::error_code ec;
-  fs::create_directories(o.output, ec);
-  if (ec) throw IoError(o.output + ": cannot create directory: " + ec.message());
-  model::save_model(o.output, *first.encoder);
+
+  // Claimed for the run, staged, then published with config.json last: a
+  // failed soup leaves no directory that looks like a model.
+  const io::OutputLock lock = io::OutputLock::directory(o.output, "kalm-train soup");
+  io::remove_staging_leftovers(o.output);
+  io::StagingDirectory staging((fs::path(o.output) / ".soup.kalm-tmp").string());
+  const fs::path tmp = staging.path();
+  model::save_model(tmp.string(), *first.encoder);
   if (fs::exists(fs::path(o.inputs[0]) / "tokenizer.json") || fs::exists(fs::path(o.inputs[0]) / "tokenizer.model"))
-    copy_tokenizer_files(o.inputs[0], o.output);
+    copy_tokenizer_files(o.inputs[0], tmp.string());
+  std::error_code ec;
   for (const char* name : {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                            "1_Pooling/config.json"}) {
     const fs::path src = fs::path(o.inputs[0]) / name;
     if (!fs::exists(src)) continue;
-    fs::create_directories((fs::path(o.output) / name).parent_path());
-    fs::copy_file(src, fs::path(o.output) / name, fs::copy_options::overwrite_existing, ec);
+    fs::create_directories((tmp / name).parent_path());
+    fs::copy_file(src, tmp / name, fs::copy_options::overwrite_existing, ec);
     if (ec) throw IoError(src.string() + ": cannot copy: " + ec.message());
   }
+  io::publish_staged(tmp.string(), o.output, {"config.json"}, {"model"});
+  staging.published();
 }
 
 }  // namespace kalm::train

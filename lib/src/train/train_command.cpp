@@ -55,12 +55,12 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--instruction-template", o.data.instruction_template, "How an instruction prefixes a query")
       ->group(cli::kGroupInput);
   app.add_option("--batch-size", o.batching.batch_size, "Groups (queries) per contrastive batch")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupInput);
   app.add_option("--num-negatives", o.num_negatives,
                  "Hard negatives per query (M; sampled with replacement when a group has fewer); default 0 for "
                  "pretrain, 7 otherwise")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupInput);
   app.add_flag("--task-homogeneous,!--no-task-homogeneous", o.batching.task_homogeneous,
                "Fill batches from one task at a time (KaLM's in-task sampler)")
@@ -70,10 +70,10 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->check(CLI::Range(0.0, 1.0))
       ->group(cli::kGroupInput);
   app.add_option("--query-max-length", o.query_max_length, "Tokens per query, special tokens included")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupInput);
   app.add_option("--passage-max-length", o.passage_max_length, "Tokens per passage, special tokens included")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupInput);
 
   app.add_option("--init", o.init, "Start from this Hugging Face model directory (Qwen2 or Gemma3)")
@@ -88,7 +88,7 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupModel);
   app.add_option("--train-tokenizer", o.train_tokenizer,
                  "Or: train a tokenizer of this vocabulary size on the training texts")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupModel);
   app.add_option("--tokenizer-model", o.tokenizer_model,
                  "What --train-tokenizer trains: bpe (byte-level, Qwen2's pipeline; at least 258) or unigram "
@@ -125,26 +125,26 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->check(CLI::Range(0.0, 1.0))
       ->group(kOptim);
   app.add_option("--warmup-steps", o.warmup_steps, "Warm-up steps (overrides --warmup-ratio)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(kOptim);
   app.add_option("--max-grad-norm", o.max_grad_norm, "Clip the gradients' global L2 norm (default 1; see --no-grad-clip)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kOptim);
   app.add_flag("--no-grad-clip", f.no_grad_clip, "Do not clip gradients")->group(kOptim);
   app.add_option("--grad-accumulation", o.grad_accumulation, "Micro-batches per optimiser step")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kOptim);
   app.add_option("--grad-cache-chunk", o.grad_cache_chunk,
                  "GradCache: embed N texts at a time so the batch is not bounded by memory (unset: plain backward)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kOptim);
   app.add_option("--world-size", f.dist.world_size,
                  "Data-parallel processes (c10d Gloo); --batch-size is per process (default: WORLD_SIZE, "
                  "SLURM_NTASKS, 1)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
   app.add_option("--rank", f.dist.rank, "This process's rank in [0, --world-size) (default: RANK, SLURM_PROCID, 0)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupCompute);
   app.add_option("--dist-store", f.dist.store_path,
                  "Rendezvous file shared by every rank (c10d FileStore; remove it before a new run); default: a "
@@ -152,24 +152,24 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupCompute);
   app.add_option("--dist-timeout", f.dist.timeout_s,
                  "Seconds the rendezvous and each collective wait for the other ranks before failing")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
-  app.add_option("--epochs", o.epochs, "Passes over the data")->check(CLI::PositiveNumber)->group(kOptim);
+  app.add_option("--epochs", o.epochs, "Passes over the data")->check(cli::positive_number())->group(kOptim);
   app.add_option("--max-steps", o.max_steps, "Optimiser steps (overrides --epochs)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kOptim);
 
   app.add_option("--temperature", o.loss.temperature, "InfoNCE temperature")->group(kLoss);
   app.add_option("--focal-gamma", o.focal_gamma, "Focal reweighting gamma (0 = plain InfoNCE); default 0 for "
                                                  "pretrain, 0.5 otherwise")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(kLoss);
   app.add_option("--mix", f.mix, "Hard-negative mixing: none, pairwise or listwise; default none for pretrain, "
                                  "pairwise otherwise")
       ->check(CLI::IsMember({"none", "pairwise", "listwise"}))
       ->group(kLoss);
   app.add_option("--mix-count", o.loss.mix_count, "Synthetic negatives per query (pairwise)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(kLoss);
   app.add_flag("--mix-gradient", f.mix_gradient,
                "Let gradient flow through the synthetic negatives into the negatives they mix (default: constants)")
@@ -205,15 +205,15 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--metrics", o.metrics, "Append one JSON line per step (loss, components, lr, grad norm, tokens/s)")
       ->group(cli::kGroupOutput);
   app.add_option("--save-steps", o.save_steps, "Write OUTPUT/checkpoint-STEP every N steps (0 = never)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupOutput);
   app.add_option("--keep-checkpoints", o.keep_checkpoints, "Keep only the newest N checkpoints (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupOutput);
   app.add_flag("--resume", o.resume, "Continue from the newest checkpoint in OUTPUT (exactly)")
       ->group(cli::kGroupOutput);
   app.add_option("--stop-at-step", o.stop_at_step, "Checkpoint and stop after this step (resume later with --resume)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive_number())
       ->group(cli::kGroupOutput);
 
   if (!distill) {

@@ -18,6 +18,7 @@
 #include "kalm/cli/progress.h"
 #include "kalm/error.h"
 #include "kalm/io/json_writer.h"
+#include "kalm/io/output_dir.h"
 #include "kalm/io/remove_tree.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/checkpoint.h"
@@ -286,6 +287,7 @@ class Trainer {
   std::unique_ptr<Teacher> teacher_;  // kalm-distill --teacher: scores each batch
   bool leader_ = true;  // rank 0: writes checkpoints, metrics, the export
   BatchingOptions global_batching_;
+  io::OutputLock output_lock_;  // the leader's claim on --output for the whole run
 };
 
 void Trainer::resolve_options() {
@@ -393,6 +395,12 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     tokenizer_ = text::load_tokenizer(tokenizer_dir_);
     if (!o_.init.empty()) {
       encoder_ = model::load_model(o_.init, lo).encoder;
+      // A model may have more rows than its tokenizer has ids (padding), never fewer.
+      const auto vocab = static_cast<std::int64_t>(tokenizer_->vocab_size());
+      if (vocab > encoder_->config().vocab_size)
+        throw ModelError(tokenizer_dir_ + ": the tokenizer has " + std::to_string(vocab) + " ids but " + o_.init +
+                         "/config.json says vocab_size " + std::to_string(encoder_->config().vocab_size) +
+                         ": they do not belong together");
     } else {
       auto config = model::parse_config_file(o_.init_config);
       const auto vocab = static_cast<std::int64_t>(tokenizer_->vocab_size());
@@ -468,16 +476,16 @@ void Trainer::save_checkpoint() {
   const std::string name = "checkpoint-" + std::to_string(state_.step);
   const fs::path final_dir = fs::path(o_.output) / name;
   const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");
-  std::error_code ec;
-  io::remove_tree(tmp.string());  // a partial one left by a killed run
-  fs::create_directories(tmp);
+  io::StagingDirectory staging(tmp.string());  // removed again if anything below fails (a full disk)
   write_model_files(tmp.string());
   torch::save(*optimizer_, (tmp / kOptimizerFile).string());
   model::save_safetensors((tmp / kRngFile).string(), {{"loss_generator", generator_.get_state()}});
   write_text_file((tmp / kStateFile).string(), state_json(state_, o_.command_line));
   io::remove_tree(final_dir.string());
+  std::error_code ec;
   fs::rename(tmp, final_dir, ec);
   if (ec) throw IoError(final_dir.string() + ": cannot publish the checkpoint: " + ec.message());
+  staging.published();
   if (tokenizer_in_checkpoint_) tokenizer_dir_ = final_dir.string();
   if (o_.keep_checkpoints > 0) prune_checkpoints();
 }
@@ -499,10 +507,17 @@ void Trainer::prune_checkpoints() {
   for (std::size_t i = 0; i + keep < found.size(); ++i) io::remove_tree(found[i].second.string());
 }
 
+// Staged like a checkpoint, then moved into --output beside the checkpoints:
+// config.json and kalm_training.json last, so that a failed export (a full
+// disk) never leaves a directory that looks like a finished model.
 void Trainer::export_final() {
   if (!leader_) return;
-  write_model_files(o_.output);
-  write_text_file(o_.output + "/kalm_training.json", state_json(state_, o_.command_line));
+  const fs::path tmp = fs::path(o_.output) / ".export.kalm-tmp";
+  io::StagingDirectory staging(tmp.string());
+  write_model_files(tmp.string());
+  write_text_file((tmp / "kalm_training.json").string(), state_json(state_, o_.command_line));
+  io::publish_staged(tmp.string(), o_.output, {"config.json", "kalm_training.json"}, {"model"});
+  staging.published();
 }
 
 void Trainer::write_metrics(const std::string& line) {
@@ -525,6 +540,11 @@ TrainResult Trainer::run() {
   }
   global_batching_ = o_.batching;
   global_batching_.batch_size = o_.batching.batch_size * o_.dist.world_size;
+  if (leader_) {
+    // Two runs in one directory would interleave checkpoints and exports.
+    output_lock_ = io::OutputLock::directory(o_.output, std::string("kalm-train (") + stage_name(o_.stage) + " stage)");
+    io::remove_staging_leftovers(o_.output);
+  }
 
   std::string resume_dir;
   if (o_.resume) {

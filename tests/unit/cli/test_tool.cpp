@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <iostream>
+#include <sstream>
+
 #include <vector>
 
 #include "kalm/cli/progress.h"
@@ -35,17 +38,43 @@ DOCTEST_TEST_CASE("Tool::run maps outcomes onto exit codes") {
 
 DOCTEST_TEST_CASE("shared flags parse into CommonOptions") {
   kalm::cli::Tool tool("kalm-test", "test tool");
-  std::vector<std::string> args = {"kalm-test", "--threads", "3", "--seed", "99", "-q"};
+  std::vector<std::string> args = {"kalm-test", "--threads", "1", "--seed", "99", "-q"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   bool ran = false;
   DOCTEST_CHECK(tool.run(static_cast<int>(argv.size()), argv.data(), [&] { ran = true; }) == 0);
   DOCTEST_CHECK(ran);
-  DOCTEST_CHECK(tool.common().threads.value() == 3);
-  DOCTEST_CHECK(tool.common().resolved_threads() == 3);
+  DOCTEST_CHECK(tool.common().threads.value() == 1);
+  DOCTEST_CHECK(tool.common().resolved_threads() == 1);
   DOCTEST_CHECK(tool.common().seed == 99);
   DOCTEST_CHECK(tool.common().quiet);
-  DOCTEST_CHECK(tool.command_line() == "kalm-test --threads 3 --seed 99 -q");
+  DOCTEST_CHECK(tool.command_line() == "kalm-test --threads 1 --seed 99 -q");
+}
+
+DOCTEST_TEST_CASE("--threads above the CPUs this process may use, or not positive, is a usage error with a short message") {
+  const int cores = kalm::cli::available_cores();
+  DOCTEST_CHECK(cores >= 1);
+  for (const std::string& value : {std::to_string(cores + 1), std::string("0"), std::string("-1e300"),
+                                   std::string("1e300"), std::string("lots")}) {
+    DOCTEST_CAPTURE(value);
+    kalm::cli::Tool tool("kalm-test", "test tool");
+    std::vector<std::string> args = {"kalm-test", "--threads", value};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    bool ran = false;
+    std::ostringstream err;
+    auto* old = std::cerr.rdbuf(err.rdbuf());
+    const int rc = tool.run(static_cast<int>(argv.size()), argv.data(), [&] { ran = true; });
+    std::cerr.rdbuf(old);
+    DOCTEST_CHECK(rc == 2);
+    DOCTEST_CHECK_FALSE(ran);
+    const std::string first_line = err.str().substr(0, err.str().find('\n'));
+    DOCTEST_CHECK(first_line.size() < 200);  // never the 309 digits of DBL_MAX
+    if (value == std::to_string(cores + 1))
+      DOCTEST_CHECK(first_line == "kalm-test: error: --threads " + value + " is more than the " + std::to_string(cores) +
+                                      " CPUs this process may use (nproc); more threads than CPUs only slow kalm down");
+    if (value == "0") DOCTEST_CHECK(first_line == "kalm-test: error: --threads: must be positive, not 0");
+  }
 }
 
 DOCTEST_TEST_CASE("resolved_threads defaults to all cores") {

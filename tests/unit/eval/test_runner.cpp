@@ -312,3 +312,23 @@ DOCTEST_TEST_CASE("results JSON and table") {
   std::snprintf(expected, sizeof expected, "%.2f", 100 * r.splits[0].dims[0].main_score);
   DOCTEST_CHECK(table.find(expected) != std::string::npos);
 }
+
+DOCTEST_TEST_CASE("runners: a classification or clustering task with one label is refused, not scored 100") {
+  TrigramEncoder enc(32);
+  RunnerOptions o;
+  TempDir t;
+  t.write("task.json", R"({"type": "classification", "n_experiments": 1, "samples_per_label": 2})");
+  t.write("train.jsonl", "{\"text\": \"a b\", \"label\": \"x\"}\n{\"text\": \"c d\", \"label\": \"x\"}\n");
+  t.write("test.jsonl", "{\"text\": \"a d\", \"label\": \"x\"}\n");
+  DOCTEST_CHECK_THROWS_WITH_AS(run_task(load_task_spec(t.str()), enc, o),
+                               (t.str() + "/train.jsonl: every text has the same label; classification needs at least "
+                                          "two labels (a single one would score 100 whatever the model)").c_str(),
+                               kalm::FormatError);
+  TempDir c;
+  c.write("task.json", R"({"type": "clustering"})");
+  c.write("test.jsonl", "{\"text\": \"a b\", \"label\": \"x\"}\n{\"text\": \"c d\", \"label\": \"x\"}\n");
+  DOCTEST_CHECK_THROWS_WITH_AS(run_task(load_task_spec(c.str()), enc, o),
+                               (c.str() + "/test.jsonl: every text has the same label; clustering needs at least "
+                                          "two labels (a single one would score 100 whatever the model)").c_str(),
+                               kalm::FormatError);
+}

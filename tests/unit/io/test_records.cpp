@@ -191,6 +191,27 @@ DOCTEST_TEST_CASE("CorpusRecord: bad records name the field and file:line") {
                 "c.jsonl:1: field \"input_ids\" must be an array of integers, not a string");
 }
 
+DOCTEST_TEST_CASE("numbers beyond 64-bit integers and doubles are named as such, not called invalid JSON") {
+  DOCTEST_CHECK(corpus_error(R"({"id":123456789012345678901234567890,"text":"a"})") ==
+                "c.jsonl:1: field \"id\" is the integer 12345678...7890 (30 characters), too large for a 64-bit "
+                "integer id; write it as a string to keep every digit");
+  DOCTEST_CHECK(corpus_error(R"({"id":-9223372036854775809,"text":"a"})") ==
+                "c.jsonl:1: field \"id\" is the integer -9223372036854775809, too large for a 64-bit integer id; "
+                "write it as a string to keep every digit");
+  DOCTEST_CHECK(parse_corpus(R"({"id":18446744073709551615,"text":"a"})").id == "18446744073709551615");
+  DOCTEST_CHECK(corpus_error(R"({"id":1e400,"text":"a"})") ==
+                "c.jsonl:1: field \"id\" must be a string or an integer, not the number 1e400");
+  DOCTEST_CHECK(corpus_error(R"({"id":01,"text":"a"})").rfind("c.jsonl:1: invalid JSON", 0) == 0);
+  DOCTEST_CHECK(corpus_error(R"({"input_ids":[1,99999999999999999999]})") ==
+                "c.jsonl:1: field \"input_ids\" must be an array of non-negative integers, but element 1 is "
+                "99999999999999999999");
+  DOCTEST_CHECK(corpus_error(R"({"text":"a","n":123456789012345678901234567890})") ==
+                "c.jsonl:1: field \"n\" is the number 12345678...7890 (30 characters), beyond what kalm reads "
+                "(64-bit integers and doubles); write it as a string to keep it");
+  DOCTEST_CHECK(group_error(R"({"query":"q","pos":["p"],"pos_scores":[1e999]})") ==
+                "g.jsonl:1: field \"pos_scores\": element 0, the number 1e999, is beyond the range of a double");
+}
+
 DOCTEST_TEST_CASE("RawFields: every field raw, validated, in order") {
   kalm::io::JsonlReader reader(kalm::io::InputStream::from_memory(
       R"({ "b" : [1, {"x": null}] , "a":"s\"\u00e9" ,"n": -1.50e+3, "t":true,"o":{}, "k\"ey":null })"

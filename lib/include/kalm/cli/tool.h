@@ -31,6 +31,14 @@ struct CommonOptions {
   int resolved_threads() const;  // threads, or the number of cores
 };
 
+// The CPUs this process may run on (its affinity mask; what nproc prints).
+int available_cores();
+
+// CLI11's PositiveNumber / NonNegativeNumber with messages that read "must be
+// positive, not -3" rather than printing the range up to DBL_MAX in 309 digits.
+const CLI::Validator& positive_number();
+const CLI::Validator& non_negative_number();
+
 // Flag-group names, so every tool's --help reads the same.
 inline constexpr const char* kGroupInput = "Input";
 inline constexpr const char* kGroupOutput = "Output";
