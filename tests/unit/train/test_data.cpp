@@ -75,7 +75,10 @@ DOCTEST_TEST_CASE("load_dataset: task field, template, and bad input") {
 
   auto instr = t.write("i.json", "{\"x\": \"do X\"}");
   o.instructions_file = instr;
-  DOCTEST_CHECK_THROWS_AS(load_dataset(o), kalm::UsageError);  // task "a" has no entry
+  // Task "a" has no entry: the data and the instructions file disagree (exit 1).
+  DOCTEST_CHECK_THROWS_WITH_AS(load_dataset(o),
+                               (f + ":2: task 'a' has no entry in " + instr + " (use \"\" for no instruction)").c_str(),
+                               kalm::FormatError);
   o.instructions_file.clear();
 
   o.instruction_template = "{instruction}: {query}";
@@ -89,6 +92,10 @@ DOCTEST_TEST_CASE("load_dataset: task field, template, and bad input") {
   DOCTEST_CHECK_THROWS_AS(load_dataset(stdin_opts), kalm::UsageError);
   DataOptions none;
   DOCTEST_CHECK_THROWS_AS(load_dataset(none), kalm::UsageError);
+  DataOptions empty;
+  empty.inputs = {t.write("empty.jsonl", "")};
+  DOCTEST_CHECK_THROWS_WITH_AS(load_dataset(empty), (empty.inputs[0] + ": no training groups (the input is empty)").c_str(),
+                               kalm::FormatError);
   DataOptions missing;
   missing.inputs = {(t.path / "nope.jsonl").string()};
   DOCTEST_CHECK_THROWS_AS(load_dataset(missing), kalm::IoError);

@@ -96,7 +96,7 @@ DOCTEST_TEST_CASE("embed_for_training: a bad token id is reported, not looked up
   encoder->init_parameters(1);
   auto batch = scrambled_batch(kLengthBucketRows + 1, config.vocab_size);
   batch.ids[3][0] = config.vocab_size;  // row 3 has at least one token
-  DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::ModelError);
 }
 
 DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model's token embeddings and norm") {
