@@ -15,18 +15,6 @@ std::string shape_str(torch::IntArrayRef shape) {
   return s + "]";
 }
 
-// transformers masks with torch.finfo(dtype).min: finite, so a query with
-// nothing to attend to gets a uniform (finite) row instead of NaN.
-double mask_value(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kFloat: return std::numeric_limits<float>::lowest();
-    case torch::kDouble: return std::numeric_limits<double>::lowest();
-    case torch::kBFloat16: return static_cast<float>(std::numeric_limits<c10::BFloat16>::lowest());
-    case torch::kHalf: return static_cast<float>(std::numeric_limits<c10::Half>::lowest());
-    default: throw UsageError(std::string("unsupported compute dtype ") + c10::toString(dtype));
-  }
-}
-
 // rotate_half: (x1, x2) -> (-x2, x1) over the last dim.
 torch::Tensor rotate_half(const torch::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -89,9 +77,9 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& o
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                     const torch::Tensor& sin, const torch::Tensor& mask) const {
+                                     const torch::Tensor& sin, const AttentionMask& mask) const {
   const int64_t B = x.size(0), L = x.size(1), D = head_dim_;
-  const int64_t H = heads_, K = kv_heads_, rep = H / K;
+  const int64_t H = heads_, K = kv_heads_;
   const auto parts = qkv_proj->forward(x).split({H * D, K * D, K * D}, -1);
   torch::Tensor q = parts[0].view({B, L, H, D});
   torch::Tensor k = parts[1].view({B, L, K, D});
@@ -105,20 +93,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
 
-  // Grouped-query attention without repeating K/V: the `rep` query heads that
-  // share a KV head are stacked along the row axis, one GEMM per KV head.
-  q = q.transpose(1, 2).contiguous().view({B, K, rep * L, D});
-  k = k.transpose(1, 2);  // [B, K, L, D]
-  v = v.transpose(1, 2);
-  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale_;  // [B, K, rep*L, L]
-  scores = scores.view({B, K, rep, L, L}) + mask.view({B, 1, 1, L, L});
-  const torch::Tensor probs =
-      torch::softmax(scores, -1, torch::kFloat).to(x.scalar_type()).view({B, K, rep * L, L});
-  const torch::Tensor out = torch::matmul(probs, v)  // [B, K, rep*L, D]
-                                .view({B, H, L, D})
-                                .transpose(1, 2)
-                                .reshape({B, L, H * D});
-  return o_proj->forward(out);
+  // [B, heads, L, D]; the K key/value heads are shared by H / K query heads
+  // each (enable_gqa), without repeating them in memory.
+  const torch::Tensor out = at::scaled_dot_product_attention(
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+      mask.allowed.defined() ? std::optional<torch::Tensor>(mask.allowed) : std::nullopt,
+      /*dropout_p=*/0.0, mask.causal, scale_, /*enable_gqa=*/K != H);
+  return o_proj->forward(out.transpose(1, 2).reshape({B, L, H * D}));
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& options)
@@ -153,7 +134,7 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, std::int64_t layer,
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                        const torch::Tensor& sin, const torch::Tensor& mask) const {
+                                        const torch::Tensor& sin, const AttentionMask& mask) const {
   if (!gemma_) {
     torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, mask);
     return h + mlp->forward(post_attention_layernorm->forward(h));
@@ -220,8 +201,7 @@ std::pair<torch::Tensor, torch::Tensor> EncoderImpl::rope(std::int64_t length, d
   return {emb.cos(), emb.sin()};
 }
 
-torch::Tensor EncoderImpl::attention_mask_for(const torch::Tensor& attention_mask, bool sliding,
-                                              torch::ScalarType dtype) const {
+torch::Tensor EncoderImpl::attention_allowed(const torch::Tensor& attention_mask, bool sliding) const {
   const torch::Tensor valid = attention_mask.ne(0);
   const int64_t B = valid.size(0), L = valid.size(1);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(valid.device());
@@ -237,9 +217,25 @@ torch::Tensor EncoderImpl::attention_mask_for(const torch::Tensor& attention_mas
   } else if (sliding && window) {
     allowed = allowed & ((i - j).abs() < *window);
   }
-  allowed = allowed.expand({B, 1, L, L});
-  return torch::zeros({B, 1, L, L}, torch::TensorOptions().dtype(dtype).device(valid.device()))
-      .masked_fill_(allowed.logical_not(), mask_value(dtype));
+  // A padded query row whose window holds no real token would see nothing at
+  // all, and softmax over nothing is NaN: it attends to itself instead. Its
+  // output is never pooled; real rows always see at least themselves.
+  return (allowed | (i == j)).expand({B, 1, L, L});
+}
+
+AttentionMask EncoderImpl::attention_mask_for(const torch::Tensor& attention_mask, bool sliding) const {
+  const int64_t L = attention_mask.size(1);
+  const auto window = config_.attention_window(attention_);
+  const bool window_applies = sliding && window && *window < L;
+  if (!window_applies && attention_ == AttentionMode::Causal) return {torch::Tensor(), true};
+  if (!window_applies) {
+    // Bidirectional: only the padding keys go. A row that is all padding (which
+    // pooling refuses) may see every key, so that no row is empty.
+    const torch::Tensor valid = attention_mask.ne(0);
+    const torch::Tensor keys = valid | valid.any(1, /*keepdim=*/true).logical_not();
+    return {keys.view({valid.size(0), 1, 1, L}), false};
+  }
+  return {attention_allowed(attention_mask, sliding), false};
 }
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
@@ -308,15 +304,16 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
   const bool gemma = config_.architecture == Architecture::Gemma3;
   auto global = rope(L, config_.rope_theta, config_.rope_scaling.factor, dev);
   torch::Tensor cos_global = global.first.to(dt), sin_global = global.second.to(dt);
-  torch::Tensor cos_local, sin_local, mask_local;
-  const torch::Tensor mask_full = attention_mask_for(valid, false, dt);
+  torch::Tensor cos_local, sin_local;
+  AttentionMask mask_local;
+  const AttentionMask mask_full = attention_mask_for(valid, false);
   bool any_sliding = false;
   for (const auto& layer : layer_list_) any_sliding = any_sliding || layer->sliding();
   if (gemma && any_sliding) {
     auto local = rope(L, config_.rope_local_base_freq, config_.rope_local_scaling.factor, dev);
     cos_local = local.first.to(dt);
     sin_local = local.second.to(dt);
-    mask_local = attention_mask_for(valid, true, dt);
+    mask_local = attention_mask_for(valid, true);
   }
   for (const auto& layer : layer_list_) {
     if (layer->sliding())

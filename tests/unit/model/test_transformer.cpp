@@ -33,42 +33,54 @@ ModelConfig tiny_qwen2() {
       "tiny");
 }
 
-// allowed[i][j] of batch row b, from the additive mask.
-bool allowed(const torch::Tensor& mask, int64_t b, int64_t i, int64_t j) {
-  return mask[b][0][i][j].item<float>() == 0.0f;
-}
+// allowed[i][j] of batch row b, from the dense bool mask.
+bool allowed(const torch::Tensor& mask, int64_t b, int64_t i, int64_t j) { return mask[b][0][i][j].item<bool>(); }
 
 }  // namespace
 
 DOCTEST_TEST_CASE("transformer: causal masks, with and without a sliding window") {
   Encoder enc(tiny_gemma(3), AttentionMode::Causal);
   const torch::Tensor pad = torch::tensor({{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}});
-  const torch::Tensor full = enc->attention_mask_for(pad, false, torch::kFloat);
-  const torch::Tensor local = enc->attention_mask_for(pad, true, torch::kFloat);
+  const torch::Tensor full = enc->attention_allowed(pad, false);
+  const torch::Tensor local = enc->attention_allowed(pad, true);
   DOCTEST_REQUIRE((full.sizes() == torch::IntArrayRef({2, 1, 6, 6})));
+  DOCTEST_CHECK((full.scalar_type() == torch::kBool));
   for (int64_t i = 0; i < 6; ++i)
     for (int64_t j = 0; j < 6; ++j) {
       DOCTEST_CHECK(allowed(full, 0, i, j) == (j <= i));
       DOCTEST_CHECK(allowed(local, 0, i, j) == (j <= i && i - j < 3));
-      DOCTEST_CHECK(allowed(full, 1, i, j) == (j <= i && j < 4));
+      // Padded queries 4 and 5 see the real keys before them, and themselves.
+      DOCTEST_CHECK(allowed(full, 1, i, j) == ((j <= i && j < 4) || i == j));
     }
-  DOCTEST_CHECK(full.min().item<float>() == std::numeric_limits<float>::lowest());
-  DOCTEST_CHECK(torch::isfinite(full).all().item<bool>());
+  // What SDPA is given: is_causal alone for full layers, and for local ones
+  // whose window covers the whole batch; the dense mask otherwise.
+  const auto compact_full = enc->attention_mask_for(pad, false);
+  DOCTEST_CHECK(compact_full.causal);
+  DOCTEST_CHECK_FALSE(compact_full.allowed.defined());
+  const auto compact_local = enc->attention_mask_for(pad, true);
+  DOCTEST_CHECK_FALSE(compact_local.causal);
+  DOCTEST_CHECK(torch::equal(compact_local.allowed, local));
+  const auto short_local = enc->attention_mask_for(pad.narrow(1, 0, 3), true);  // window 3 covers L = 3
+  DOCTEST_CHECK(short_local.causal);
 }
 
 DOCTEST_TEST_CASE("transformer: bidirectional masks follow transformers' Gemma3 window") {
   Encoder enc(tiny_gemma(6), AttentionMode::Bidirectional);  // |i - j| < 6 / 2 + 1 = 4
   const torch::Tensor pad = torch::tensor({{1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 0, 0, 0, 0}});
-  const torch::Tensor full = enc->attention_mask_for(pad, false, torch::kBFloat16);
-  const torch::Tensor local = enc->attention_mask_for(pad, true, torch::kBFloat16);
-  DOCTEST_CHECK((full.scalar_type() == torch::kBFloat16));
+  const torch::Tensor full = enc->attention_allowed(pad, false);
+  const torch::Tensor local = enc->attention_allowed(pad, true);
   for (int64_t i = 0; i < 9; ++i)
     for (int64_t j = 0; j < 9; ++j) {
       DOCTEST_CHECK(allowed(full, 0, i, j));
-      DOCTEST_CHECK(allowed(full, 1, i, j) == (j < 5));
+      DOCTEST_CHECK(allowed(full, 1, i, j) == (j < 5 || i == j));
       DOCTEST_CHECK(allowed(local, 0, i, j) == (std::abs(i - j) < 4));
-      DOCTEST_CHECK(allowed(local, 1, i, j) == (std::abs(i - j) < 4 && j < 5));
+      DOCTEST_CHECK(allowed(local, 1, i, j) == ((std::abs(i - j) < 4 && j < 5) || i == j));
     }
+  // Full layers get a key-padding mask [B, 1, 1, L]; a row of padding only may see every key.
+  const torch::Tensor with_empty = torch::tensor({{1, 1, 0}, {0, 0, 0}});
+  const auto keys = enc->attention_mask_for(with_empty, false);
+  DOCTEST_CHECK_FALSE(keys.causal);
+  DOCTEST_CHECK(torch::equal(keys.allowed, torch::tensor({{true, true, false}, {true, true, true}}).view({2, 1, 1, 3})));
 }
 
 DOCTEST_TEST_CASE("transformer: padding never produces NaN, even for rows that see nothing") {
@@ -92,7 +104,7 @@ DOCTEST_TEST_CASE("transformer: padding never produces NaN, even for rows that s
   }
 }
 
-DOCTEST_TEST_CASE("transformer: bad inputs are usage errors") {
+DOCTEST_TEST_CASE("transformer: bad inputs are usage errors, ids outside the vocabulary model errors") {
   torch::NoGradGuard no_grad;
   Encoder enc(tiny_qwen2(), AttentionMode::Causal);
   enc->init_parameters(1);
@@ -106,14 +118,14 @@ DOCTEST_TEST_CASE("transformer: bad inputs are usage errors") {
   big[1][2] = 40;
   try {
     enc->forward(big, mask);
-    DOCTEST_FAIL("expected UsageError");
-  } catch (const kalm::UsageError& e) {
+    DOCTEST_FAIL("expected ModelError");
+  } catch (const kalm::ModelError& e) {
     const std::string msg = e.what();
     DOCTEST_CHECK(msg.find("token id 40 at sequence 1, position 2") != std::string::npos);
   }
   torch::Tensor negative = ids.clone();
   negative[0][0] = -1;
-  DOCTEST_CHECK_THROWS_AS(enc->forward(negative, mask), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_AS(enc->forward(negative, mask), kalm::ModelError);  // the tokenizer is not the model's
   const torch::Tensor left = torch::tensor({{0, 1, 1, 1, 1}, {1, 1, 1, 1, 1}});
   DOCTEST_CHECK_THROWS_AS(enc->forward(ids, left), kalm::UsageError);
   // int32 ids and a bool mask are fine.

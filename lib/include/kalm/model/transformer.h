@@ -13,9 +13,11 @@
 //    sliding (local, rope_local_base_freq) and full (global, rope_theta with
 //    rope_scaling) layers.
 //  - Attention causal or bidirectional (ModelConfig::attention_window for the
-//    local layers' reach); padding keys are always masked, with a finite mask
-//    value, so a query row with nothing to attend to yields finite values that
-//    never reach real tokens.
+//    local layers' reach), computed by at::scaled_dot_product_attention (fused
+//    kernels: flash / memory-efficient on CUDA, the flash CPU kernel on CPU),
+//    grouped-query heads passed as they are (enable_gqa). Padding keys never
+//    reach a real token; a padded query row that would see nothing attends to
+//    itself, so no row is empty and nothing turns into NaN.
 //
 // Inputs are right-padded: position ids are 0..L-1 for every row, so a row's
 // real tokens get the same positions as when run alone. forward() rejects a
@@ -79,14 +81,22 @@ class EmbeddingTableImpl : public torch::nn::Module {
 };
 TORCH_MODULE(EmbeddingTable);
 
+// Which keys each query may attend to, in the form scaled_dot_product_attention
+// takes: `allowed` a bool mask broadcastable to [B, 1, L, L] (true = attend), or
+// undefined when `causal` alone says it (keys after the query dropped: with
+// right padding no real token then sees a padding key).
+struct AttentionMask {
+  torch::Tensor allowed;
+  bool causal = false;
+};
+
 // Self-attention with fused q/k/v. qkv_proj.weight: [(H + 2 K) * D, hidden].
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options);
-  // x [B, L, hidden]; cos/sin [L, D] in x's dtype; mask [B, 1, L, L] additive
-  // (0 keep, very negative drop) in x's dtype.
+  // x [B, L, hidden]; cos/sin [L, D] in x's dtype.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask) const;
+                        const AttentionMask& mask) const;
 
   Projection qkv_proj{nullptr};
   Projection o_proj{nullptr};
@@ -119,7 +129,7 @@ class DecoderLayerImpl : public torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& config, std::int64_t layer,
                    const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask) const;
+                        const AttentionMask& mask) const;
   bool sliding() const { return sliding_; }
 
   Attention self_attn{nullptr};
@@ -180,11 +190,13 @@ class EncoderImpl : public torch::nn::Module {
                       Pooling pooling, bool normalize = true,
                       std::optional<std::int64_t> dim = std::nullopt) const;
 
-  // The additive masks forward() uses, [B, 1, L, L] in `dtype`: 0 where query
-  // i may attend to key j, the dtype's lowest value elsewhere. Exposed for
-  // tests. `sliding` selects the local layers' mask.
-  torch::Tensor attention_mask_for(const torch::Tensor& attention_mask, bool sliding,
-                                   torch::ScalarType dtype) const;
+  // Where query i may attend to key j, as bool [B, 1, L, L] (the semantics;
+  // exposed for tests). `sliding` selects the local layers' mask.
+  torch::Tensor attention_allowed(const torch::Tensor& attention_mask, bool sliding) const;
+  // The same in the cheapest form SDPA takes: is_causal alone where it says
+  // everything (causal, no window within L: flash kernels apply), a key-padding
+  // mask [B, 1, 1, L] for bidirectional full layers, the dense mask otherwise.
+  AttentionMask attention_mask_for(const torch::Tensor& attention_mask, bool sliding) const;
 
   // Every tensor transformers' base model holds, in transformers' order.
   std::vector<HfTensorSpec> hf_tensor_specs() const;
