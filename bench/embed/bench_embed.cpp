@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +50,7 @@ class EncoderEmbedder : public kalm::encode::BatchEmbedder {
 
 int main(int argc, char** argv) {
   std::int64_t layers = 24, texts = 64, seed = 0;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string save_dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
@@ -56,8 +58,10 @@ int main(int argc, char** argv) {
     else if (flag == "--texts") texts = std::stoll(argv[i + 1]);
     else if (flag == "--seed") seed = std::stoll(argv[i + 1]);
     else if (flag == "--save-dir") save_dir = argv[i + 1];
+    else if (flag == "--threads") threads = std::stoi(argv[i + 1]);  // the free cores on a shared machine
+    else throw std::runtime_error("unknown flag " + flag + " (--layers, --texts, --seed, --save-dir, --threads)");
   }
-  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
 
   kalm::model::ModelConfig cfg;
