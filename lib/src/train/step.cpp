@@ -221,4 +221,22 @@ double learning_rate_at(std::int64_t step, std::int64_t total, std::int64_t warm
   return peak * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
 }
 
+// Global-norm gradient clipping as torch.nn.utils.clip_grad_norm_(foreach=True):
+// one multi-tensor norm, and with a limit one multi-tensor scale by
+// min(1, max_norm / (norm + 1e-6)), all on the device: no host
+// synchronisation (LibTorch's C++ clip_grad_norm_ reads the norm back to
+// decide). Without a limit nothing is scaled. Returns the total norm (0-dim).
+torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, std::optional<double> max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return torch::zeros({}, torch::kDouble);
+  const torch::Tensor norm = torch::stack(at::_foreach_norm(grads, 2)).norm(2);
+  if (max_norm) {
+    const torch::Tensor coef = (*max_norm / (norm + 1e-6)).clamp_max(1.0);
+    at::_foreach_mul_(grads, coef);
+  }
+  return norm;
+}
+
 }  // namespace kalm::train

@@ -612,9 +612,12 @@ TrainResult Trainer::run() {
   while (state_.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
     optimizer_->zero_grad();
-    std::map<std::string, double> sums;
+    // Losses and metrics stay on the device until one read-back per step (a
+    // .item() per value was ~36 host synchronisations per micro-batch).
+    std::map<std::string, torch::Tensor> sums;
+    std::vector<torch::Tensor> micro_losses;
+    std::vector<std::int64_t> micro_epoch, micro_batch;
     std::int64_t tokens = 0;
-    double loss_sum = 0;
     for (std::int64_t a = 0; a < o_.grad_accumulation; ++a) {
       const std::int64_t epoch = state_.micro_batches / batches_per_epoch_;
       const std::int64_t b = state_.micro_batches % batches_per_epoch_;
@@ -640,14 +643,14 @@ TrainResult Trainer::run() {
       }
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
                                   1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get());
-      const double value = out.total.item<double>();
-      if (!std::isfinite(value))
-        throw Error("step " + std::to_string(state_.step + 1) + ": the loss is not finite (" + std::to_string(value) +
-                    "); lower --lr or check the data (epoch " + std::to_string(epoch) + ", batch " +
-                    std::to_string(b) + ")");
-      loss_sum += value;
-      for (const auto& [k, v] : out.components) sums[k] += v.item<double>();
-      for (const auto& [k, v] : out.metrics) sums[k] += v.item<double>();
+      micro_losses.push_back(out.total.detach().to(torch::kDouble));
+      micro_epoch.push_back(epoch);
+      micro_batch.push_back(b);
+      for (const auto* values : {&out.components, &out.metrics})
+        for (const auto& [k, v] : *values) {
+          auto [it, fresh] = sums.try_emplace(k, v.detach().to(torch::kDouble));
+          if (!fresh) it->second = it->second + v.detach().to(torch::kDouble);
+        }
       tokens += batch.queries.tokens + batch.passages.tokens;
       ++state_.micro_batches;
     }
@@ -655,8 +658,24 @@ TrainResult Trainer::run() {
     const double lr = learning_rate_at(state_.step, total, warmup, o_.learning_rate, schedule_);
     for (auto& group : optimizer_->param_groups())
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    const double grad_norm =
-        torch::nn::utils::clip_grad_norm_(params, o_.max_grad_norm.value_or(std::numeric_limits<double>::infinity()));
+    const torch::Tensor grad_norm_t = clip_gradients(params, o_.max_grad_norm);
+
+    // The step's one read-back: every micro-batch loss, the metrics, the norm.
+    std::vector<torch::Tensor> readback = micro_losses;
+    for (const auto& [k, v] : sums) readback.push_back(v);
+    readback.push_back(grad_norm_t.to(torch::kDouble));
+    const torch::Tensor host = torch::stack(readback).to(torch::kCPU);
+    const double* values = host.data_ptr<double>();
+    double loss_sum = 0;
+    for (std::size_t i = 0; i < micro_losses.size(); ++i) {
+      // Checked before the optimiser applies anything, so a NaN never reaches the weights.
+      if (!std::isfinite(values[i]))
+        throw Error("step " + std::to_string(state_.step + 1) + ": the loss is not finite (" +
+                    std::to_string(values[i]) + "); lower --lr or check the data (epoch " +
+                    std::to_string(micro_epoch[i]) + ", batch " + std::to_string(micro_batch[i]) + ")");
+      loss_sum += values[i];
+    }
+    const double grad_norm = values[host.size(0) - 1];
     optimizer_->step();
     ++state_.step;
     tokens_total += tokens;
@@ -670,9 +689,11 @@ TrainResult Trainer::run() {
       io::append_json_number(line, static_cast<double>(state_.micro_batches) / static_cast<double>(batches_per_epoch_));
       line += ", \"loss\": ";
       io::append_json_number(line, result.last_loss);
-      for (const auto& [k, v] : sums) {
+      std::size_t at = micro_losses.size();
+      for (const auto& entry : sums) {
+        const double v = values[at++];
         line += ", ";
-        io::append_json_string(line, k);
+        io::append_json_string(line, entry.first);
         line += ": ";
         io::append_json_number(line, std::isfinite(v / accum) ? v / accum : 0.0);
       }

@@ -180,3 +180,25 @@ DOCTEST_TEST_CASE("a 0-layer model is the final norm of the token embeddings") {
   const auto expected = encoder->norm->weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + config.rms_norm_eps));
   DOCTEST_CHECK((out - expected).abs().max().item<double>() < 1e-6);
 }
+
+DOCTEST_TEST_CASE("clip_gradients: the global norm, scaled only above the limit, as PyTorch's clip_grad_norm_") {
+  auto a = torch::zeros({2}, torch::requires_grad());
+  auto b = torch::zeros({1}, torch::requires_grad());
+  auto no_grad = torch::zeros({3}, torch::requires_grad());
+  a.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  b.mutable_grad() = torch::tensor({4.0f});
+  // No limit: the norm (5), gradients untouched.
+  auto norm = kalm::train::clip_gradients({a, b, no_grad}, std::nullopt);
+  DOCTEST_CHECK(norm.item<double>() == doctest::Approx(5.0));
+  DOCTEST_CHECK(a.grad()[0].item<float>() == 3.0f);
+  // A limit above the norm: untouched.
+  norm = kalm::train::clip_gradients({a, b}, 10.0);
+  DOCTEST_CHECK(norm.item<double>() == doctest::Approx(5.0));
+  DOCTEST_CHECK(b.grad()[0].item<float>() == 4.0f);
+  // Below: scaled by 1 / (5 + 1e-6), as torch.nn.utils.clip_grad_norm_.
+  norm = kalm::train::clip_gradients({a, b}, 1.0);
+  DOCTEST_CHECK(norm.item<double>() == doctest::Approx(5.0));
+  DOCTEST_CHECK(a.grad()[0].item<float>() == doctest::Approx(3.0 / (5.0 + 1e-6)).epsilon(1e-6));
+  DOCTEST_CHECK(b.grad()[0].item<float>() == doctest::Approx(4.0 / (5.0 + 1e-6)).epsilon(1e-6));
+  DOCTEST_CHECK(kalm::train::clip_gradients({no_grad}, 1.0).item<double>() == 0.0);
+}

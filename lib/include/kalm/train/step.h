@@ -113,4 +113,11 @@ Schedule parse_schedule(const std::string& name);
 // at lr 0 when warmup > 0, as in HF), then the decay.
 double learning_rate_at(std::int64_t step, std::int64_t total, std::int64_t warmup, double peak, Schedule schedule);
 
+// Global-norm gradient clipping as torch.nn.utils.clip_grad_norm_(foreach=True):
+// the total 2-norm of the parameters' gradients (0-dim, on their device), and
+// with max_norm every gradient scaled by min(1, max_norm / (norm + 1e-6)); all
+// on the device, no host synchronisation. Without max_norm nothing is scaled.
+// Parameters without a gradient are skipped (norm 0 when none has one).
+torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, std::optional<double> max_norm);
+
 }  // namespace kalm::train
