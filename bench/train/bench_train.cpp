@@ -1,7 +1,10 @@
 // bench/train helper: the hardware bound that bench/train/run.sh sets kalm-train
 // against, measured in the same run.
 //
-//   kalm-bench-train CONFIG ROWS
+//   kalm-bench-train CONFIG ROWS [THREADS]
+//
+// THREADS (default: all cores) should be kalm-train's --threads: the bound is
+// the rate of the same number of threads.
 //
 // Prints:
 //   gemm_gflops_f32        best-of-3 at::matmul peak at bench/embed's shape
@@ -24,11 +27,11 @@
 using kalm::bench::gemm_gflops;
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: kalm-bench-train CONFIG ROWS\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: kalm-bench-train CONFIG ROWS [THREADS]\n");
     return 2;
   }
-  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  at::set_num_threads(argc == 4 ? std::stoi(argv[3]) : static_cast<int>(std::thread::hardware_concurrency()));
   torch::NoGradGuard no_grad;
   const auto config = kalm::model::parse_config_file(argv[1]);
   const std::int64_t rows = std::stoll(argv[2]);

@@ -11,11 +11,17 @@
 # (c) peak RSS (/usr/bin/time -v) of one pretrain step at batch 256 and 4096
 #     with --grad-cache-chunk 64, same model, 16-token texts (in-batch
 #     negatives only: 2B texts per step)
-# Data: word salad from a fixed seed (awk), no downloads. ~2-3 minutes on 2 cores.
+# (d) per optimiser step, counted by LibTorch's RecordFunction
+#     (kalm-bench-train-calls, bench/train/count_calls.cpp): scalar read-backs
+#     (.item(); each a host sync on a GPU), model calls (embedding lookups) and
+#     cross-device copies, at (b)'s shape and at batch 256 with
+#     --grad-cache-chunk 64; the difference of two runs, so set-up is left out
+# Data: word salad from a fixed seed (awk), no downloads. ~4-5 minutes on 2 cores.
 set -euo pipefail
 build=${1:-build}; threads=${2:-$(nproc)}
 train=$build/tools/kalm-train
 helper=$build/bench/train/kalm-bench-train
+counter=$build/bench/train/kalm-bench-train-calls
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 
 # gen N WORDS SEED: N groups {query, pos[1], neg[3]}, every text WORDS words.
@@ -44,7 +50,7 @@ config 4 256 1024 4 2 1000 >"$dir/tp.json"
 echo "date $(date -u +%F) threads $threads cores $(nproc) load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # (a)
-"$helper" "$dir/tp.json" 2048 | tee "$dir/helper.txt"
+"$helper" "$dir/tp.json" 2048 "$threads" | tee "$dir/helper.txt"
 gemm=$(awk '/^gemm_gflops_f32 /{print $2}' "$dir/helper.txt")
 params=$(awk '/^non_embedding_params/{print $2}' "$dir/helper.txt")
 
@@ -69,3 +75,19 @@ rss() {  # BATCH
 t0=$SECONDS; small=$(rss 256); t1=$SECONDS; large=$(rss 4096); t2=$SECONDS
 echo "peak_rss_mb batch 256: $small ($((t1 - t0)) s)  batch 4096: $large ($((t2 - t1)) s)  ratio $(awk -v a="$small" -v b="$large" 'BEGIN { printf "%.2f", b / a }')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# (d) counts per step: run STEPS_A and STEPS_B steps, report (B - A) / (B - A steps).
+per_step() {  # NAME STEPS_A STEPS_B FLAGS...
+  local name=$1 a=$2 b=$3; shift 3
+  "$counter" "$dir/tp/train.jsonl" --init-config "$dir/tp.json" --tokenizer "$dir/tp/out" --num-negatives 3 \
+    --query-max-length 64 --passage-max-length 64 --warmup-steps 0 --lr 1e-4 --threads "$threads" -q \
+    --max-steps "$a" -o "$dir/calls-$name-a" "$@" >"$dir/calls-$name-a.txt"
+  "$counter" "$dir/tp/train.jsonl" --init-config "$dir/tp.json" --tokenizer "$dir/tp/out" --num-negatives 3 \
+    --query-max-length 64 --passage-max-length 64 --warmup-steps 0 --lr 1e-4 --threads "$threads" -q \
+    --max-steps "$b" -o "$dir/calls-$name-b" "$@" >"$dir/calls-$name-b.txt"
+  paste "$dir/calls-$name-a.txt" "$dir/calls-$name-b.txt" |
+    awk -v n="$name" -v d=$((b - a)) '{ printf "%s %s per step %.1f\n", n, $1, ($4 - $2) / d }'
+}
+per_step batch32 2 4 --batch-size 32
+per_step batch256_gradcache64 1 2 --batch-size 256 --grad-cache-chunk 64
+echo "load after counts: $(cut -d' ' -f1-3 /proc/loadavg)"
