@@ -70,6 +70,15 @@ ScratchDir& scratch() {
   return dir;
 }
 
+// libFuzzer ends with exit(): the scratch directory goes with the process.
+// Registered after scratch() is constructed, so it runs before its destructor.
+void remove_scratch() {
+  ScratchDir& dir = scratch();
+  dir.clear();
+  ::rmdir((dir.dir() + "/qrels").c_str());
+  ::rmdir(dir.dir().c_str());
+}
+
 bool plain_name(const std::string& s) {
   if (s.empty() || s.size() > 64 || s == "." || s == "..") return false;
   for (char c : s)
@@ -124,6 +133,8 @@ void load_data(const eval::TaskSpec& spec, const std::string& split) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::vector<std::string_view> parts = kalm_fuzz::split_parts(data, size);
   ScratchDir& dir = scratch();
+  static const bool registered = std::atexit(remove_scratch) == 0;
+  (void)registered;
   dir.clear();
   dir.write("task.json", parts[0]);
   eval::TaskSpec spec;

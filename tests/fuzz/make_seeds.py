@@ -37,28 +37,57 @@ def write_corpus(target, seeds):
             f.write(data)
 
 
+# fuzz_jsonl_records reads an input one way, chosen by its size modulo 5.
+JSONL_MODES = {"group": 0, "corpus": 1, "raw": 2, "text": 3, "short": 4}
+
+
+def to_mode(data, mode, compressed=False):
+    """Pads `data` to a size that selects `mode`: blank lines for JSON Lines (the
+    reader skips them), a zstd skippable frame for compressed input."""
+    if compressed:
+        for n in range(5):
+            padded = data + struct.pack("<II", 0x184D2A50, n) + b"\0" * n
+            if len(padded) % 5 == mode:
+                return padded
+    while len(data) % 5 != mode:
+        data += b"\n"
+    return data
+
+
 def jsonl_seeds():
-    s = {
-        "train_retrieval.jsonl": read("tests/fixtures/train/toy/retrieval.jsonl", 1500),
-        "train_sts.jsonl": read("tests/fixtures/train/toy/sts.jsonl", 800),
-        "corpus_queries.jsonl": read("examples/eval/retrieval/queries.jsonl", 600),
-        "corpus_ids.jsonl": '{"id": 7, "input_ids": [1, 2, 3]}\n{"id": "d1", "text": "caf\u00e9"}\r\n'
-                            '{"id": null, "text": "", "extra": {"a": [1, {"b": null}]}}\n\n  \t\n',
-        "group_full.jsonl": '\ufeff{"query": "q", "pos": ["p"], "neg": ["n1", "n2"], "pos_scores": [1.5],'
-                            ' "neg_scores": [0.25, -1e-7], "task": "t", "instruction": "i", "type": "pair",'
-                            ' "x": "\\u00e9\\n"}\n',
-        "bad_mixed.jsonl": '{"query": "q", "pos": []}\n[1, 2]\n{"text": "a", "input_ids": [1]}\n'
-                           '{"query": 1, "pos": ["p"]}\n{"id": 1.5, "text": "x"}\n{"a": tru}\n'
-                           '{"query": "q", "pos": ["p"], "pos_scores": [1, 2]}\n{"query": "q", "query": "r"}\n'
-                           '{"input_ids": [-1]}\n{"type": "nope", "query": "q", "pos": ["p"]}\n{"trunc": ',
-        "bad_utf8.jsonl": b'{"text": "\xff\xfe"}\n{"text": "ok"} trailing\n\xc3\x28\n',
-        "long_line.jsonl": '{"text": "' + "x" * 80 + '"}\n{"text": "short"}\n',
-        "text_lines.txt": "plain text line\n\nsecond line\r\nno newline at end",
+    def b(x):
+        return x.encode() if isinstance(x, str) else x
+
+    files = {
+        "train_retrieval": (read("tests/fixtures/train/toy/retrieval.jsonl", 1500), ["group", "raw"]),
+        "train_sts": (read("tests/fixtures/train/toy/sts.jsonl", 800), ["group", "short"]),
+        "queries": (read("examples/eval/retrieval/queries.jsonl", 600), ["corpus", "text"]),
+        "corpus_ids": ('{"id": 7, "input_ids": [1, 2, 3]}\n{"id": "d1", "text": "caf\u00e9"}\r\n'
+                       '{"id": null, "text": "", "extra": {"a": [1, {"b": null}]}}\n\n  \t\n', ["corpus", "raw"]),
+        "group_full": ('\ufeff{"query": "q", "pos": ["p"], "neg": ["n1", "n2"], "pos_scores": [1.5],'
+                       ' "neg_scores": [0.25, -1e-7], "task": "t", "instruction": "i", "type": "pair",'
+                       ' "x": "\\u00e9\\n"}\n', ["group"]),
+        "bad_mixed": ('{"query": "q", "pos": []}\n[1, 2]\n{"text": "a", "input_ids": [1]}\n'
+                      '{"query": 1, "pos": ["p"]}\n{"id": 1.5, "text": "x"}\n{"a": tru}\n'
+                      '{"query": "q", "pos": ["p"], "pos_scores": [1, 2]}\n{"query": "q", "query": "r"}\n'
+                      '{"input_ids": [-1]}\n{"type": "nope", "query": "q", "pos": ["p"]}\n{"trunc": ',
+                      ["group", "corpus", "raw"]),
+        "bad_utf8": (b'{"text": "\xff\xfe"}\n{"text": "ok"} trailing\n\xc3\x28\n', ["corpus", "text"]),
+        # Found by fuzz_config_json in the shared writer (lib/src/io/json_writer.cpp): a score
+        # whose shortest form is an integer past 64 bits did not read back.
+        "regression_big_score": ('{"query": "q", "pos": ["p"], "pos_scores": [108888888888888800000.0]}\n',
+                                 ["group"]),
+        "long_line": ('{"text": "' + "x" * 80 + '"}\n{"text": "short"}\n', ["short"]),
+        "text_lines": ("plain text line\n\nsecond line\r\nno newline at end", ["text"]),
     }
+    s = {}
+    for name, (data, modes) in files.items():
+        for m in modes:
+            s[f"{name}.{m}.jsonl"] = to_mode(b(data), JSONL_MODES[m])
     if shutil.which("zstd"):
         raw = read("tests/fixtures/train/toy/sts.jsonl", 400)
-        s["compressed.jsonl.zst"] = subprocess.run(["zstd", "-q", "-c", "-3"], input=raw,
-                                                   stdout=subprocess.PIPE, check=True).stdout
+        z = subprocess.run(["zstd", "-q", "-c", "-3"], input=raw, stdout=subprocess.PIPE, check=True).stdout
+        s["compressed.group.jsonl.zst"] = to_mode(z, JSONL_MODES["group"], compressed=True)
     return s
 
 
@@ -149,6 +178,25 @@ def tokenizer_seeds():
         "wordlevel_unsupported.bin": wordlevel,
         "bad_json.bin": b'{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"',
         "bad_config.bin": byte_level + SEP + b'{"pad_token": "<not-a-token>"}',
+        # Found by this target (fixed in lib/src/text/hf_tokenizer.cpp; unit test in
+        # tests/unit/text/test_tokenizer.cpp): a template adding id 9, which no token has.
+        "regression_template_id_not_in_vocab.bin": json.dumps({
+            "version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None, "decoder": None,
+            "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": False,
+                      "vocab": {"<unk>": 0, "a": 1, "b": 2, "c": 3, "ab": 4, "bc": 5, "abc": 6}, "merges": []},
+            "post_processor": {"type": "TemplateProcessing",
+                               "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                          {"Sequence": {"id": "A", "type_id": 0}}],
+                               "special_tokens": {"<s>": {"id": "<s>", "ids": [9], "tokens": ["<s>"]}}}}).encode()
+                                                   + SEP + SEP + b"abc",
+        # Also found by this target (fixed in lib/src/text/post_processors.cpp): $A twice
+        # in a template, so that encode() under max_length returned too many ids.
+        "regression_template_twice.bin": json.dumps({
+            "version": "1.0", "model": {"type": "BPE", "unk_token": "<unk>",
+                                        "vocab": {"<unk>": 0, "a": 1, "b": 2}, "merges": []},
+            "post_processor": {"type": "TemplateProcessing", "single": ["$A", "[CLS]", "$A"],
+                               "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [0], "tokens": ["<unk>"]}}}
+        }).encode() + SEP + SEP + b"abab",
     }
 
 
@@ -172,6 +220,14 @@ def config_seeds():
     s["bad_heads.json"] = json.dumps({"model_type": "qwen2", "num_attention_heads": 6, "num_key_value_heads": 4})
     s["bad_type.json"] = json.dumps({"model_type": "llama", "hidden_size": 8})
     s["not_object.json"] = "[1, 2, 3]"
+    # Found by this target (fixed in lib/src/model/json_util.cpp and config.cpp; unit
+    # tests in tests/unit/model/test_config.cpp).
+    s["regression_uint64_id.json"] = '{"model_type": "gemma3_text", "bos_token_id": 18446744073709551615}'
+    s["regression_layer_count.json"] = '{"model_type": "qwen2", "num_hidden_layers": 100000000000}'
+    # Found by this target (fixed in lib/src/io/json_writer.cpp): config_to_json wrote
+    # this rope_theta as an integer literal past 64 bits, which kalm cannot read.
+    s["regression_rope_theta.json"] = ('{"model_type": "qwen2", "hidden_size": 32, "num_attention_heads": 4, '
+                                       '"num_hidden_layers": 2, "rope_theta": 108888888888888800000.0}')
     return s
 
 

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>

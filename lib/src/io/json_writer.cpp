@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -101,6 +102,12 @@ void append_json_number(std::string& out, double v) {
     throw FormatError("cannot write " + std::to_string(v) + " as JSON (not a finite number)");
   char buf[32];
   auto res = std::to_chars(buf, buf + sizeof buf, v);
+  // The shortest form of a large double may be a long integer literal
+  // (1.0888888888888888e20 -> "108888888888888800000"): valid JSON, but past
+  // 64 bits simdjson, and so kalm's own readers, refuse integers. Those values
+  // get the shortest exponent form instead, which every reader takes as a double.
+  if (std::fabs(v) >= 1e18 && std::find_if(buf, res.ptr, [](char c) { return c == '.' || c == 'e'; }) == res.ptr)
+    res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
   out.append(buf, static_cast<std::size_t>(res.ptr - buf));
 }
 

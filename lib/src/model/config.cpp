@@ -37,6 +37,10 @@ constexpr std::int64_t kGemma3DefaultMaxPositions = 131072;
 constexpr std::int64_t kGemma3DefaultSlidingWindow = 4096;
 constexpr std::int64_t kGemma3DefaultSlidingPattern = 6;
 constexpr double kGemma3DefaultQueryScalar = 256.0;
+// More layers than any real model has (they have tens, at most a few hundred).
+// Checked before layer_types is built from the count, so a count such as 1e11
+// is a ModelError, not a 100 GB allocation.
+constexpr std::int64_t kMaxLayers = 4096;
 
 [[noreturn]] void fail(const ModelConfig& c, const std::string& what) {
   throw ModelError(display_name(c.source.empty() ? std::string("config") : c.source) + ": " + what);
@@ -187,6 +191,10 @@ void parse_common(JsonElement obj, const std::string& ctx, ModelConfig& c) {
   };
   c.hidden_size = get_int("hidden_size", c.hidden_size);
   c.num_hidden_layers = get_int("num_hidden_layers", c.num_hidden_layers);
+  if (c.num_hidden_layers > kMaxLayers)
+    detail::json_fail(field(ctx, "num_hidden_layers"), std::to_string(c.num_hidden_layers) +
+                                                           " is more than kalm supports (" +
+                                                           std::to_string(kMaxLayers) + ")");
   c.num_attention_heads = get_int("num_attention_heads", c.num_attention_heads);
   c.num_key_value_heads = get_int("num_key_value_heads", c.num_key_value_heads);
   c.intermediate_size = get_int("intermediate_size", c.intermediate_size);
@@ -332,6 +340,9 @@ void validate_config(const ModelConfig& c) {
   // cheapest point of a size ladder; transformers builds it too.
   require(c.num_hidden_layers >= 0, c,
           "num_hidden_layers must not be negative, got " + std::to_string(c.num_hidden_layers));
+  require(c.num_hidden_layers <= kMaxLayers, c,
+          "num_hidden_layers " + std::to_string(c.num_hidden_layers) + " is more than kalm supports (" +
+              std::to_string(kMaxLayers) + ")");
   require(c.num_attention_heads > 0, c,
           "num_attention_heads must be positive, got " + std::to_string(c.num_attention_heads));
   require(c.num_key_value_heads > 0, c,

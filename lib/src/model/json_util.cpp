@@ -49,9 +49,11 @@ std::int64_t json_as_int(JsonElement e, const std::string& ctx) {
   std::int64_t v;
   if (e.get_int64().get(v) == simdjson::SUCCESS) return v;
   double d;
-  // Some writers store integral sizes as 64.0.
-  if (e.get_double().get(d) == simdjson::SUCCESS && d == static_cast<double>(static_cast<std::int64_t>(d)) &&
-      d > -9.0e15 && d < 9.0e15)
+  // Some writers store integral sizes as 64.0. The range is checked before the
+  // cast: a double outside int64's range (2^64 - 1 reads as 1.8e19) makes the
+  // cast undefined.
+  if (e.get_double().get(d) == simdjson::SUCCESS && d > -9.0e15 && d < 9.0e15 &&
+      d == static_cast<double>(static_cast<std::int64_t>(d)))
     return static_cast<std::int64_t>(d);
   json_fail(ctx, "expected an integer");
 }

@@ -84,6 +84,8 @@ class PostProcessor {
   // Ids added to a single sequence when add_special_tokens is true.
   virtual std::size_t added_tokens() const = 0;
   virtual void process(std::vector<int32_t>& ids, bool add_special_tokens) const = 0;
+  // Appends every id process() may add (for the tokenizer's vocabulary check).
+  virtual void special_ids(std::vector<int32_t>& out) const = 0;
 };
 
 std::unique_ptr<Normalizer> make_normalizer(JsonElement e, const std::string& ctx);

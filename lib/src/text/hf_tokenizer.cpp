@@ -66,6 +66,17 @@ class HfTokenizer final : public Tokenizer {
                                       static_cast<std::size_t>(added_.max_id() + 1));
 
     apply_config(config);
+    // HF emits a template's ids as written; an id that is no token would reach
+    // the model as an id outside vocab_size() and could not be decoded.
+    if (post_processor_) {
+      std::vector<int32_t> ids;
+      post_processor_->special_ids(ids);
+      for (int32_t id : ids) {
+        if (!id_to_token(id))
+          json_fail(ctx + ".post_processor",
+                    "adds token id " + std::to_string(id) + ", which is not in the vocabulary");
+      }
+    }
   }
 
   Encoding encode(std::string_view text, const EncodeOptions& options) const override {

@@ -32,6 +32,9 @@ class TemplateProcessor final : public PostProcessor {
     }
     ids.swap(out);
   }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const Part& p : parts_) out.insert(out.end(), p.ids.begin(), p.ids.end());
+  }
 
  private:
   std::vector<Part> parts_;
@@ -42,6 +45,7 @@ class NoopProcessor final : public PostProcessor {
  public:
   std::size_t added_tokens() const override { return 0; }
   void process(std::vector<int32_t>&, bool) const override {}
+  void special_ids(std::vector<int32_t>&) const override {}
 };
 
 class SequenceProcessor final : public PostProcessor {
@@ -55,6 +59,9 @@ class SequenceProcessor final : public PostProcessor {
   }
   void process(std::vector<int32_t>& ids, bool add_special_tokens) const override {
     for (const auto& p : parts_) p->process(ids, add_special_tokens);
+  }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const auto& p : parts_) p->special_ids(out);
   }
 
  private:
@@ -111,6 +118,10 @@ std::unique_ptr<PostProcessor> make_template(JsonElement e, const std::string& c
     }
     if (is_sequence) {
       if (seq_id != "A") json_fail(pctx, "a single-sequence template can only use $A");
+      // A second $A would repeat the text after truncation has cut it to fit
+      // max_length, and the ids would no longer fit.
+      for (const TemplateProcessor::Part& p : parts)
+        if (p.is_sequence) json_fail(pctx, "a single-sequence template can use $A only once");
       parts.push_back({true, {}});
     } else {
       auto it = specials.find(special_name);

@@ -344,3 +344,30 @@ DOCTEST_TEST_CASE("JsonlReader goes on after a bad record, but not after a broke
   DOCTEST_CHECK(first == "l.jsonl:1: line is longer than 20 bytes (the maximum line length)");
   DOCTEST_CHECK(error_of<kalm::FormatError>([&] { longer.next(g); }) == first);
 }
+
+DOCTEST_TEST_CASE("JsonlReader reads back a score kalm wrote, even one whose shortest form is a long integer") {
+  // Found by tests/fuzz/fuzz_config_json (the same writer): the shortest form of
+  // 1.088888888888888e20 is "108888888888888800000", an integer past 64 bits,
+  // which simdjson and so every kalm reader refuse. The writer now uses the
+  // exponent form for those.
+  auto num = [](double v) {
+    std::string s;
+    kalm::io::append_json_number(s, v);
+    return s;
+  };
+  DOCTEST_CHECK(num(108888888888888800000.0) == "1.088888888888888e+20");
+  DOCTEST_CHECK(num(-108888888888888800000.0) == "-1.088888888888888e+20");
+  DOCTEST_CHECK(num(123456789012345678.0) == "123456789012345680");  // below 1e18: as before
+  DOCTEST_CHECK(num(1e20) == "1e+20");
+  kalm::io::JsonlReader reader(kalm::io::InputStream::from_memory(
+      R"({"query":"q","pos":["p"],"pos_scores":[108888888888888800000.0]})", "mem"));
+  kalm::io::TrainingGroup g;
+  DOCTEST_REQUIRE(reader.next(g));
+  std::string line;
+  kalm::io::append_json(line, g);
+  DOCTEST_CHECK(line == R"({"query":"q","pos":["p"],"neg":[],"pos_scores":[1.088888888888888e+20]})");
+  kalm::io::JsonlReader again(kalm::io::InputStream::from_memory(line, "again"));
+  kalm::io::TrainingGroup h;
+  DOCTEST_REQUIRE(again.next(h));
+  DOCTEST_CHECK(h.pos_scores == g.pos_scores);
+}

@@ -173,6 +173,42 @@ DOCTEST_TEST_CASE("config: refusals name the file and the field") {
   DOCTEST_CHECK_THROWS_AS(kalm::model::parse_config_file("/nonexistent/config.json"), kalm::IoError);
 }
 
+DOCTEST_TEST_CASE("config: integers out of range are refused, not cast (fuzz_config_json)") {
+  // Found by tests/fuzz/fuzz_config_json (seed corpus: regression_uint64_id.json):
+  // 2^64 - 1 reads as the double 1.8e19, which was cast to int64 before its
+  // range was checked (undefined behaviour, reported by UBSan).
+  DOCTEST_CHECK(message_of_parse(R"({"model_type": "qwen2", "bos_token_id": 18446744073709551615})") ==
+                "dir/config.json: bos_token_id: expected an integer");
+  DOCTEST_CHECK(message_of_parse(R"({"model_type": "qwen2", "hidden_size": -1e300})") ==
+                "dir/config.json: hidden_size: expected an integer");
+  DOCTEST_CHECK(parse_config_json(R"({"model_type": "qwen2", "hidden_size": 64.0, "num_attention_heads": 2,
+                                      "num_hidden_layers": 1})", "c").hidden_size == 64);
+  // A layer count is refused before layer_types is built from it (seed corpus:
+  // regression_layer_count.json): 1e11 layers used to be a 100 GB allocation.
+  DOCTEST_CHECK(message_of_parse(R"({"model_type": "qwen2", "num_hidden_layers": 100000000000})") ==
+                "dir/config.json: num_hidden_layers: 100000000000 is more than kalm supports (4096)");
+  DOCTEST_CHECK(message_of_parse(R"({"model_type": "gemma3", "text_config": {"num_hidden_layers": 4097}})") ==
+                "dir/config.json: text_config.num_hidden_layers: 4097 is more than kalm supports (4096)");
+  auto c = parse_config_json(R"({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 2,
+                                 "num_hidden_layers": 4096})", "c");
+  DOCTEST_CHECK(c.layer_types.size() == 4096);
+  c.num_hidden_layers = 4097;
+  c.layer_types.resize(4097);
+  DOCTEST_CHECK_THROWS_WITH_AS(kalm::model::validate_config(c),
+                               "c: num_hidden_layers 4097 is more than kalm supports (4096)", ModelError);
+}
+
+DOCTEST_TEST_CASE("config: config_to_json writes a huge rope_theta so that it reads back (fuzz_config_json)") {
+  // Found by tests/fuzz/fuzz_config_json (seed corpus: regression_rope_theta.json):
+  // the shortest form of 1.088888888888888e20 is the integer "108888888888888800000",
+  // which kalm's JSON reader refuses (past 64 bits): the export did not load.
+  const auto c = parse_config_json(R"({"model_type": "qwen2", "hidden_size": 32, "num_attention_heads": 4,
+                                       "num_hidden_layers": 2, "rope_theta": 108888888888888800000.0})", "c");
+  const std::string json = kalm::model::config_to_json(c, AttentionMode::Causal);
+  DOCTEST_CHECK(contains(json, "\"rope_theta\": 1.088888888888888e+20,"));
+  DOCTEST_CHECK(parse_config_json(json, "written").rope_theta == c.rope_theta);
+}
+
 DOCTEST_TEST_CASE("config: config_to_json round-trips") {
   const auto files = {"qwen2_causal", "qwen2_bidir", "gemma3_causal", "gemma3_bidir"};
   for (const char* name : files) {

@@ -302,6 +302,47 @@ DOCTEST_TEST_CASE("malformed or unsupported tokenizer.json: ModelError naming th
   DOCTEST_CHECK(error_of(R"({"version": "2.0", "model": {}})").find("version") != std::string::npos);
 }
 
+DOCTEST_TEST_CASE("post-processors that break encode()'s contract are refused at load (fuzz_tokenizer_json)") {
+  // Found by tests/fuzz/fuzz_tokenizer_json (tests/fuzz/corpus/fuzz_tokenizer_json/
+  // regression_template_id_not_in_vocab.bin): a template whose special token's
+  // id is not in the vocabulary made encode() return id 9 with vocab_size() 9,
+  // and decode() refuse the ids encode() had just made.
+  const auto error_of = [](const std::string& json) -> std::string {
+    try {
+      kalm::text::parse_hf_tokenizer_json(json, {}, "x/tokenizer.json");
+    } catch (const kalm::ModelError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  const std::string template_9 =
+      R"("post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+      {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [9], "tokens": ["<s>"]}}})";
+  DOCTEST_CHECK(error_of(replace_all(abc_model("[]"), R"("post_processor": null)", template_9)) ==
+                "x/tokenizer.json.post_processor: adds token id 9, which is not in the vocabulary");
+  const std::string bert_7 =
+      R"("post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"},
+      {"type": "BertProcessing", "cls": ["<unk>", 0], "sep": ["[SEP]", 7]}]})";
+  DOCTEST_CHECK(error_of(replace_all(abc_model("[]"), R"("post_processor": null)", bert_7)) ==
+                "x/tokenizer.json.post_processor: adds token id 7, which is not in the vocabulary");
+  // Found by the same target: a template with $A twice repeated the text after
+  // truncation, so encode() returned more ids than max_length.
+  const std::string twice =
+      R"("post_processor": {"type": "TemplateProcessing", "single": ["$A", "[CLS]", "$A"],
+      "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [0], "tokens": ["<unk>"]}}})";
+  DOCTEST_CHECK(error_of(replace_all(abc_model("[]"), R"("post_processor": null)", twice)) ==
+                "x/tokenizer.json.post_processor.single[2]: a single-sequence template can use $A only once");
+  // A template whose id is a token loads (the added token "<s>" gets the next
+  // free id, 7, as in HF's AddedVocabulary).
+  std::string with_token =
+      replace_all(abc_model("[]"), R"("post_processor": null)", replace_all(template_9, "[9]", "[7]"));
+  with_token = replace_all(with_token, R"("added_tokens": [])",
+                           R"("added_tokens": [{"id": 7, "content": "<s>", "special": true}])");
+  auto t = kalm::text::parse_hf_tokenizer_json(with_token, {}, "x/tokenizer.json");
+  DOCTEST_CHECK(enc(*t, "ab") == Ids{7, 1, 2});
+  DOCTEST_CHECK(t->vocab_size() == 8);
+}
+
 DOCTEST_TEST_CASE("load_tokenizer picks tokenizer.json, else tokenizer.model, else says what is missing") {
   TempDir dir;
   try {
