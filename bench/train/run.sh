@@ -14,8 +14,11 @@
 # (d) per optimiser step, counted by LibTorch's RecordFunction
 #     (kalm-bench-train-calls, bench/train/count_calls.cpp): scalar read-backs
 #     (.item(); each a host sync on a GPU), model calls (embedding lookups) and
-#     cross-device copies, at (b)'s shape and at batch 256 with
-#     --grad-cache-chunk 64; the difference of two runs, so set-up is left out
+#     cross-device copies, at (b)'s shape and at batch 256 with GradCache in
+#     chunks of 64 texts (--grad-cache-chunk 64) and of 16384 tokens
+#     (--grad-cache), all with --call-tokens 16384 (the default on a GPU,
+#     where these counts matter); the difference of two runs, so set-up is
+#     left out
 # Data: word salad from a fixed seed (awk), no downloads. ~4-5 minutes on 2 cores.
 set -euo pipefail
 build=${1:-build}; threads=${2:-$(nproc)}
@@ -81,13 +84,14 @@ per_step() {  # NAME STEPS_A STEPS_B FLAGS...
   local name=$1 a=$2 b=$3; shift 3
   "$counter" "$dir/tp/train.jsonl" --init-config "$dir/tp.json" --tokenizer "$dir/tp/out" --num-negatives 3 \
     --query-max-length 64 --passage-max-length 64 --warmup-steps 0 --lr 1e-4 --threads "$threads" -q \
-    --max-steps "$a" -o "$dir/calls-$name-a" "$@" >"$dir/calls-$name-a.txt"
+    --call-tokens 16384 --max-steps "$a" -o "$dir/calls-$name-a" "$@" >"$dir/calls-$name-a.txt"
   "$counter" "$dir/tp/train.jsonl" --init-config "$dir/tp.json" --tokenizer "$dir/tp/out" --num-negatives 3 \
     --query-max-length 64 --passage-max-length 64 --warmup-steps 0 --lr 1e-4 --threads "$threads" -q \
-    --max-steps "$b" -o "$dir/calls-$name-b" "$@" >"$dir/calls-$name-b.txt"
+    --call-tokens 16384 --max-steps "$b" -o "$dir/calls-$name-b" "$@" >"$dir/calls-$name-b.txt"
   paste "$dir/calls-$name-a.txt" "$dir/calls-$name-b.txt" |
     awk -v n="$name" -v d=$((b - a)) '{ printf "%s %s per step %.1f\n", n, $1, ($4 - $2) / d }'
 }
 per_step batch32 2 4 --batch-size 32
 per_step batch256_gradcache64 1 2 --batch-size 256 --grad-cache-chunk 64
+per_step batch256_gradcache_tokens 1 2 --batch-size 256 --grad-cache
 echo "load after counts: $(cut -d' ' -f1-3 /proc/loadavg)"

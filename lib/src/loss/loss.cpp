@@ -1,5 +1,6 @@
 #include "kalm/loss/loss.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -8,6 +9,7 @@
 
 #include "kalm/error.h"
 #include "kalm/loss/mixing.h"
+#include "kalm/model/device.h"
 
 namespace kalm::loss {
 namespace {
@@ -21,6 +23,23 @@ std::string sizes_of(const torch::Tensor& t) {
   std::ostringstream os;
   os << t.sizes();
   return os.str();
+}
+
+// Input checks read host tensors on the host (the batch's in-batch mask and
+// teacher scores come from the data loader): a .item() on the device would
+// make the host wait for every kernel queued before it.
+bool all_true_on_host_if_possible(const torch::Tensor& mask) {
+  if (!mask.is_cpu()) return mask.all().item<bool>();
+  const torch::Tensor c = mask.to(torch::kBool).contiguous();
+  const bool* p = c.data_ptr<bool>();
+  return std::all_of(p, p + c.numel(), [](bool b) { return b; });
+}
+
+bool all_finite_on_host_if_possible(const torch::Tensor& t) {
+  if (!t.is_cpu()) return torch::isfinite(t).all().item<bool>();
+  const torch::Tensor c = t.to(torch::kDouble).contiguous();
+  const double* p = c.data_ptr<double>();
+  return std::all_of(p, p + c.numel(), [](double v) { return std::isfinite(v); });
 }
 
 std::string num(double x) {
@@ -230,15 +249,15 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
       throw UsageError("loss: in_batch must be a [B] = [" + std::to_string(bt.b) + "] bool tensor (got " +
                        sizes_of(batch.in_batch) + " " + std::string(c10::toString(batch.in_batch.scalar_type())) +
                        ")");
-    in_batch = batch.in_batch.to(device);
-    all_in_batch = in_batch.all().item<bool>();
+    all_in_batch = all_true_on_host_if_possible(batch.in_batch);
+    in_batch = model::upload(batch.in_batch, device);
   }
   // Every row needs a negative: its own hard negatives (G >= 2) or in-batch columns (N >= 2).
   if (bt.g == 1) {
     if (bt.n == 1)
       throw UsageError("loss: a batch of 1 query with group size 1 has no negatives (the loss would be 0)");
     if (!all_in_batch) {
-      auto first_off = torch::nonzero(in_batch.logical_not()).flatten()[0].item<std::int64_t>();
+      auto first_off = torch::nonzero(batch.in_batch.logical_not()).flatten()[0].item<std::int64_t>();
       throw UsageError("loss: row " + std::to_string(first_off) +
                        " has no negatives: group size 1 (no hard negatives) and in-batch negatives off");
     }
@@ -259,9 +278,9 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
       throw UsageError("loss: teacher_scores must be [B, G] = [" + std::to_string(bt.b) + ", " +
                        std::to_string(bt.g) + "] (got " + sizes_of(t) + ")");
     if (!is_floating(t)) throw UsageError("loss: teacher_scores must be floating point");
-    auto teacher = t.detach().to(device, ctype);
-    if (!torch::isfinite(teacher).all().item<bool>())
+    if (!all_finite_on_host_if_possible(t.detach()))
       throw UsageError("loss: teacher_scores contain NaN or infinite values");
+    auto teacher = model::upload(t.detach(), device).to(ctype);
     bt.teacher_logp = torch::log_softmax(teacher / options.teacher_temperature, 1);
     bt.teacher_p = bt.teacher_logp.exp();
   } else if (options.distill_only) {
@@ -276,9 +295,13 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
         throw UsageError("loss: pair-wise hard-negative mixing needs a seeded torch::Generator (none was given)");
       bt.draws = draw_pairwise_mixing(bt.b, bt.m, options.mix_count, options.mix_beta_a, options.mix_beta_b,
                                       generator);
-      bt.draws.first = bt.draws.first.to(device);
-      bt.draws.second = bt.draws.second.to(device);
-      bt.draws.lambda = bt.draws.lambda.to(device, ctype);
+      // Drawn on the host from a CPU generator; checked there (mixing.h) and
+      // uploaded without waiting.
+      check_pairwise_draws(bt.draws, bt.b, bt.m);
+      bt.draws.first = model::upload(bt.draws.first, device);
+      bt.draws.second = model::upload(bt.draws.second, device);
+      bt.draws.lambda = model::upload(bt.draws.lambda, device).to(ctype);
+      bt.draws.checked = true;
     } else {
       bt.synthetic = 1;
     }

@@ -1,5 +1,6 @@
 #include "kalm/loss/mixing.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -58,13 +59,9 @@ PairwiseDraws draw_pairwise_mixing(std::int64_t rows, std::int64_t num_negatives
   return d;
 }
 
-torch::Tensor mix_pairwise(const torch::Tensor& negatives, const PairwiseDraws& draws) {
-  if (!negatives.defined() || negatives.dim() != 3)
-    throw UsageError("pair-wise mixing: negatives must be [B, M, d] (got " +
-                     (negatives.defined() ? sizes_of(negatives) : std::string("undefined")) + ")");
-  const auto b = negatives.size(0);
-  const auto m = negatives.size(1);
-  const auto d = negatives.size(2);
+namespace {
+
+void check_draw_shapes(const PairwiseDraws& draws, std::int64_t b) {
   for (const auto* t : {&draws.first, &draws.second, &draws.lambda}) {
     if (!t->defined() || t->dim() != 2 || t->size(0) != b)
       throw UsageError("pair-wise mixing: draws must be [B, K] with B = " + std::to_string(b) + " (got " +
@@ -76,15 +73,42 @@ torch::Tensor mix_pairwise(const torch::Tensor& negatives, const PairwiseDraws& 
                      sizes_of(draws.second) + ", " + sizes_of(draws.lambda) + ")");
   if (draws.first.scalar_type() != torch::kLong || draws.second.scalar_type() != torch::kLong)
     throw UsageError("pair-wise mixing: draw indices must be int64");
+}
+
+}  // namespace
+
+void check_pairwise_draws(const PairwiseDraws& draws, std::int64_t b, std::int64_t m) {
+  check_draw_shapes(draws, b);
+  if (b * draws.first.size(1) == 0) return;
+  // An out-of-range index would be a device-side assert on CUDA: check first.
+  bool ok;
+  if (draws.first.is_cpu() && draws.second.is_cpu()) {
+    const auto first = draws.first.contiguous(), second = draws.second.contiguous();
+    const std::int64_t* f = first.data_ptr<std::int64_t>();
+    const std::int64_t* s = second.data_ptr<std::int64_t>();
+    ok = std::all_of(f, f + first.numel(), [m](std::int64_t v) { return v >= 0 && v < m; }) &&
+         std::all_of(s, s + second.numel(), [m](std::int64_t v) { return v >= 0 && v < m; });
+  } else {
+    const auto first = draws.first, second = draws.second.to(draws.first.device());
+    ok = first.ge(0).logical_and(first.lt(m)).logical_and(second.ge(0)).logical_and(second.lt(m)).all().item<bool>();
+  }
+  if (!ok) throw UsageError("pair-wise mixing: draw indices must lie in [0, " + std::to_string(m) + ")");
+}
+
+torch::Tensor mix_pairwise(const torch::Tensor& negatives, const PairwiseDraws& draws) {
+  if (!negatives.defined() || negatives.dim() != 3)
+    throw UsageError("pair-wise mixing: negatives must be [B, M, d] (got " +
+                     (negatives.defined() ? sizes_of(negatives) : std::string("undefined")) + ")");
+  const auto b = negatives.size(0);
+  const auto m = negatives.size(1);
+  const auto d = negatives.size(2);
+  if (draws.checked)
+    check_draw_shapes(draws, b);  // the indices were checked on the host
+  else
+    check_pairwise_draws(draws, b, m);
+  const auto k = draws.first.size(1);
   auto first = draws.first.to(negatives.device());
   auto second = draws.second.to(negatives.device());
-  if (b * k > 0) {
-    // An out-of-range index would be a device-side assert on CUDA: check first.
-    bool ok = first.ge(0).logical_and(first.lt(m)).logical_and(second.ge(0)).logical_and(second.lt(m))
-                  .all().item<bool>();
-    if (!ok)
-      throw UsageError("pair-wise mixing: draw indices must lie in [0, " + std::to_string(m) + ")");
-  }
   auto gather = [&](const torch::Tensor& idx) {
     return negatives.gather(1, idx.unsqueeze(-1).expand({b, k, d}));
   };

@@ -61,4 +61,11 @@ Autocast::~Autocast() {
   at::autocast::set_autocast_dtype(type_, previous_dtype_);
 }
 
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+  if (host.device() == device) return host;
+  if (!host.is_cpu() || !device.is_cuda()) return host.to(device);
+  const torch::Tensor pinned = host.is_pinned() ? host : host.pin_memory();
+  return pinned.to(device, /*non_blocking=*/true);
+}
+
 }  // namespace kalm::model

@@ -32,17 +32,19 @@ std::string shape_str(const torch::Tensor& t) {
 
 }  // namespace
 
-torch::Tensor pool(const torch::Tensor& hidden, const torch::Tensor& mask, Pooling pooling) {
+torch::Tensor pool(const torch::Tensor& hidden, const torch::Tensor& mask, Pooling pooling, EmptyRows empty_rows) {
   if (hidden.dim() != 3 || mask.dim() != 2 || mask.size(0) != hidden.size(0) ||
       mask.size(1) != hidden.size(1))
     throw UsageError("pool: hidden states " + shape_str(hidden) + " and mask " + shape_str(mask) +
                      " do not match ([B, L, H] and [B, L])");
   const torch::Tensor valid = mask.to(hidden.device()).ne(0);
   const torch::Tensor counts = valid.sum(1);
-  const torch::Tensor empty = counts.eq(0);
-  if (empty.any().item<bool>()) {
-    const int64_t row = empty.nonzero().index({0, 0}).item<int64_t>();
-    throw UsageError("pool: sequence " + std::to_string(row) + " of the batch has no tokens");
+  if (empty_rows == EmptyRows::kCheckOnDevice) {
+    const torch::Tensor empty = counts.eq(0);
+    if (empty.any().item<bool>()) {
+      const int64_t row = empty.nonzero().index({0, 0}).item<int64_t>();
+      throw UsageError("pool: sequence " + std::to_string(row) + " of the batch has no tokens");
+    }
   }
   const torch::Tensor h = hidden.to(torch::kFloat);
   switch (pooling) {

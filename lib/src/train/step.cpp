@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <optional>
 
 #include "kalm/error.h"
 #include "kalm/model/device.h"
@@ -37,84 +39,238 @@ TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<st
       mask[i][static_cast<std::int64_t>(j)] = 1;
     }
     out.tokens += static_cast<std::int64_t>(e.size());
+    out.lengths.push_back(static_cast<std::int64_t>(e.size()));
   }
   return out;
-}
-
-TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t end) {
-  TokenBatch out;
-  auto mask = batch.mask.slice(0, begin, end);
-  const auto lengths = mask.sum(1);
-  const std::int64_t longest = std::max<std::int64_t>(1, lengths.max().item<std::int64_t>());
-  out.mask = mask.slice(1, 0, longest).contiguous();
-  out.ids = batch.ids.slice(0, begin, end).slice(1, 0, longest).contiguous();
-  out.tokens = lengths.sum().item<std::int64_t>();
-  return out;
-}
-
-torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling) {
-  const std::int64_t n = batch.ids.size(0);
-  if (n <= kLengthBucketRows) {
-    auto hidden = encoder.forward(batch.ids, batch.mask);
-    return model::pool(hidden, batch.mask, pooling);
-  }
-  // Stable sort by length, so the buckets (and the result) are deterministic.
-  const auto lengths_tensor = batch.mask.sum(1).to(torch::kCPU).contiguous();
-  const std::int64_t* lengths = lengths_tensor.data_ptr<std::int64_t>();
-  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), std::int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return lengths[a] < lengths[b]; });
-  std::vector<std::int64_t> inverse(order.size());
-  for (std::size_t i = 0; i < order.size(); ++i) inverse[static_cast<std::size_t>(order[i])] = static_cast<std::int64_t>(i);
-  const auto ids = encoder.checked_input_ids(batch.ids, batch.mask);  // on the encoder's device
-  const auto mask = batch.mask.to(ids.device());
-  struct Bucket {
-    torch::Tensor mask;
-    std::int64_t rows, longest;
-  };
-  std::vector<Bucket> buckets;
-  std::vector<torch::Tensor> bucket_ids;
-  for (std::int64_t s = 0; s < n; s += kLengthBucketRows) {
-    const std::int64_t e = std::min(n, s + kLengthBucketRows);
-    const std::int64_t longest = std::max<std::int64_t>(1, lengths[order[static_cast<std::size_t>(e - 1)]]);
-    const auto rows = torch::tensor(std::vector<std::int64_t>(order.begin() + s, order.begin() + e), torch::kLong)
-                          .to(ids.device());
-    bucket_ids.push_back(ids.index_select(0, rows).slice(1, 0, longest).reshape({-1}));
-    buckets.push_back({mask.index_select(0, rows).slice(1, 0, longest).contiguous(), e - s, longest});
-  }
-  // One table lookup for every bucket: the embedding gradient is a dense
-  // [vocab, hidden] tensor, built once per lookup.
-  const auto tokens = encoder.embed_tokens->forward(torch::cat(bucket_ids, 0));
-  std::vector<torch::Tensor> parts;
-  std::int64_t offset = 0;
-  for (const auto& b : buckets) {
-    const auto x = tokens.narrow(0, offset, b.rows * b.longest).view({b.rows, b.longest, -1});
-    offset += b.rows * b.longest;
-    parts.push_back(model::pool(encoder.forward_from_embeddings(x, b.mask), b.mask, pooling));
-  }
-  return torch::cat(parts, 0).index_select(0, torch::tensor(inverse, torch::kLong).to(tokens.device()));
 }
 
 namespace {
 
-torch::Tensor embed_chunked(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
-                            std::int64_t chunk) {
-  std::vector<torch::Tensor> parts;
-  const auto n = batch.ids.size(0);
-  for (std::int64_t s = 0; s < n; s += chunk)
-    parts.push_back(embed_for_training(encoder, slice_rows(batch, s, std::min(n, s + chunk)), pooling));
-  return torch::cat(parts, 0);
+// Tokens per row: batch.lengths, or (for a batch built by hand) the mask's row
+// sums read on the host, with the right padding checked.
+std::vector<std::int64_t> row_lengths(const TokenBatch& batch) {
+  if (batch.ids.dim() != 2 || batch.mask.sizes() != batch.ids.sizes())
+    throw UsageError("model input: ids and mask must both be [batch, length]");
+  const std::int64_t n = batch.ids.size(0), width = batch.ids.size(1);
+  if (!batch.lengths.empty()) {
+    if (static_cast<std::int64_t>(batch.lengths.size()) != n)
+      throw InternalError("TokenBatch: " + std::to_string(batch.lengths.size()) + " lengths for " +
+                          std::to_string(n) + " rows");
+    return batch.lengths;
+  }
+  const torch::Tensor mask = batch.mask.to(torch::kCPU, torch::kLong).contiguous();
+  const std::int64_t* m = mask.data_ptr<std::int64_t>();
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::int64_t len = 0;
+    while (len < width && m[i * width + len] != 0) ++len;
+    for (std::int64_t j = len; j < width; ++j)
+      if (m[i * width + j] != 0)
+        throw UsageError("model input: attention_mask is not right-padded (a token follows padding); "
+                         "kalm pads on the right so that positions start at 0");
+    lengths[static_cast<std::size_t>(i)] = len;
+  }
+  return lengths;
 }
 
-void backward_chunked(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
-                      std::int64_t chunk, const torch::Tensor& grad) {
-  const auto n = batch.ids.size(0);
-  for (std::int64_t s = 0; s < n; s += chunk) {
-    const auto e = std::min(n, s + chunk);
-    auto emb = embed_for_training(encoder, slice_rows(batch, s, e), pooling);
-    emb.backward(grad.slice(0, s, e));
+}  // namespace
+
+TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t end) {
+  const auto all = row_lengths(batch);
+  TokenBatch out;
+  out.lengths.assign(all.begin() + begin, all.begin() + end);
+  std::int64_t longest = 1;
+  for (auto len : out.lengths) {
+    longest = std::max(longest, len);
+    out.tokens += len;
+  }
+  longest = std::min(longest, batch.ids.size(1));
+  out.mask = batch.mask.slice(0, begin, end).slice(1, 0, longest).contiguous();
+  out.ids = batch.ids.slice(0, begin, end).slice(1, 0, longest).contiguous();
+  return out;
+}
+
+std::int64_t default_call_tokens(const torch::Device& device) {
+  return device.is_cpu() ? kDefaultCallTokensCpu : kDefaultCallTokensGpu;
+}
+
+std::int64_t CallPlan::padded_tokens() const {
+  std::int64_t total = 0;
+  for (const auto& c : calls) total += c.rows * c.length;
+  return total;
+}
+
+CallPlan plan_calls(const std::vector<std::int64_t>& lengths, const CallOptions& options) {
+  if (options.max_tokens < 1)
+    throw UsageError("--call-tokens must be at least 1, got " + std::to_string(options.max_tokens));
+  if (options.max_rows && *options.max_rows < 1)
+    throw UsageError("--grad-cache-chunk must be at least 1, got " + std::to_string(*options.max_rows));
+  CallPlan plan;
+  plan.order.resize(lengths.size());
+  std::iota(plan.order.begin(), plan.order.end(), std::int64_t{0});
+  // Stable, so that equal lengths keep the input order and the plan (and the
+  // float sums that follow it) are the same on every run.
+  std::stable_sort(plan.order.begin(), plan.order.end(), [&](std::int64_t a, std::int64_t b) {
+    return lengths[static_cast<std::size_t>(a)] < lengths[static_cast<std::size_t>(b)];
+  });
+  const std::int64_t max_rows = options.max_rows.value_or(std::numeric_limits<std::int64_t>::max());
+  for (std::size_t pos = 0; pos < plan.order.size(); ++pos) {
+    const std::int64_t len = lengths[static_cast<std::size_t>(plan.order[pos])];
+    if (len < 1) throw InternalError("plan_calls: row " + std::to_string(plan.order[pos]) + " has no tokens");
+    CallPlan::Call* open = plan.calls.empty() ? nullptr : &plan.calls.back();
+    // Ascending order: the new row is the call's longest.
+    if (open && open->rows < max_rows && (open->rows + 1) * len <= options.max_tokens) {
+      ++open->rows;
+      open->length = len;
+    } else {
+      plan.calls.push_back({static_cast<std::int64_t>(pos), 1, len});
+    }
+  }
+  return plan;
+}
+
+namespace {
+
+// A step's rows laid out as plan_calls says, on the encoder's device. One
+// host buffer [ids | mask | restore | order] is filled and checked on the
+// host and uploaded in one copy.
+struct PackedTokens {
+  CallPlan plan;
+  std::vector<std::int64_t> offsets;  // each call's first token in ids / mask
+  torch::Tensor ids;      // [padded tokens] int64 (pads 0)
+  torch::Tensor mask;     // [padded tokens] int64 (1 token, 0 pad)
+  torch::Tensor restore;  // [N] int64: packed position of input row i
+  torch::Tensor order;    // [N] int64: input row at packed position k
+};
+
+// parts are concatenated in order (queries, then passages): input row i of
+// part 2 is row parts[0].rows + i. Token ids outside [0, vocab) are a
+// ModelError naming the row and position, as EncoderImpl::forward's check.
+PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<const TokenBatch*>& parts,
+                         const CallOptions& options) {
+  std::vector<std::int64_t> lengths;
+  std::vector<std::pair<const TokenBatch*, std::int64_t>> source;  // input row -> (part, row)
+  for (const TokenBatch* part : parts) {
+    const auto part_lengths = row_lengths(*part);
+    for (std::size_t i = 0; i < part_lengths.size(); ++i) {
+      if (part_lengths[i] < 1)
+        throw UsageError("model input: sequence " + std::to_string(lengths.size()) + " of the batch has no tokens");
+      lengths.push_back(part_lengths[i]);
+      source.emplace_back(part, static_cast<std::int64_t>(i));
+    }
+  }
+  if (lengths.empty()) throw UsageError("model input: empty batch");
+  PackedTokens packed;
+  packed.plan = plan_calls(lengths, options);
+  const auto n = static_cast<std::int64_t>(lengths.size());
+  const std::int64_t total = packed.plan.padded_tokens();
+
+  const torch::Device device = encoder.device();
+  auto options_host = torch::TensorOptions().dtype(torch::kLong);
+  if (device.is_cuda()) options_host = options_host.pinned_memory(true);
+  torch::Tensor host = torch::zeros({2 * total + 2 * n}, options_host);
+  std::int64_t* ids = host.data_ptr<std::int64_t>();
+  std::int64_t* mask = ids + total;
+  std::int64_t* restore = mask + total;
+  std::int64_t* order = restore + n;
+  // Contiguous host copies of each part's ids, read row by row below.
+  std::vector<torch::Tensor> part_ids;
+  for (const TokenBatch* part : parts) part_ids.push_back(part->ids.to(torch::kCPU, torch::kLong).contiguous());
+  const std::int64_t vocab = encoder.config().vocab_size;
+  std::int64_t offset = 0;
+  for (const auto& call : packed.plan.calls) {
+    packed.offsets.push_back(offset);
+    for (std::int64_t r = 0; r < call.rows; ++r) {
+      const std::int64_t pos = call.first + r;
+      const std::int64_t row = packed.plan.order[static_cast<std::size_t>(pos)];
+      restore[row] = pos;
+      order[pos] = row;
+      const auto [part, part_row] = source[static_cast<std::size_t>(row)];
+      const std::size_t p = static_cast<std::size_t>(std::find(parts.begin(), parts.end(), part) - parts.begin());
+      const std::int64_t width = part_ids[p].size(1);
+      const std::int64_t* src = part_ids[p].data_ptr<std::int64_t>() + part_row * width;
+      const std::int64_t len = lengths[static_cast<std::size_t>(row)];
+      std::int64_t* dst = ids + offset + r * call.length;
+      std::int64_t* dst_mask = mask + offset + r * call.length;
+      for (std::int64_t j = 0; j < len; ++j) {
+        if (src[j] < 0 || src[j] >= vocab)
+          // Ids the tokenizer produced that the model has no row for: the two do not belong together.
+          throw ModelError("model input: token id " + std::to_string(src[j]) + " at sequence " + std::to_string(row) +
+                           ", position " + std::to_string(j) + " is outside the vocabulary [0, " +
+                           std::to_string(vocab) + ")");
+        dst[j] = src[j];
+        dst_mask[j] = 1;
+      }
+    }
+    offset += call.rows * call.length;
+  }
+  const torch::Tensor on_device = model::upload(host, device);
+  packed.ids = on_device.narrow(0, 0, total);
+  packed.mask = on_device.narrow(0, total, total);
+  packed.restore = on_device.narrow(0, 2 * total, n);
+  packed.order = on_device.narrow(0, 2 * total + n, n);
+  return packed;
+}
+
+// Call c's rows from their token embeddings [rows * length, H]: [rows, H] float32.
+torch::Tensor embed_call(const model::EncoderImpl& encoder, const PackedTokens& packed, std::size_t c,
+                         const torch::Tensor& call_tokens, model::Pooling pooling) {
+  const auto& call = packed.plan.calls[c];
+  const torch::Tensor mask = packed.mask.narrow(0, packed.offsets[c], call.rows * call.length).view({call.rows, call.length});
+  const torch::Tensor hidden = encoder.forward_from_embeddings(call_tokens.view({call.rows, call.length, -1}), mask);
+  return model::pool(hidden, mask, pooling, model::EmptyRows::kCheckedByCaller);
+}
+
+// Every row, in packed order, one forward per call. With a graph, the table
+// is looked up once for all calls: each lookup's backward builds a dense
+// [vocab, hidden] gradient. Without one (GradCache's first pass) each call
+// looks up its own tokens, so that the step's token embeddings never exist
+// all at once (GradCache's memory is one call's).
+torch::Tensor embed_packed_order(const model::EncoderImpl& encoder, const PackedTokens& packed,
+                                 model::Pooling pooling) {
+  const bool one_lookup = torch::GradMode::is_enabled();
+  const torch::Tensor tokens = one_lookup ? encoder.embed_tokens->forward(packed.ids) : torch::Tensor();
+  std::vector<torch::Tensor> parts;
+  for (std::size_t c = 0; c < packed.plan.calls.size(); ++c) {
+    const auto& call = packed.plan.calls[c];
+    const std::int64_t offset = packed.offsets[c], count = call.rows * call.length;
+    parts.push_back(embed_call(encoder, packed, c,
+                               one_lookup ? tokens.narrow(0, offset, count)
+                                          : encoder.embed_tokens->forward(packed.ids.narrow(0, offset, count)),
+                               pooling));
+  }
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
+}
+
+// GradCache's second pass: each call again, with a graph, back-propagated
+// with its rows' cached gradient (grad_packed: [N, H] in packed order). The
+// layers' gradients accumulate in .grad as usual; the token embeddings'
+// gradient goes into the table's .grad in place (see step.h).
+void backward_calls(model::EncoderImpl& encoder, const PackedTokens& packed, model::Pooling pooling,
+                    const torch::Tensor& grad_packed) {
+  torch::Tensor& table = encoder.embed_tokens->weight;
+  const torch::Tensor table_values = table.detach();
+  for (std::size_t c = 0; c < packed.plan.calls.size(); ++c) {
+    const auto& call = packed.plan.calls[c];
+    const torch::Tensor ids = packed.ids.narrow(0, packed.offsets[c], call.rows * call.length);
+    torch::Tensor tokens = torch::embedding(table_values, ids).requires_grad_(table.requires_grad());
+    const torch::Tensor rows = embed_call(encoder, packed, c, tokens, pooling);
+    rows.backward(grad_packed.narrow(0, call.first, call.rows));
+    if (!table.requires_grad()) continue;
+    if (!table.grad().defined()) table.mutable_grad() = torch::zeros_like(table);
+    table.mutable_grad().index_put_({ids}, tokens.grad(), /*accumulate=*/true);
   }
 }
+
+}  // namespace
+
+torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
+                                 const CallOptions& calls) {
+  const PackedTokens packed = pack_tokens(encoder, {&batch}, calls);
+  return embed_packed_order(encoder, packed, pooling).index_select(0, packed.restore);
+}
+
+namespace {
 
 loss::LossOutput detach_total(loss::LossOutput out) {
   out.total = out.total.detach();
@@ -124,48 +280,38 @@ loss::LossOutput detach_total(loss::LossOutput out) {
 }  // namespace
 
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
-                                  const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
+                                  const loss::LossOptions& loss_options, const CallOptions& calls,
                                   torch::Generator generator, double loss_scale, bool bf16_autocast,
                                   DataParallel* parallel) {
-  if (!grad_cache_chunk) {
-    torch::Tensor q, p;
-    {
-      model::Autocast autocast(encoder.device(), bf16_autocast);
-      q = embed_for_training(encoder, batch.queries, pooling);
-      p = embed_for_training(encoder, batch.passages, pooling);
-    }
-    if (parallel) {
-      q = parallel->all_gather_rows(q);
-      p = parallel->all_gather_rows(p);
-    }
-    auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
-    (out.total * loss_scale).backward();
-    return detach_total(std::move(out));
-  }
-  const std::int64_t chunk = *grad_cache_chunk;
-  if (chunk < 1) throw UsageError("--grad-cache-chunk must be at least 1, got " + std::to_string(chunk));
-  torch::Tensor q, p;
+  // Queries and passages share the calls: a call is filled by length, not by role.
+  const PackedTokens packed = pack_tokens(encoder, {&batch.queries, &batch.passages}, calls);
+  const std::int64_t nq = batch.queries.ids.size(0), np = batch.passages.ids.size(0);
+  torch::Tensor all;
   {
-    torch::NoGradGuard no_grad;
+    std::optional<torch::NoGradGuard> no_grad;
+    if (calls.grad_cache) no_grad.emplace();
     model::Autocast autocast(encoder.device(), bf16_autocast);
-    q = embed_chunked(encoder, batch.queries, pooling, chunk);
-    p = embed_chunked(encoder, batch.passages, pooling, chunk);
+    all = embed_packed_order(encoder, packed, pooling).index_select(0, packed.restore);
   }
-  const auto nq = q.size(0), np = p.size(0);
+  torch::Tensor q = all.narrow(0, 0, nq), p = all.narrow(0, nq, np);
   if (parallel) {
     q = parallel->all_gather_rows(q);
     p = parallel->all_gather_rows(p);
+  }
+  if (!calls.grad_cache) {
+    auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
+    (out.total * loss_scale).backward();
+    return detach_total(std::move(out));
   }
   q = q.detach().requires_grad_(true);
   p = p.detach().requires_grad_(true);
   auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
   (out.total * loss_scale).backward();
   const std::int64_t r = parallel ? parallel->rank() : 0;
-  const auto q_grad = q.grad().detach().slice(0, r * nq, (r + 1) * nq);
-  const auto p_grad = p.grad().detach().slice(0, r * np, (r + 1) * np);
+  const torch::Tensor local_grad = torch::cat({q.grad().detach().narrow(0, r * nq, nq),
+                                               p.grad().detach().narrow(0, r * np, np)}, 0);
   model::Autocast autocast(encoder.device(), bf16_autocast);
-  backward_chunked(encoder, batch.queries, pooling, chunk, q_grad);
-  backward_chunked(encoder, batch.passages, pooling, chunk, p_grad);
+  backward_calls(encoder, packed, pooling, local_grad.index_select(0, packed.order));
   return detach_total(std::move(out));
 }
 

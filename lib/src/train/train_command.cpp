@@ -134,8 +134,23 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--grad-accumulation", o.grad_accumulation, "Micro-batches per optimiser step")
       ->check(cli::positive_number())
       ->group(kOptim);
+  app.add_option("--call-tokens", o.call_tokens,
+                 "Most padded tokens in one model call: a step's texts are sorted by length and packed into calls "
+                 "of this size (default " + std::to_string(kDefaultCallTokensCpu) + " on CPU, " +
+                     std::to_string(kDefaultCallTokensGpu) + " on a GPU); with GradCache, the chunk size")
+      ->check(cli::positive_number())
+      ->group(kOptim);
+  app.add_flag("--grad-cache", o.grad_cache,
+               "GradCache: each model call is a chunk embedded without a graph, so memory is one call's whatever "
+               "the batch (chunks sized by --call-tokens)")
+      ->group(kOptim);
+  app.add_option("--prefetch", o.prefetch,
+                 "Sample and tokenise the next batch on a background thread while the model runs: auto (on a GPU), "
+                 "on, off; the batches are the same either way")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->group(kOptim);
   app.add_option("--grad-cache-chunk", o.grad_cache_chunk,
-                 "GradCache: embed N texts at a time so the batch is not bounded by memory (unset: plain backward)")
+                 "GradCache with at most N texts per chunk (and at most --call-tokens tokens); implies --grad-cache")
       ->check(cli::positive_number())
       ->group(kOptim);
   app.add_option("--world-size", f.dist.world_size,

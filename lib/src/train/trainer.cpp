@@ -12,7 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "kalm/cli/progress.h"
@@ -280,6 +282,8 @@ class Trainer {
   model::Encoder encoder_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   torch::Generator generator_;
+  CallOptions calls_;  // how a step's texts are cut into model calls (step.h)
+  bool prefetch_ = false;  // build the next micro-batch on a background thread
   SavedState state_;
   std::int64_t batches_per_epoch_ = 0;
   std::FILE* metrics_ = nullptr;
@@ -315,6 +319,13 @@ void Trainer::resolve_options() {
   if (o_.dtype != "f32" && o_.dtype != "bf16") throw UsageError("--dtype must be f32 or bf16, got '" + o_.dtype + "'");
   bf16_ = o_.dtype == "bf16";
   device_ = model::device_for_local_rank(model::parse_device(o_.device), o_.dist.local_rank);
+  if (o_.prefetch != "auto" && o_.prefetch != "on" && o_.prefetch != "off")
+    throw UsageError("--prefetch must be auto, on or off, got '" + o_.prefetch + "'");
+  prefetch_ = o_.prefetch == "on" || (o_.prefetch == "auto" && !device_.is_cpu());
+  if (o_.call_tokens && *o_.call_tokens < 1) throw UsageError("--call-tokens must be at least 1");
+  calls_.max_tokens = o_.call_tokens.value_or(default_call_tokens(device_));
+  calls_.grad_cache = o_.grad_cache || o_.grad_cache_chunk.has_value();
+  calls_.max_rows = o_.grad_cache_chunk;
   pooling_ = model::parse_pooling(o_.pooling);
 
   loss_ = o_.loss;
@@ -604,8 +615,30 @@ TrainResult Trainer::run() {
   StopSignalScope signals;
   TrainResult result;
   cli::Progress progress("kalm-train", "steps", static_cast<std::uint64_t>(total - state_.step), o_.quiet || !leader_);
-  EpochPlan plan;
+  // The batch of each micro-batch is a pure function of the seed, the epoch
+  // and its index (plan_epoch, batch_rng), so building it ahead on another
+  // thread gives the same batches in the same order.
+  std::shared_ptr<const EpochPlan> plan;
   std::int64_t plan_epoch_index = -1;
+  auto plan_for = [&](std::int64_t epoch) {
+    if (epoch != plan_epoch_index) {
+      plan = std::make_shared<const EpochPlan>(
+          plan_epoch(data_, global_batching_, o_.seed, static_cast<std::uint64_t>(epoch)));
+      plan_epoch_index = epoch;
+    }
+    return plan;
+  };
+  auto build_micro_batch = [this](std::shared_ptr<const EpochPlan> epoch_plan, std::int64_t micro) {
+    const std::int64_t epoch = micro / batches_per_epoch_, b = micro % batches_per_epoch_;
+    auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
+    return build_batch(data_, epoch_plan->batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
+                       *tokenizer_, o_.query_max_length, o_.passage_max_length);
+  };
+  // The next micro-batch, sampled and tokenised on a background thread while
+  // the device runs this one (prefetch_); its errors surface when it is taken.
+  std::future<TrainBatch> prefetched;
+  std::int64_t prefetched_micro = -1;
+  const std::int64_t last_micro = total * o_.grad_accumulation - 1;
   std::int64_t tokens_total = 0;
   const auto params = encoder_->parameters();
 
@@ -621,13 +654,18 @@ TrainResult Trainer::run() {
     for (std::int64_t a = 0; a < o_.grad_accumulation; ++a) {
       const std::int64_t epoch = state_.micro_batches / batches_per_epoch_;
       const std::int64_t b = state_.micro_batches % batches_per_epoch_;
-      if (epoch != plan_epoch_index) {
-        plan = plan_epoch(data_, global_batching_, o_.seed, static_cast<std::uint64_t>(epoch));
-        plan_epoch_index = epoch;
+      TrainBatch batch;
+      if (prefetched_micro == state_.micro_batches) {
+        prefetched_micro = -1;
+        batch = prefetched.get();
+      } else {
+        batch = build_micro_batch(plan_for(epoch), state_.micro_batches);
       }
-      auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
-      auto batch = build_batch(data_, plan.batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
-                               *tokenizer_, o_.query_max_length, o_.passage_max_length);
+      if (prefetch_ && state_.micro_batches < last_micro) {
+        prefetched_micro = state_.micro_batches + 1;
+        prefetched = std::async(std::launch::async, build_micro_batch,
+                                plan_for(prefetched_micro / batches_per_epoch_), prefetched_micro);
+      }
       if (parallel_) {
         // Every rank sampled the same global batch; each embeds its own slice.
         const std::int64_t b_local = o_.batching.batch_size, g = batch.info.group_size, r = o_.dist.rank;
@@ -641,7 +679,7 @@ TrainResult Trainer::run() {
                                        batch.query_sources, batch.passage_sources);
         batch.info.teacher_scores = parallel_ ? parallel_->all_gather_rows(scores) : scores;
       }
-      auto out = forward_backward(*encoder_, batch, pooling_, loss_, o_.grad_cache_chunk, generator_,
+      auto out = forward_backward(*encoder_, batch, pooling_, loss_, calls_, generator_,
                                   1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get());
       micro_losses.push_back(out.total.detach().to(torch::kDouble));
       micro_epoch.push_back(epoch);

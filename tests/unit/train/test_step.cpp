@@ -1,5 +1,6 @@
-// embed_for_training's length buckets: a batch larger than one bucket gives the
-// same embeddings and the same gradients as embedding every row on its own.
+// The step's model calls: plan_calls cuts length-sorted rows by a token budget,
+// and embed_for_training over many calls gives the same embeddings and
+// gradients as embedding every row on its own.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
@@ -50,21 +51,63 @@ TokenBatch scrambled_batch(std::int64_t rows, std::int64_t vocab) {
 
 }  // namespace
 
-DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding, values and gradients") {
+DOCTEST_TEST_CASE("plan_calls: length-sorted rows cut greedily by the token budget and the row cap") {
+  CallOptions o;
+  o.max_tokens = 12;
+  // lengths by input row; sorted: 1 (row 3), 2 (row 1), 2 (row 4), 4 (row 0), 5 (row 2), 20 (row 5)
+  const std::vector<std::int64_t> lengths{4, 2, 5, 1, 2, 20};
+  auto plan = plan_calls(lengths, o);
+  DOCTEST_CHECK(plan.order == std::vector<std::int64_t>{3, 1, 4, 0, 2, 5});
+  // [1, 2, 2, 4] would be 4 x 4 = 16 > 12: the call closes at 3 x 2 = 6;
+  // [4, 5] is 2 x 5 = 10; 20 is alone although over the budget.
+  DOCTEST_REQUIRE(plan.calls.size() == 3);
+  DOCTEST_CHECK(plan.calls[0].first == 0);
+  DOCTEST_CHECK(plan.calls[0].rows == 3);
+  DOCTEST_CHECK(plan.calls[0].length == 2);
+  DOCTEST_CHECK(plan.calls[1].first == 3);
+  DOCTEST_CHECK(plan.calls[1].rows == 2);
+  DOCTEST_CHECK(plan.calls[1].length == 5);
+  DOCTEST_CHECK(plan.calls[2].first == 5);
+  DOCTEST_CHECK(plan.calls[2].rows == 1);
+  DOCTEST_CHECK(plan.calls[2].length == 20);
+  DOCTEST_CHECK(plan.padded_tokens() == 6 + 10 + 20);
+  // The default budget takes the whole (small) step in one call; a row cap splits it.
+  plan = plan_calls(lengths, CallOptions{});
+  DOCTEST_CHECK(plan.calls.size() == 1);
+  DOCTEST_CHECK(plan.padded_tokens() == 6 * 20);
+  o.max_tokens = 1000;
+  o.max_rows = 4;
+  plan = plan_calls(lengths, o);
+  DOCTEST_REQUIRE(plan.calls.size() == 2);
+  DOCTEST_CHECK(plan.calls[0].rows == 4);
+  DOCTEST_CHECK(plan.calls[1].rows == 2);
+  DOCTEST_CHECK(plan.calls[1].length == 20);
+  // Bad limits are usage errors.
+  o.max_rows = 0;
+  DOCTEST_CHECK_THROWS_AS(plan_calls(lengths, o), kalm::UsageError);
+  o.max_rows.reset();
+  o.max_tokens = 0;
+  DOCTEST_CHECK_THROWS_AS(plan_calls(lengths, o), kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("embed_for_training: many calls equal row-by-row embedding, values and gradients") {
   for (std::int64_t layers : {0, 1}) {
     DOCTEST_SUBCASE((std::to_string(layers) + " layers").c_str()) {
       auto config = tiny_config(layers);
       kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
       encoder->init_parameters(7);
-      const std::int64_t rows = 3 * kLengthBucketRows + 5;  // several buckets, the last one partial
+      const std::int64_t rows = 197;
       const auto batch = scrambled_batch(rows, config.vocab_size);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(5);  // fixed weights: the tolerance below is measured
       const auto weights = at::randn({rows, config.hidden_size}, gen);
+      CallOptions calls;
+      calls.max_tokens = 100;  // lengths 1-9: calls of 11 to 100 rows
+      DOCTEST_REQUIRE(plan_calls(std::vector<std::int64_t>(rows, 9), calls).calls.size() > 10);
 
-      const auto bucketed = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean);
-      DOCTEST_REQUIRE(bucketed.sizes() == torch::IntArrayRef({rows, config.hidden_size}));
-      (bucketed * weights).sum().backward();
-      const auto grad_bucketed = encoder->embed_tokens->weight.grad().clone();
+      const auto packed = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean, calls);
+      DOCTEST_REQUIRE(packed.sizes() == torch::IntArrayRef({rows, config.hidden_size}));
+      (packed * weights).sum().backward();
+      const auto grad_packed = encoder->embed_tokens->weight.grad().clone();
       encoder->zero_grad();
 
       std::vector<torch::Tensor> single;
@@ -78,11 +121,11 @@ DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding
       (reference * weights).sum().backward();
       const auto grad_reference = encoder->embed_tokens->weight.grad().clone();
 
-      DOCTEST_CHECK((bucketed - reference).abs().max().item<double>() < 1e-5);
+      DOCTEST_CHECK((packed - reference).abs().max().item<double>() < 1e-5);
       // Float32 sums in other orders: within 1e-6 of the largest gradient entry
       // (measured: 1.3e-7 to 2.6e-7 relative).
       const double grad_scale = grad_reference.abs().max().item<double>();
-      const double grad_diff = (grad_bucketed - grad_reference).abs().max().item<double>();
+      const double grad_diff = (grad_packed - grad_reference).abs().max().item<double>();
       DOCTEST_INFO("gradient difference " << grad_diff << " of " << grad_scale);
       DOCTEST_CHECK(grad_diff <= 1e-6 * grad_scale);
       DOCTEST_CHECK(grad_scale > 0);
@@ -90,13 +133,35 @@ DOCTEST_TEST_CASE("embed_for_training: length buckets equal row-by-row embedding
   }
 }
 
-DOCTEST_TEST_CASE("embed_for_training: a bad token id is reported, not looked up") {
+DOCTEST_TEST_CASE("embed_for_training: bad input is refused on the host, naming the row") {
   auto config = tiny_config(0);
   kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
   encoder->init_parameters(1);
-  auto batch = scrambled_batch(kLengthBucketRows + 1, config.vocab_size);
+  auto batch = scrambled_batch(70, config.vocab_size);
   batch.ids[3][0] = config.vocab_size;  // row 3 has at least one token
-  DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::ModelError);
+  DOCTEST_CHECK_THROWS_WITH_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean),
+                               ("model input: token id " + std::to_string(config.vocab_size) +
+                                " at sequence 3, position 0 is outside the vocabulary [0, " +
+                                std::to_string(config.vocab_size) + ")").c_str(),
+                               kalm::ModelError);
+  batch = scrambled_batch(5, config.vocab_size);
+  batch.mask[2][8] = 1;  // row 2 is shorter than 9: a token after padding
+  DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean), kalm::UsageError);
+  batch = scrambled_batch(5, config.vocab_size);
+  batch.mask[4].zero_();  // a row without tokens
+  DOCTEST_CHECK_THROWS_WITH_AS(embed_for_training(*encoder, batch, kalm::model::Pooling::Mean),
+                               "model input: sequence 4 of the batch has no tokens", kalm::UsageError);
+}
+
+DOCTEST_TEST_CASE("slice_rows: rows and lengths of a range, trimmed to its longest row, on the host") {
+  const auto batch = scrambled_batch(6, 50);  // lengths 1, 8, 6, 4, 2, 9
+  const auto lengths_in = std::vector<std::int64_t>{1, 8, 6, 4, 2, 9};
+  const auto part = slice_rows(batch, 2, 5);
+  DOCTEST_CHECK(part.lengths == std::vector<std::int64_t>(lengths_in.begin() + 2, lengths_in.begin() + 5));
+  DOCTEST_CHECK(part.tokens == 12);
+  DOCTEST_CHECK(part.ids.sizes() == torch::IntArrayRef({3, 6}));
+  DOCTEST_CHECK(torch::equal(part.ids, batch.ids.slice(0, 2, 5).slice(1, 0, 6)));
+  DOCTEST_CHECK(torch::equal(part.mask, batch.mask.slice(0, 2, 5).slice(1, 0, 6)));
 }
 
 DOCTEST_TEST_CASE("--init-embeddings: a deeper model starts from a trained model's token embeddings and norm") {

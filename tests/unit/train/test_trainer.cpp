@@ -120,13 +120,24 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
   kalm::loss::LossOptions lo;
   lo.matryoshka_dims = {32, 16};
   lo.matryoshka_weights = {1.0, 0.5};
-  auto grads = [&](std::optional<std::int64_t> chunk, bool bf16 = false) {
+  // chunk: GradCache with at most `chunk` texts per call; unset = plain backward.
+  auto cache_calls = [](std::optional<std::int64_t> chunk, std::int64_t max_tokens = kDefaultCallTokensCpu) {
+    CallOptions calls;
+    calls.grad_cache = chunk.has_value();
+    calls.max_rows = chunk;
+    calls.max_tokens = max_tokens;
+    return calls;
+  };
+  auto grads_with = [&](const CallOptions& calls, bool bf16) {
     for (auto& p : enc->parameters()) p.mutable_grad() = torch::Tensor();
     auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
-    auto out = forward_backward(*enc, batch, kalm::model::Pooling::Mean, lo, chunk, gen, 0.5, bf16);
+    auto out = forward_backward(*enc, batch, kalm::model::Pooling::Mean, lo, calls, gen, 0.5, bf16);
     std::vector<torch::Tensor> g;
     for (auto& p : enc->parameters()) g.push_back(p.grad().clone());
     return std::make_pair(out.total.item<double>(), g);
+  };
+  auto grads = [&](std::optional<std::int64_t> chunk, bool bf16 = false) {
+    return grads_with(cache_calls(chunk), bf16);
   };
   auto [plain_loss, plain] = grads(std::nullopt);
   for (std::int64_t chunk : {1, 3, 100}) {
@@ -149,6 +160,30 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
       DOCTEST_CHECK(worst <= 1e-5 * scale);
   }
   DOCTEST_CHECK_THROWS_AS(grads(0), kalm::UsageError);
+  // Chunks sized in tokens only (--grad-cache --call-tokens 64: calls of a few
+  // texts each), and plain steps cut into many small calls: the same loss and
+  // gradients up to float rounding.
+  for (const auto& calls : {cache_calls(std::nullopt, 64), cache_calls(std::int64_t{1000}, 64)}) {
+    CallOptions c = calls;
+    c.grad_cache = true;
+    for (bool cache : {true, false}) {
+      c.grad_cache = cache;
+      DOCTEST_INFO("grad cache " << cache << ", 64 tokens per call");
+      auto [loss, small] = grads_with(c, false);
+      DOCTEST_CHECK(loss == doctest::Approx(plain_loss).epsilon(1e-6));
+      double worst = 0, scale = 0;
+      for (std::size_t i = 0; i < plain.size(); ++i) {
+        worst = std::max(worst, (plain[i] - small[i]).abs().max().item<double>());
+        scale = std::max(scale, plain[i].abs().max().item<double>());
+      }
+      DOCTEST_CHECK(worst <= 1e-5 * scale);
+    }
+  }
+  {
+    CallOptions bad;
+    bad.max_tokens = 0;
+    DOCTEST_CHECK_THROWS_AS(grads_with(bad, false), kalm::UsageError);
+  }
 
   // bf16 autocast: the same loss and gradients to bfloat16 precision, weights untouched
   // in float32, and autocast off again afterwards.
@@ -176,7 +211,7 @@ DOCTEST_TEST_CASE("GradCache gives the gradients of a plain backward") {
     for (std::optional<std::int64_t> chunk : {std::optional<std::int64_t>(), std::optional<std::int64_t>(3)}) {
       for (auto& p : gpu->parameters()) p.mutable_grad() = torch::Tensor();
       auto gen = at::make_generator<at::CPUGeneratorImpl>(77);
-      auto out = forward_backward(*gpu, batch, kalm::model::Pooling::Mean, lo, chunk, gen, 0.5, false);
+      auto out = forward_backward(*gpu, batch, kalm::model::Pooling::Mean, lo, cache_calls(chunk), gen, 0.5, false);
       DOCTEST_CHECK(out.total.item<double>() == doctest::Approx(plain_loss).epsilon(1e-5));
       const auto params = gpu->parameters();
       double worst = 0, scale = 0;
@@ -279,6 +314,18 @@ DOCTEST_TEST_CASE("resume: stopped at step k and resumed ends bit-identical to a
   };
   DOCTEST_CHECK(slurp(full.metrics) == slurp(part.metrics));
 
+  // Batches built ahead on a background thread (--prefetch on, the default on
+  // GPUs) are the same batches: the same bytes as the run without it, across
+  // the epoch boundary and the accumulation.
+  auto ahead = full;
+  ahead.output = t.sub("ahead");
+  ahead.metrics = t.sub("ahead.jsonl");
+  ahead.prefetch = "on";
+  auto prefetched = run_training(ahead);
+  DOCTEST_CHECK(prefetched.losses == whole.losses);
+  DOCTEST_CHECK(bit_equal(weights_of(full.output), weights_of(ahead.output)));
+  DOCTEST_CHECK(slurp(full.metrics) == slurp(ahead.metrics));
+
   // A resumed run must repeat the original settings.
   auto other = part;
   other.batching.batch_size = 4;
@@ -364,6 +411,13 @@ DOCTEST_TEST_CASE("bad options are usage errors") {
   bad = o;
   bad.grad_cache_chunk = 0;
   DOCTEST_CHECK_THROWS_AS(run_training(bad), kalm::UsageError);
+  bad = o;
+  bad.call_tokens = 0;
+  DOCTEST_CHECK_THROWS_WITH_AS(run_training(bad), "--call-tokens must be at least 1", kalm::UsageError);
+  bad = o;
+  bad.prefetch = "sometimes";
+  DOCTEST_CHECK_THROWS_WITH_AS(run_training(bad), "--prefetch must be auto, on or off, got 'sometimes'",
+                               kalm::UsageError);
   bad = o;
   bad.loss.distill_only = true;
   DOCTEST_CHECK_THROWS_AS(run_training(bad), kalm::UsageError);

@@ -28,7 +28,15 @@ struct PairwiseDraws {
   torch::Tensor first;   // [B, K] int64 in [0, M): index j of the first negative
   torch::Tensor second;  // [B, K] int64 in [0, M), never equal to `first`
   torch::Tensor lambda;  // [B, K] float64 in [0, 1]: weight of the first negative
+  // Set once check_pairwise_draws() passed for these tensors: mix_pairwise()
+  // then skips its own range check, which on a device reads a flag back.
+  bool checked = false;
 };
+
+// Throws UsageError unless the draws are [B, K] int64 (first, second) and
+// float (lambda) with every index in [0, M). Reads host tensors on the host;
+// device tensors cost one synchronisation.
+void check_pairwise_draws(const PairwiseDraws& draws, std::int64_t rows, std::int64_t num_negatives);
 
 // Draws the pair-wise mixing choices. rows >= 0, per_row >= 1, num_negatives
 // (M) >= 2, beta_a > 0, beta_b > 0, generator defined; otherwise UsageError.
@@ -38,7 +46,8 @@ PairwiseDraws draw_pairwise_mixing(std::int64_t rows, std::int64_t num_negatives
 // negatives: [B, M, d] (each query's own hard negatives, normally unit rows).
 // Returns [B, K, d] unit-norm synthetic negatives in negatives' dtype; gradient
 // flows into `negatives` (detach the result to treat them as constants).
-// Throws UsageError when the draws do not fit [B, M].
+// Throws UsageError when the draws do not fit [B, M] (check_pairwise_draws,
+// unless draws.checked).
 torch::Tensor mix_pairwise(const torch::Tensor& negatives, const PairwiseDraws& draws);
 
 // queries: [B, d], negatives: [B, M, d] (unit rows), mix_temperature > 0.

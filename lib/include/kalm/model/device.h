@@ -26,6 +26,15 @@ torch::Device parse_device(const std::string& name);
 // local_rank names no visible GPU among several.
 torch::Device device_for_local_rank(const torch::Device& device, int local_rank);
 
+// `host` on `device` without the host waiting for the device: a CPU tensor
+// bound for CUDA is copied into pinned memory (unless it is pinned already)
+// and sent with non_blocking, so the copy queues behind the device's work
+// instead of synchronising with it (a plain .to(cuda) from pageable memory
+// waits for the stream). The pinned buffer stays valid until the copy has
+// run: LibTorch's caching host allocator records the copy's stream. Any
+// other pair of devices (CPU to CPU, already there) is a plain .to().
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device);
+
 // bfloat16 autocast on `device`'s type for the scope's lifetime, as
 // torch.autocast(device_type, torch.bfloat16): matmuls and linear layers in
 // bfloat16, weights, reductions and the rest in float32. Nestable; restores

@@ -26,10 +26,16 @@ std::string_view pooling_name(Pooling pooling);  // "mean" / "last" / "cls"
 // "mean" | "last" | "cls" ("lasttoken" is accepted too); UsageError listing the choices.
 Pooling parse_pooling(std::string_view name);
 
+// Who makes sure no row is empty: pool() on the device (a host
+// synchronisation), or a caller that checked its host-side lengths already
+// (training's packed calls), so the device is never waited for.
+enum class EmptyRows { kCheckOnDevice, kCheckedByCaller };
+
 // [B, L, H] x [B, L] -> [B, H] float32. Mean sums in float32. Throws UsageError
 // on shape mismatch and on a row with no tokens (its embedding is undefined;
 // reported with the row index rather than returned as zeros or NaN).
-torch::Tensor pool(const torch::Tensor& hidden, const torch::Tensor& mask, Pooling pooling);
+torch::Tensor pool(const torch::Tensor& hidden, const torch::Tensor& mask, Pooling pooling,
+                   EmptyRows empty_rows = EmptyRows::kCheckOnDevice);
 
 // Rows divided by max(||row||_2, 1e-12), as torch.nn.functional.normalize. [N, D] float32.
 torch::Tensor l2_normalize(const torch::Tensor& x);

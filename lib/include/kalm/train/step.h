@@ -1,19 +1,32 @@
 #pragma once
-// One training step's tensor work: tokenised batches, training embeddings, the
-// loss and its gradients (plainly or with GradCache), and the learning-rate
-// schedule.
+// One training step's tensor work: tokenised batches, how their rows are cut
+// into model calls, training embeddings, the loss and its gradients (plainly
+// or with GradCache), and the learning-rate schedule.
 //
-// GradCache (Gao et al. 2021): with chunk size C the batch is embedded in
-// chunks of C texts without a graph; the loss runs on leaf copies of all B
-// query and B·G passage embeddings; each chunk is then embedded again with a
-// graph and backpropagated with its cached embedding gradient. Peak activation
-// memory is one chunk's, whatever B is, and the gradients equal a plain
-// backward's up to float rounding (the model has no dropout, so the second pass
-// recomputes exactly the first).
+// Model calls: a step's queries and passages go to the model together, sorted
+// by length and cut into calls of at most CallOptions::max_tokens padded
+// tokens, each padded only to its own longest row. Few large calls keep an
+// accelerator busy (a call costs a fixed launch overhead whatever its size);
+// sorting keeps the padding small. All token ids and masks of a step are
+// checked on the host and uploaded in one copy (from pinned memory, without
+// blocking, on CUDA), and looked up in the embedding table once per pass.
+//
+// GradCache (Gao et al. 2021): every call is a chunk, embedded without a graph;
+// the loss runs on leaf copies of all B query and B·G passage embeddings; each
+// chunk is then embedded again with a graph and backpropagated with its cached
+// embedding gradient. Peak activation memory is one chunk's, whatever B is,
+// and the gradients equal a plain backward's up to float rounding (the model
+// has no dropout, so the second pass recomputes exactly the first). The
+// chunks' token-embedding gradients are summed into the table's gradient in
+// place (index_put_ with accumulation: deterministic on CPU and CUDA), not as
+// one dense [vocab, hidden] gradient per chunk.
 //
 // Shapes/dtypes: ids [N, L] int64 right-padded, mask [N, L] int64 (1 token,
 // 0 pad); embeddings [N, H] float32 (pooled, not normalised: the loss
 // normalises and truncates for Matryoshka itself).
+//
+// Host synchronisations: none in this file's step functions (every input check
+// runs on host data before the upload); the caller reads the loss back.
 //
 // Thread safety: none; one training loop per encoder.
 
@@ -34,9 +47,12 @@
 namespace kalm::train {
 
 struct TokenBatch {
-  torch::Tensor ids;       // [N, L] int64
-  torch::Tensor mask;      // [N, L] int64
+  torch::Tensor ids;       // [N, L] int64, on the host
+  torch::Tensor mask;      // [N, L] int64, on the host
   std::int64_t tokens = 0; // non-pad tokens
+  // Tokens of each row (the mask's row sums), kept on the host so that
+  // packing and slicing never read a device tensor. Empty = derive from mask.
+  std::vector<std::int64_t> lengths;
 };
 
 // Tokenises `texts` (special tokens added, truncated to max_length) and pads
@@ -46,16 +62,50 @@ struct TokenBatch {
 TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts,
                           std::int64_t max_length, const std::vector<std::string>& sources = {});
 
-// Rows [begin, end) of a batch, trimmed to the longest row in that range.
+// Rows [begin, end) of a batch, trimmed to the longest row in that range
+// (host tensors; no device read).
 TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t end);
 
-// encoder->forward + pool: [N, H] float32, with a graph when grad mode is on.
-// Rows are embedded in length-sorted buckets of up to kLengthBucketRows, each
-// padded only to its own longest row, and returned in the input order: a
-// contrastive batch mixes short queries with long passages, and padding every
-// row to the batch's longest wastes most of the compute on short texts.
-inline constexpr std::int64_t kLengthBucketRows = 64;
-torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling);
+// How a step's texts are cut into model calls. The default size depends on
+// the device: a GPU wants few large calls (each costs a fixed launch
+// overhead); on CPU calls of 512-2048 tokens ran ~20% faster than one of
+// 12k in bench/train (their activations stay in the caches).
+inline constexpr std::int64_t kDefaultCallTokensCpu = 2048;
+inline constexpr std::int64_t kDefaultCallTokensGpu = 16384;
+std::int64_t default_call_tokens(const torch::Device& device);
+struct CallOptions {
+  // Most padded tokens (rows x the call's longest row) in one model call; a
+  // row longer than this still gets a call of its own.
+  std::int64_t max_tokens = kDefaultCallTokensCpu;
+  // GradCache: no graph across calls, each call is a chunk (see above).
+  bool grad_cache = false;
+  // Most texts in one call (--grad-cache-chunk); unset = only max_tokens.
+  std::optional<std::int64_t> max_rows;
+};
+
+// Rows in ascending length order (ties in input order), cut greedily into
+// calls: a call takes the next row while (rows + 1) x that row's length stays
+// within max_tokens and rows + 1 within max_rows. Deterministic.
+struct CallPlan {
+  struct Call {
+    std::int64_t first = 0;   // position in `order` of the call's first row
+    std::int64_t rows = 0;
+    std::int64_t length = 0;  // padded length (its longest row)
+  };
+  std::vector<std::int64_t> order;  // packed position -> input row
+  std::vector<Call> calls;
+  std::int64_t padded_tokens() const;
+};
+// Throws UsageError for max_tokens < 1, max_rows < 1 or a length < 1.
+CallPlan plan_calls(const std::vector<std::int64_t>& lengths, const CallOptions& options);
+
+// encoder->forward + pool: [N, H] float32 in the input order, with a graph
+// when grad mode is on; the rows are embedded in the calls plan_calls makes
+// (one embedding-table lookup for all of them). Throws ModelError for a token
+// id outside the model's vocabulary, UsageError for a mask that is not
+// right-padded or a row without tokens (checked on the host).
+torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
+                                 const CallOptions& calls = {});
 
 struct TrainBatch {
   TokenBatch queries;        // B rows
@@ -70,22 +120,23 @@ struct TrainBatch {
 };
 
 // Computes the loss on `batch` and accumulates d(loss · loss_scale)/dθ into the
-// encoder's .grad (call zero_grad() first for a fresh step). grad_cache_chunk:
-// nullopt = one plain forward/backward; C >= 1 = GradCache with C texts per
-// chunk. `generator` feeds the loss's mixing draws (loss.h). Returns the loss
-// output (components detached; `total` detached too). Throws what
-// compute_loss and the encoder throw; UsageError for C < 1.
+// encoder's .grad (call zero_grad() first for a fresh step). calls: how the
+// batch's queries and passages (together) are cut into model calls, and
+// whether with GradCache. `generator` feeds the loss's mixing draws (loss.h).
+// Returns the loss output (components detached; `total` detached too). Throws
+// what compute_loss and the encoder throw; UsageError for bad CallOptions.
 // bf16_autocast: run the encoder under LibTorch's autocast on its device
 // (model::Autocast: matmuls and linear layers in bfloat16, weights, gradients,
 // pooling and the loss in float32), as torch.autocast(device, torch.bfloat16).
-// Device: the batch's token tensors may live anywhere; they are moved to the
-// encoder's device, where the embeddings, the loss and the gradients live.
+// Device: the batch's token tensors live on the host; they are checked there
+// and moved to the encoder's device in one copy, where the embeddings, the
+// loss and the gradients live.
 // parallel: `batch` holds this rank's slice of the queries and passages while
 // batch.info describes the global batch; embeddings are all-gathered before
 // the loss (dist.h). Gradients are NOT summed over ranks here (the caller does
 // it once per optimiser step).
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
-                                  const loss::LossOptions& loss_options, std::optional<std::int64_t> grad_cache_chunk,
+                                  const loss::LossOptions& loss_options, const CallOptions& calls,
                                   torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false,
                                   DataParallel* parallel = nullptr);
 

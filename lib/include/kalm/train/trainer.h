@@ -47,6 +47,7 @@
 #include "kalm/model/transformer.h"
 #include "kalm/train/data.h"
 #include "kalm/train/dist.h"
+#include "kalm/train/step.h"
 
 namespace kalm::train {
 
@@ -102,7 +103,17 @@ struct TrainOptions {
   std::int64_t grad_accumulation = 1;        // micro-batches per optimiser step
   std::int64_t epochs = 1;
   std::optional<std::int64_t> max_steps;     // optimiser steps; overrides epochs
-  std::optional<std::int64_t> grad_cache_chunk;  // GradCache chunk (texts); unset = plain backward
+  // Model calls (step.h): padded tokens per call (unset: the device's
+  // default, default_call_tokens); GradCache when grad_cache or
+  // grad_cache_chunk (which also caps the texts per chunk)
+  std::optional<std::int64_t> call_tokens;
+  bool grad_cache = false;
+  std::optional<std::int64_t> grad_cache_chunk;
+  // Sample and tokenise the next micro-batch on a background thread while the
+  // device runs this one: "on", "off", or "auto" (on when training on a GPU;
+  // on CPU the thread would compete with the model's threads). Same batches
+  // either way.
+  std::string prefetch = "auto";
   // Data parallel (dist.h): batch_size is per rank, the global batch is world_size times it
   DistOptions dist;                          // world, rank, rendezvous, timeout (resolve_dist)
   // Loss; focal_gamma / mix unset = the stage's default
