@@ -45,7 +45,7 @@ expect_grep '"embedding"' "$tmp/e.jsonl"
 # Stop after step 3, resume: the same bytes as the uninterrupted run.
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
   --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/part" --stop-at-step 3
-checks=$((checks + 1)); [ -f "$tmp/part/checkpoint-3/optimizer.pt" ] || { echo "FAIL: no checkpoint-3"; failures=$((failures + 1)); }
+checks=$((checks + 1)); [ -f "$tmp/part/checkpoint-3/optimizer.safetensors" ] || { echo "FAIL: no checkpoint-3"; failures=$((failures + 1)); }
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \
   --task-homogeneous --homogeneous-ratio 0.75 --grad-cache-chunk 5 -o "$tmp/part" --resume
 checks=$((checks + 1))

@@ -29,6 +29,7 @@
 #include "kalm/text/tokenizer.h"
 #include "kalm/train/dist.h"
 #include "kalm/train/export.h"
+#include "kalm/train/optimizer.h"
 #include "kalm/train/step.h"
 #include "kalm/train/teacher.h"
 #include "kalm/version.h"
@@ -54,7 +55,6 @@ void block_stop_signals() {
 namespace {
 
 constexpr const char* kStateFile = "trainer_state.json";
-constexpr const char* kOptimizerFile = "optimizer.pt";
 constexpr const char* kRngFile = "rng_state.safetensors";
 
 // A pending SIGINT/SIGTERM, consumed; 0 when none.
@@ -280,7 +280,7 @@ class Trainer {
   // delete; each new checkpoint (holding the same files) takes over.
   bool tokenizer_in_checkpoint_ = false;
   model::Encoder encoder_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<FusedAdamW> optimizer_;
   torch::Generator generator_;
   CallOptions calls_;  // how a step's texts are cut into model calls (step.h)
   bool prefetch_ = false;  // build the next micro-batch on a background thread
@@ -489,7 +489,7 @@ void Trainer::save_checkpoint() {
   const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");
   io::StagingDirectory staging(tmp.string());  // removed again if anything below fails (a full disk)
   write_model_files(tmp.string());
-  torch::save(*optimizer_, (tmp / kOptimizerFile).string());
+  optimizer_->save(tmp.string());
   model::save_safetensors((tmp / kRngFile).string(), {{"loss_generator", generator_.get_state()}});
   write_text_file((tmp / kStateFile).string(), state_json(state_, o_.command_line));
   io::remove_tree(final_dir.string());
@@ -583,18 +583,22 @@ TrainResult Trainer::run() {
                  static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage), o_.teacher};
   state_.fingerprint = fp;
 
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
-      encoder_->parameters(), torch::optim::AdamWOptions(o_.learning_rate)
-                                  .betas({o_.adam_beta1, o_.adam_beta2})
-                                  .eps(o_.adam_eps)
-                                  .weight_decay(o_.weight_decay));
+  AdamWOptions adamw;
+  adamw.lr = o_.learning_rate;
+  adamw.beta1 = o_.adam_beta1;
+  adamw.beta2 = o_.adam_beta2;
+  adamw.eps = o_.adam_eps;
+  adamw.weight_decay = o_.weight_decay;
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : encoder_->named_parameters()) named.emplace_back(item.key(), item.value());
+  optimizer_ = std::make_unique<FusedAdamW>(std::move(named), adamw);
   generator_ = at::make_generator<at::CPUGeneratorImpl>(o_.seed ^ 0x6d697869ULL);
   if (!resume_dir.empty()) {
     auto saved = read_state((fs::path(resume_dir) / kStateFile).string());
     check_fingerprint(saved.fingerprint, fp, resume_dir);
     state_ = saved;
     // Onto this run's device, whichever device wrote the checkpoint.
-    torch::load(*optimizer_, (fs::path(resume_dir) / kOptimizerFile).string(), device_);
+    optimizer_->load(resume_dir);  // onto each parameter's device; a version-1 optimizer.pt too
     auto rng = io::SafetensorsFile::open((fs::path(resume_dir) / kRngFile).string());
     generator_.set_state(model::tensor_copy(rng, "loss_generator"));
   }
@@ -694,8 +698,7 @@ TrainResult Trainer::run() {
     }
     if (parallel_) parallel_->all_reduce_gradients(params);
     const double lr = learning_rate_at(state_.step, total, warmup, o_.learning_rate, schedule_);
-    for (auto& group : optimizer_->param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer_->set_lr(lr);
     const torch::Tensor grad_norm_t = clip_gradients(params, o_.max_grad_norm);
 
     // The step's one read-back: every micro-batch loss, the metrics, the norm.

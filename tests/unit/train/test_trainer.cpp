@@ -295,7 +295,7 @@ DOCTEST_TEST_CASE("resume: stopped at step k and resumed ends bit-identical to a
   DOCTEST_CHECK(first.stopped);
   DOCTEST_CHECK(first.signal == 0);
   DOCTEST_CHECK(first.steps == 3);
-  DOCTEST_CHECK(fs::exists(fs::path(part.output) / "checkpoint-3" / "optimizer.pt"));
+  DOCTEST_CHECK(fs::exists(fs::path(part.output) / "checkpoint-3" / "optimizer.safetensors"));
   DOCTEST_CHECK(!fs::exists(fs::path(part.output) / "model.safetensors"));  // no final export yet
 
   part.stop_at_step.reset();

@@ -6,7 +6,8 @@
 // Output directory layout:
 //   OUTPUT/checkpoint-STEP/   a loadable model (config.json, model.safetensors,
 //                             tokenizer, sentence-transformers files) plus
-//                             optimizer.pt (torch::save of AdamW),
+//                             optimizer.safetensors (AdamW state, version 2,
+//                             optimizer.h; a version-1 optimizer.pt resumes too),
 //                             rng_state.safetensors (the loss generator's state,
 //                             uint8) and trainer_state.json (step, data cursor,
 //                             run fingerprint). Written to a hidden temporary
