@@ -82,4 +82,7 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 mkdir -p /tmp/kalm-cuda
 step cuda_parity 120 "$py" "$out/cuda_parity.py" "$build/tools/kalm-embed" tests/fixtures/models_v5 /tmp/kalm-cuda
+# Issue 14's figures: kalm-train tokens/s against the GPU's measured bf16 matmul rate (0.5B shape, batch 32 and
+# batch 256 with GradCache), and a CUDA resume that must give the same bytes.
+step train_bench 420 bench/gpu/train.sh "$build" "$py" "$out/train-bench"
 echo "gpu-check: done"

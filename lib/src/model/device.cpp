@@ -1,5 +1,7 @@
 #include "kalm/model/device.h"
 
+#include <cstdlib>
+
 #include <ATen/autocast_mode.h>
 
 #include "kalm/error.h"
@@ -66,6 +68,14 @@ torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
   if (!host.is_cpu() || !device.is_cuda()) return host.to(device);
   const torch::Tensor pinned = host.is_pinned() ? host : host.pin_memory();
   return pinned.to(device, /*non_blocking=*/true);
+}
+
+void use_deterministic_kernels(const torch::Device& device) {
+  if (device.is_cpu()) return;
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  at::globalContext().setDeterministicCuDNN(true);
+  at::globalContext().setBenchmarkCuDNN(false);
 }
 
 }  // namespace kalm::model

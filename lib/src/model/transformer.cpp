@@ -1,5 +1,7 @@
 #include "kalm/model/transformer.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <limits>
 
@@ -280,6 +282,8 @@ torch::Tensor EncoderImpl::checked_input_ids(const torch::Tensor& input_ids,
 
 torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_embeddings,
                                                    const torch::Tensor& attention_mask) const {
+  // One model call, as LibTorch's profiler (and bench/train's counter) sees it.
+  RECORD_USER_SCOPE("kalm::encoder_call");
   if (token_embeddings.dim() != 3 || attention_mask.dim() != 2 ||
       token_embeddings.size(0) != attention_mask.size(0) || token_embeddings.size(1) != attention_mask.size(1) ||
       token_embeddings.size(2) != config_.hidden_size)

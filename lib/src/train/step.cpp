@@ -132,14 +132,13 @@ CallPlan plan_calls(const std::vector<std::int64_t>& lengths, const CallOptions&
 namespace {
 
 // A step's rows laid out as plan_calls says, on the encoder's device. One
-// host buffer [ids | mask | restore | order] is filled and checked on the
+// host buffer [ids | mask | order] is filled and checked on the
 // host and uploaded in one copy.
 struct PackedTokens {
   CallPlan plan;
   std::vector<std::int64_t> offsets;  // each call's first token in ids / mask
   torch::Tensor ids;      // [padded tokens] int64 (pads 0)
   torch::Tensor mask;     // [padded tokens] int64 (1 token, 0 pad)
-  torch::Tensor restore;  // [N] int64: packed position of input row i
   torch::Tensor order;    // [N] int64: input row at packed position k
 };
 
@@ -168,11 +167,10 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
   const torch::Device device = encoder.device();
   auto options_host = torch::TensorOptions().dtype(torch::kLong);
   if (device.is_cuda()) options_host = options_host.pinned_memory(true);
-  torch::Tensor host = torch::zeros({2 * total + 2 * n}, options_host);
+  torch::Tensor host = torch::zeros({2 * total + n}, options_host);
   std::int64_t* ids = host.data_ptr<std::int64_t>();
   std::int64_t* mask = ids + total;
-  std::int64_t* restore = mask + total;
-  std::int64_t* order = restore + n;
+  std::int64_t* order = mask + total;
   // Contiguous host copies of each part's ids, read row by row below.
   std::vector<torch::Tensor> part_ids;
   for (const TokenBatch* part : parts) part_ids.push_back(part->ids.to(torch::kCPU, torch::kLong).contiguous());
@@ -183,7 +181,6 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
     for (std::int64_t r = 0; r < call.rows; ++r) {
       const std::int64_t pos = call.first + r;
       const std::int64_t row = packed.plan.order[static_cast<std::size_t>(pos)];
-      restore[row] = pos;
       order[pos] = row;
       const auto [part, part_row] = source[static_cast<std::size_t>(row)];
       const std::size_t p = static_cast<std::size_t>(std::find(parts.begin(), parts.end(), part) - parts.begin());
@@ -207,8 +204,7 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
   const torch::Tensor on_device = model::upload(host, device);
   packed.ids = on_device.narrow(0, 0, total);
   packed.mask = on_device.narrow(0, total, total);
-  packed.restore = on_device.narrow(0, 2 * total, n);
-  packed.order = on_device.narrow(0, 2 * total + n, n);
+  packed.order = on_device.narrow(0, 2 * total, n);
   return packed;
 }
 
@@ -242,6 +238,15 @@ torch::Tensor embed_packed_order(const model::EncoderImpl& encoder, const Packed
   return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }
 
+// Rows in packed order back into input order: y[order[k]] = x[k]. Written as
+// index_put (whose backward is a gather) rather than an index_select
+// (whose backward scatters with index_add_, atomic adds on CUDA), so the
+// gradient is deterministic on every device without relying on
+// deterministic-mode substitutes.
+torch::Tensor to_input_order(const torch::Tensor& packed_rows, const PackedTokens& packed) {
+  return torch::zeros_like(packed_rows).index_put({packed.order}, packed_rows);
+}
+
 // GradCache's second pass: each call again, with a graph, back-propagated
 // with its rows' cached gradient (grad_packed: [N, H] in packed order). The
 // layers' gradients accumulate in .grad as usual; the token embeddings'
@@ -267,7 +272,7 @@ void backward_calls(model::EncoderImpl& encoder, const PackedTokens& packed, mod
 torch::Tensor embed_for_training(const model::EncoderImpl& encoder, const TokenBatch& batch, model::Pooling pooling,
                                  const CallOptions& calls) {
   const PackedTokens packed = pack_tokens(encoder, {&batch}, calls);
-  return embed_packed_order(encoder, packed, pooling).index_select(0, packed.restore);
+  return to_input_order(embed_packed_order(encoder, packed, pooling), packed);
 }
 
 namespace {
@@ -291,7 +296,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
     std::optional<torch::NoGradGuard> no_grad;
     if (calls.grad_cache) no_grad.emplace();
     model::Autocast autocast(encoder.device(), bf16_autocast);
-    all = embed_packed_order(encoder, packed, pooling).index_select(0, packed.restore);
+    all = to_input_order(embed_packed_order(encoder, packed, pooling), packed);
   }
   torch::Tensor q = all.narrow(0, 0, nq), p = all.narrow(0, nq, np);
   if (parallel) {

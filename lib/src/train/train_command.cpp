@@ -149,6 +149,10 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "on, off; the batches are the same either way")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->group(kOptim);
+  app.add_flag("--deterministic,!--no-deterministic", o.deterministic,
+               "On a GPU, deterministic kernels so that a run and its resumed twin give the same bytes (default on; "
+               "--no-deterministic for the fastest kernels)")
+      ->group(kOptim);
   app.add_option("--grad-cache-chunk", o.grad_cache_chunk,
                  "GradCache with at most N texts per chunk (and at most --call-tokens tokens); implies --grad-cache")
       ->check(cli::positive_number())

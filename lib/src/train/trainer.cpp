@@ -322,6 +322,7 @@ void Trainer::resolve_options() {
   if (o_.prefetch != "auto" && o_.prefetch != "on" && o_.prefetch != "off")
     throw UsageError("--prefetch must be auto, on or off, got '" + o_.prefetch + "'");
   prefetch_ = o_.prefetch == "on" || (o_.prefetch == "auto" && !device_.is_cpu());
+  if (o_.deterministic) model::use_deterministic_kernels(device_);
   if (o_.call_tokens && *o_.call_tokens < 1) throw UsageError("--call-tokens must be at least 1");
   calls_.max_tokens = o_.call_tokens.value_or(default_call_tokens(device_));
   calls_.grad_cache = o_.grad_cache || o_.grad_cache_chunk.has_value();

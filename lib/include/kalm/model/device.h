@@ -35,6 +35,15 @@ torch::Device device_for_local_rank(const torch::Device& device, int local_rank)
 // other pair of devices (CPU to CPU, already there) is a plain .to().
 torch::Tensor upload(const torch::Tensor& host, const torch::Device& device);
 
+// Deterministic kernels for training on `device` when it is a GPU, as
+// torch.use_deterministic_algorithms(True) plus cuDNN's deterministic mode and
+// CUBLAS_WORKSPACE_CONFIG=:4096:8 (set unless the environment sets it; it
+// must precede the first cuBLAS call). Flash, memory-efficient and cuDNN
+// attention then take their deterministic backward; an operation without a
+// deterministic CUDA kernel throws instead of running. Process-wide; a no-op
+// on CPU, whose kernels are deterministic for a fixed thread count.
+void use_deterministic_kernels(const torch::Device& device);
+
 // bfloat16 autocast on `device`'s type for the scope's lifetime, as
 // torch.autocast(device_type, torch.bfloat16): matmuls and linear layers in
 // bfloat16, weights, reductions and the rest in float32. Nestable; restores

@@ -115,6 +115,10 @@ struct TrainOptions {
   // on CPU the thread would compete with the model's threads). Same batches
   // either way.
   std::string prefetch = "auto";
+  // On a GPU: deterministic kernels (model::use_deterministic_kernels), so
+  // that a run and its resumed twin give the same bytes on the same GPU type
+  // and LibTorch build. Off trades that for the fastest kernels.
+  bool deterministic = true;
   // Data parallel (dist.h): batch_size is per rank, the global batch is world_size times it
   DistOptions dist;                          // world, rank, rendezvous, timeout (resolve_dist)
   // Loss; focal_gamma / mix unset = the stage's default

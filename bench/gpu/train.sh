@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# kalm-train on a GPU against the GPU's own bf16 matmul rate, measured in the
+# same run, for issue 14's shapes: a random Qwen2-0.5B-shaped model (896
+# hidden, 24 layers, 14 heads, 2 KV heads, FFN 4864, vocabulary 151,936), bf16
+# autocast, groups of 1 query + 1 positive + 7 hard negatives of 10-40 words,
+#   (1) --batch-size 32
+#   (2) --batch-size 256 --grad-cache (chunks of --call-tokens' GPU default)
+# and a CUDA resume check: 6 steps straight vs 3 steps + --resume, compared
+# byte for byte (--deterministic, the default).
+#
+#   bench/gpu/train.sh BUILD_DIR PYTHON [OUT_DIR]
+#
+# PYTHON is a Python with the CUDA torch that kalm was built against (it
+# measures the matmul rate). Prints per run the median tokens/s over steps
+# 3..N (the metrics' tokens_per_s), the bound 6 x non-embedding parameters per
+# token at the measured bf16 matmul rate, and the share of it. ~4 minutes on
+# an H100/H200.
+set -euo pipefail
+build=${1:?build directory}; py=${2:?python with CUDA torch}; out=${3:-$(mktemp -d)}
+train=$build/tools/kalm-train
+mkdir -p "$out"
+
+# (a) the GPU's bf16 matmul rate: 8192^3, best of 20 after warm-up.
+"$py" - <<'PY' | tee "$out/gemm.txt"
+import torch, time
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+for _ in range(5): a @ b
+torch.cuda.synchronize()
+best = 0.0
+for _ in range(20):
+    t = time.perf_counter(); a @ b; torch.cuda.synchronize(); dt = time.perf_counter() - t
+    best = max(best, 2 * 8192 ** 3 / dt)
+print(f"gpu {torch.cuda.get_device_name()}")
+print(f"gemm_tflops_bf16 {best / 1e12:.1f}")
+PY
+gemm=$(awk '/^gemm_tflops_bf16/{print $2}' "$out/gemm.txt")
+
+# Data: 4,096 groups, texts of 10-40 words from a fixed seed.
+awk -v n=4096 -v seed=7 'BEGIN {
+  srand(seed); split("ka lo mi ne su ta ri po ve da ghe stra nu bel or an is ke tu", syl, " ")
+  for (v = 1; v <= 20000; v++) { w = ""; k = 1 + int(rand() * 3); for (j = 0; j <= k; j++) w = w syl[1 + int(rand() * 20)]; vocab[v] = w }
+  for (i = 0; i < n; i++) {
+    printf "{\"query\": \"%s\", \"pos\": [\"%s\"], \"neg\": [", t(), t()
+    for (j = 0; j < 7; j++) printf "%s\"%s\"", (j ? ", " : ""), t()
+    printf "]}\n"
+  }
+}
+function t(   m, s, j) { m = 10 + int(rand() * 31); s = vocab[1 + int(rand() * 20000)]; for (j = 1; j < m; j++) s = s " " vocab[1 + int(rand() * 20000)]; return s }' >"$out/train.jsonl"
+cat >"$out/qwen2-0.5b.json" <<'JSON'
+{"architectures": ["Qwen2Model"], "model_type": "qwen2", "hidden_act": "silu", "hidden_size": 896,
+ "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2, "num_hidden_layers": 24,
+ "max_position_embeddings": 32768, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+ "use_sliding_window": false, "is_causal": false, "vocab_size": 151936, "torch_dtype": "float32"}
+JSON
+# Non-embedding parameters: per layer q/o 896x896, k/v 896x128 (+ biases),
+# MLP 3 x 896 x 4864, two norms; plus the final norm.
+params=$(awk 'BEGIN { h = 896; kv = 128; f = 4864; layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * f + 2 * h; print 24 * layer + h }')
+
+# A byte-level BPE of 32,000 tokens trained on the data once (CPU), shared by the runs.
+timeout 300 "$train" "$out/train.jsonl" --init-config "$out/qwen2-0.5b.json" --train-tokenizer 32000 \
+  --max-steps 1 --batch-size 8 --num-negatives 7 -q -o "$out/tok" >/dev/null
+
+common=(--init-config "$out/qwen2-0.5b.json" --tokenizer "$out/tok" --num-negatives 7 --device cuda --dtype bf16
+        --query-max-length 64 --passage-max-length 64 --warmup-steps 2 --lr 1e-5 -q)
+median_tps() {  # METRICS: median tokens_per_s of steps 3..N
+  sed -E 's/.*"tokens_per_s": ([0-9.e+]+).*/\1/' "$1" | tail -n +3 | sort -g |
+    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+report() {  # NAME METRICS
+  local tps; tps=$(median_tps "$2")
+  awk -v n="$1" -v t="$tps" -v g="$gemm" -v p="$params" 'BEGIN {
+    b = g * 1e12 / (6 * p)
+    printf "%s: %.0f tokens/s, bound %.0f tokens/s (%.1f TFLOP/s bf16 / (6 x %d params)), share %.2f\n", n, t, b, g, p, t / b }'
+}
+
+timeout 240 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 25 -o "$out/b32" \
+  --metrics "$out/b32.jsonl"
+report "batch 32" "$out/b32.jsonl"
+timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 256 --grad-cache --max-steps 8 -o "$out/b256" \
+  --metrics "$out/b256.jsonl"
+report "batch 256, --grad-cache" "$out/b256.jsonl"
+
+# Resume on CUDA: the same bytes as the uninterrupted run.
+timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/full"
+timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/part" \
+  --stop-at-step 3
+timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/part" \
+  --resume
+if cmp -s "$out/full/model.safetensors" "$out/part/model.safetensors"; then
+  echo "cuda resume: bit-identical (6 steps vs 3 + resume)"
+else
+  echo "cuda resume: DIFFERENT weights"
+  exit 1
+fi
