@@ -5,15 +5,16 @@
 # autocast, groups of 1 query + 1 positive + 7 hard negatives of 10-40 words,
 #   (1) --batch-size 32
 #   (2) --batch-size 256 --grad-cache (chunks of --call-tokens' GPU default)
-# and a CUDA resume check: 6 steps straight vs 3 steps + --resume, compared
-# byte for byte (--deterministic, the default).
+# a one-rank NCCL group against the plain run (same bytes; tokens/s with and
+# without the collectives), and a CUDA resume check: 6 steps straight vs 3
+# steps + --resume, compared byte for byte (--deterministic, the default).
 #
 #   bench/gpu/train.sh BUILD_DIR PYTHON [OUT_DIR]
 #
 # PYTHON is a Python with the CUDA torch that kalm was built against (it
 # measures the matmul rate). Prints per run the median tokens/s over steps
 # 3..N (the metrics' tokens_per_s), the bound 6 x non-embedding parameters per
-# token at the measured bf16 matmul rate, and the share of it. ~4 minutes on
+# token at the measured bf16 matmul rate, and the share of it. ~5 minutes on
 # an H100/H200.
 set -euo pipefail
 build=${1:?build directory}; py=${2:?python with CUDA torch}; out=${3:-$(mktemp -d)}
@@ -80,6 +81,20 @@ report "batch 32" "$out/b32.jsonl"
 timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 256 --grad-cache --max-steps 8 -o "$out/b256" \
   --metrics "$out/b256.jsonl"
 report "batch 256, --grad-cache" "$out/b256.jsonl"
+
+# Issue 16: a one-rank NCCL group (all-gather and all-reduce on the GPU) gives
+# the same weights as the plain run, and what the collectives cost per step.
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/plain" \
+  --metrics "$out/plain.jsonl"
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/nccl1" \
+  --metrics "$out/nccl1.jsonl" --dist-backend nccl
+if cmp -s "$out/plain/model.safetensors" "$out/nccl1/model.safetensors"; then
+  echo "nccl world size 1: bit-identical to the plain run"
+else
+  echo "nccl world size 1: DIFFERENT weights from the plain run"
+fi
+report "batch 32, plain" "$out/plain.jsonl"
+report "batch 32, one-rank NCCL group" "$out/nccl1.jsonl"
 
 # Resume on CUDA: the same bytes as the uninterrupted run.
 timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/full"

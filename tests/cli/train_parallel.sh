@@ -57,7 +57,7 @@ expect_rc 2 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 0 
 start=$SECONDS
 expect_rc 1 "$train" "$fx/toy" "${c[@]}" --batch-size 4 --world-size 2 --rank 0 --dist-store "$tmp/s4" \
   --dist-timeout 2 -o "$tmp/alone"
-expect_grep "data parallel rendezvous through .*s4 failed on rank 0 of 2: a peer may have died" "$tmp/err"
+expect_grep "data parallel rendezvous through .*s4 \\(gloo\\) failed on rank 0 of 2: a peer may have died" "$tmp/err"
 checks=$((checks + 1))
 [ $((SECONDS - start)) -le 30 ] || { echo "FAIL: the lone rank took $((SECONDS - start)) s"; failures=$((failures + 1)); }
 

@@ -1,19 +1,36 @@
 #include "kalm/train/dist.h"
 
-// KALM_HAVE_GLOO comes from lib/CMakeLists.txt: set when c10d's and Gloo's
-// headers were found (pip torch wheels lack Gloo's). ProcessGroupGloo.hpp is
-// guarded by USE_C10D_GLOO, which LibTorch's CMake targets usually export.
+// KALM_HAVE_GLOO and KALM_HAVE_NCCL come from lib/CMakeLists.txt: set when
+// c10d's and Gloo's headers were found (pip torch wheels lack Gloo's), and
+// when LibTorch has CUDA and NCCL and nccl.h was found. ProcessGroupGloo.hpp
+// and ProcessGroupNCCL.hpp are guarded by USE_C10D_GLOO / USE_C10D_NCCL,
+// which LibTorch's own build defines.
 #ifndef KALM_HAVE_GLOO
 #define KALM_HAVE_GLOO 0
+#endif
+#ifndef KALM_HAVE_NCCL
+#define KALM_HAVE_NCCL 0
+#endif
+#define KALM_HAVE_C10D (KALM_HAVE_GLOO || KALM_HAVE_NCCL)
+#if KALM_HAVE_C10D
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 #if KALM_HAVE_GLOO
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
-#include <torch/csrc/distributed/c10d/FileStore.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#if KALM_HAVE_NCCL
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL 1
+#endif
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 #include <chrono>
@@ -25,15 +42,43 @@
 
 namespace kalm::train {
 
-#if KALM_HAVE_GLOO
+#if KALM_HAVE_C10D
 struct DataParallel::Impl {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> group;
+  // NCCL: collectives on the ranks' device; Gloo: on host memory.
+  bool on_device = false;
+  torch::Device device{torch::kCPU};
 };
 #else
 struct DataParallel::Impl {};
 #endif
 
-bool data_parallel_available() { return KALM_HAVE_GLOO != 0; }
+bool gloo_available() { return KALM_HAVE_GLOO != 0; }
+bool nccl_available() { return KALM_HAVE_NCCL != 0; }
+bool data_parallel_available() { return gloo_available() || nccl_available(); }
+
+std::string_view backend_name(DistBackend backend) { return backend == DistBackend::kNccl ? "nccl" : "gloo"; }
+
+DistBackend resolve_backend(const std::string& name, const torch::Device& device) {
+  if (name != "auto" && name != "nccl" && name != "gloo")
+    throw UsageError("--dist-backend must be auto, nccl or gloo, got '" + name + "'");
+  const bool cuda = device.is_cuda();
+  if (name == "nccl" || (name == "auto" && cuda && nccl_available())) {
+    if (!cuda) throw UsageError("--dist-backend nccl needs --device cuda (NCCL runs collectives on GPUs)");
+    if (!nccl_available())
+      throw UsageError("--dist-backend nccl: this kalm was built without NCCL (LibTorch without CUDA/NCCL, or nccl.h "
+                       "not found: pip's torch has it in the nvidia-nccl wheel; rebuild with -DKALM_NCCL_INCLUDE_DIR=DIR); "
+                       "--dist-backend gloo stages through host memory instead");
+    return DistBackend::kNccl;
+  }
+  if (!gloo_available())
+    throw UsageError(std::string("--dist-backend ") + (name == "auto" ? "auto (gloo on " + device.str() + ")" : name) +
+                     ": this kalm was built without data parallelism over Gloo, because c10d's Gloo headers were "
+                     "not found (pip torch wheels do not ship Gloo's); rebuild with -DKALM_GLOO_INCLUDE_DIR=DIR "
+                     "(Gloo's headers, e.g. a checkout at the commit your torch pins)" +
+                     (cuda ? "" : ", or run one process"));
+  return DistBackend::kGloo;
+}
 
 namespace {
 
@@ -66,6 +111,7 @@ std::string seconds_text(double s) {
 DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
   DistOptions d;
   d.timeout_s = flags.timeout_s;
+  d.backend = flags.backend;
   if (!(flags.timeout_s > 0) || !std::isfinite(flags.timeout_s))
     throw UsageError("--dist-timeout must be a positive number of seconds, got " + seconds_text(flags.timeout_s));
 
@@ -128,13 +174,12 @@ DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
   return d;
 }
 
-#if !KALM_HAVE_GLOO
+#if !KALM_HAVE_C10D
 
-DataParallel::DataParallel(const DistOptions& options) : impl_(std::make_unique<Impl>()), options_(options) {
-  throw UsageError("a world size of " + std::to_string(options.world_size) +
-                   ": this kalm was built without data parallelism, because c10d's Gloo headers were not found "
-                   "(pip torch wheels do not ship Gloo's); rebuild with -DKALM_GLOO_INCLUDE_DIR=DIR (Gloo's headers, "
-                   "e.g. a checkout at the commit your torch pins) or run one process");
+DataParallel::DataParallel(const DistOptions& options, const torch::Device& device)
+    : impl_(std::make_unique<Impl>()), options_(options) {
+  backend_ = resolve_backend(options.backend, device);  // throws: this build has no backend
+  KALM_ASSERT(false, "no data parallelism in this build");
 }
 DataParallel::~DataParallel() = default;
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor&) { KALM_ASSERT(false, "no data parallelism in this build"); return {}; }
@@ -171,51 +216,92 @@ std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(seconds * 1000.0)));
 }
 
+c10::intrusive_ptr<c10d::Store> make_store(const DistOptions& o, std::chrono::milliseconds timeout) {
+  c10::intrusive_ptr<c10d::Store> store;
+  if (!o.store_path.empty()) {
+    store = c10::make_intrusive<c10d::FileStore>(o.store_path, o.world_size);
+  } else if (o.master_addr.empty() && o.world_size == 1) {
+    store = c10::make_intrusive<c10d::HashStore>();  // one process: nothing to meet
+  } else {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(o.master_port);
+    so.isServer = !o.agent_store && o.rank == 0;
+    so.numWorkers = static_cast<std::size_t>(o.world_size);
+    so.waitWorkers = false;  // the backend's own connect waits (with the timeout) and names what is missing
+    so.timeout = timeout;
+    so.multiTenant = !o.agent_store;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    store = tcp;
+    if (o.agent_store)
+      store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), tcp);
+  }
+  store->setTimeout(timeout);
+  return store;
+}
+
+#if KALM_HAVE_GLOO
+c10::intrusive_ptr<c10d::Backend> make_gloo(const c10::intrusive_ptr<c10d::Store>& store, const DistOptions& o,
+                                             std::chrono::milliseconds timeout) {
+  auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
+  // GLOO_SOCKET_IFNAME picks the network interface(s) across hosts, as in PyTorch.
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  if (ifname && *ifname) {
+    std::stringstream names(ifname);
+    std::string name;
+    while (std::getline(names, name, ','))
+      if (!name.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+  }
+  if (gloo->devices.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, gloo);
+}
+#endif
+
+#if KALM_HAVE_NCCL
+c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store, const DistOptions& o,
+                                             std::chrono::milliseconds timeout, const torch::Device& device) {
+  // NCCL binds a communicator to the current device: this rank's GPU.
+  c10::cuda::set_device(device.index());
+  auto nccl = c10d::ProcessGroupNCCL::Options::create();
+  nccl->timeout = timeout;
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.world_size, nccl);
+}
+#endif
+
 }  // namespace
 
-DataParallel::DataParallel(const DistOptions& options) : impl_(std::make_unique<Impl>()), options_(options) {
+DataParallel::DataParallel(const DistOptions& options, const torch::Device& device)
+    : impl_(std::make_unique<Impl>()), options_(options) {
   const auto& o = options_;
+  backend_ = resolve_backend(o.backend, device);
   if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
     throw UsageError("--rank must lie in [0, --world-size), got rank " + std::to_string(o.rank) + " of " +
                      std::to_string(o.world_size));
-  if (o.store_path.empty() && (o.master_addr.empty() || o.master_port < 1 || o.master_port > 65535))
+  if (o.world_size > 1 && o.store_path.empty() &&
+      (o.master_addr.empty() || o.master_port < 1 || o.master_port > 65535))
     throw UsageError("--world-size > 1 needs --dist-store FILE (shared by every rank) or MASTER_ADDR and "
                      "MASTER_PORT in the environment");
   if (!(o.timeout_s > 0)) throw UsageError("--dist-timeout must be positive");
   const auto timeout = to_ms(o.timeout_s);
-  std::string where = o.store_path.empty() ? "rendezvous at " + o.master_addr + ":" + std::to_string(o.master_port)
+  std::string where = o.store_path.empty() ? (o.master_addr.empty() ? std::string("in-memory rendezvous")
+                                                                    : "rendezvous at " + o.master_addr + ":" +
+                                                                          std::to_string(o.master_port))
                                            : "rendezvous through " + o.store_path;
+  where += std::string(" (") + std::string(backend_name(backend_)) + ")";
   // A launcher's variables can be a surprise (a batch script run outside srun).
   if (o.source != "flags") where += " (rank and world size from " + o.source + ")";
+  impl_->device = device;
   guarded(o, where.c_str(), [&] {
-    c10::intrusive_ptr<c10d::Store> store;
-    if (!o.store_path.empty()) {
-      store = c10::make_intrusive<c10d::FileStore>(o.store_path, o.world_size);
-      store->setTimeout(timeout);
-    } else {
-      c10d::TCPStoreOptions so;
-      so.port = static_cast<std::uint16_t>(o.master_port);
-      so.isServer = !o.agent_store && o.rank == 0;
-      so.numWorkers = static_cast<std::size_t>(o.world_size);
-      so.waitWorkers = false;  // Gloo's own connect waits (with the timeout) and names what is missing
-      so.timeout = timeout;
-      so.multiTenant = !o.agent_store;
-      auto tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
-      store = tcp;
-      if (o.agent_store)
-        store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(o.restart_count), tcp);
+    const auto store = make_store(o, timeout);
+#if KALM_HAVE_NCCL
+    if (backend_ == DistBackend::kNccl) {
+      impl_->group = make_nccl(store, o, timeout, device);
+      impl_->on_device = true;
+      return 0;
     }
-    auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
-    // GLOO_SOCKET_IFNAME picks the network interface(s) across hosts, as in PyTorch.
-    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-    if (ifname && *ifname) {
-      std::stringstream names(ifname);
-      std::string name;
-      while (std::getline(names, name, ','))
-        if (!name.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
-    }
-    if (gloo->devices.empty()) gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, gloo);
+#endif
+#if KALM_HAVE_GLOO
+    impl_->group = make_gloo(store, o, timeout);
+#endif
     return 0;
   });
 }
@@ -224,8 +310,10 @@ DataParallel::~DataParallel() = default;
 
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor& local) {
   return guarded(options_, "all_gather of embeddings", [&] {
-    // Gloo works on host memory: a GPU rank's rows travel through it.
-    std::vector<torch::Tensor> input{local.detach().to(torch::kCPU).contiguous()};
+    // NCCL gathers on the GPU; Gloo works on host memory, so a GPU rank's
+    // rows travel through it.
+    const torch::Device where = impl_->on_device ? local.device() : torch::Device(torch::kCPU);
+    std::vector<torch::Tensor> input{local.detach().to(where).contiguous()};
     std::vector<std::vector<torch::Tensor>> output(1);
     for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));
     impl_->group->allgather(output, input)->wait();
@@ -241,19 +329,19 @@ void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>& params
     for (const auto& p : params)
       if (p.grad().defined()) grads.push_back(p.grad());
     if (grads.empty()) return 0;
-    // One flat host buffer: one collective instead of one per tensor, and
-    // Gloo works on host memory (a GPU rank's gradients travel through it).
-    std::vector<torch::Tensor> flat{torch::cat([&] {
-                                      std::vector<torch::Tensor> views;
-                                      for (auto& g : grads) views.push_back(g.reshape({-1}));
-                                      return views;
-                                    }())
-                                        .to(torch::kCPU)};
-    impl_->group->allreduce(flat)->wait();
+    // One flat buffer: one collective instead of one per tensor. NCCL reduces
+    // it on the GPU; Gloo on host memory (a GPU rank's gradients travel
+    // through it).
+    std::vector<torch::Tensor> views;
+    for (auto& g : grads) views.push_back(g.reshape({-1}));
+    torch::Tensor flat = torch::cat(views);
+    if (!impl_->on_device) flat = flat.to(torch::kCPU);
+    std::vector<torch::Tensor> buffer{flat};
+    impl_->group->allreduce(buffer)->wait();
     std::int64_t offset = 0;
     for (auto& g : grads) {
       const auto n = g.numel();
-      g.copy_(flat[0].slice(0, offset, offset + n).view_as(g));
+      g.copy_(buffer[0].slice(0, offset, offset + n).view_as(g));
       offset += n;
     }
     return 0;
@@ -262,21 +350,30 @@ void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>& params
 
 std::int64_t DataParallel::all_max(std::int64_t value) {
   return guarded(options_, "all_reduce (max)", [&] {
-    std::vector<torch::Tensor> t{torch::full({1}, value, torch::kLong)};
+    const torch::Device where = impl_->on_device ? impl_->device : torch::Device(torch::kCPU);
+    std::vector<torch::Tensor> t{torch::full({1}, value, torch::TensorOptions().dtype(torch::kLong).device(where))};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::MAX;
     impl_->group->allreduce(t, options)->wait();
-    return t[0].item<std::int64_t>();
+    return t[0].item<std::int64_t>();  // waits for the device under NCCL
   });
 }
 
 void DataParallel::barrier(const char* what) {
   guarded(options_, what, [&] {
-    impl_->group->barrier()->wait();
+    if (impl_->on_device) {
+      // An all-reduce read back on the host: every rank has reached it when
+      // the read returns (NCCL's own barrier guesses the device).
+      std::vector<torch::Tensor> t{torch::zeros({1}, torch::TensorOptions().dtype(torch::kInt).device(impl_->device))};
+      impl_->group->allreduce(t)->wait();
+      (void)t[0].item<int>();
+    } else {
+      impl_->group->barrier()->wait();
+    }
     return 0;
   });
 }
 
-#endif  // KALM_HAVE_GLOO
+#endif  // KALM_HAVE_C10D
 
 }  // namespace kalm::train

@@ -158,7 +158,7 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->check(cli::positive_number())
       ->group(kOptim);
   app.add_option("--world-size", f.dist.world_size,
-                 "Data-parallel processes (c10d Gloo); --batch-size is per process (default: WORLD_SIZE, "
+                 "Data-parallel processes (c10d); --batch-size is per process (default: WORLD_SIZE, "
                  "SLURM_NTASKS, 1)")
       ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
@@ -168,6 +168,12 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--dist-store", f.dist.store_path,
                  "Rendezvous file shared by every rank (c10d FileStore; remove it before a new run); default: a "
                  "TCP store at MASTER_ADDR:MASTER_PORT served by rank 0")
+      ->group(cli::kGroupCompute);
+  app.add_option("--dist-backend", f.dist.backend,
+                 "Collectives over nccl (GPU ranks, on the GPU) or gloo (CPU ranks; GPU ranks staged through host "
+                 "memory); auto = nccl for --device cuda when built with NCCL, else gloo. Naming one makes a "
+                 "process group even for one process")
+      ->check(CLI::IsMember({"auto", "nccl", "gloo"}))
       ->group(cli::kGroupCompute);
   app.add_option("--dist-timeout", f.dist.timeout_s,
                  "Seconds the rendezvous and each collective wait for the other ranks before failing")

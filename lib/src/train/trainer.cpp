@@ -544,8 +544,10 @@ TrainResult Trainer::run() {
   fs::create_directories(o_.output, ec);
   if (ec) throw IoError(o_.output + ": cannot create directory: " + ec.message());
   data_ = load_dataset(o_.data);
-  if (o_.dist.world_size > 1) {
-    parallel_ = std::make_unique<DataParallel>(o_.dist);
+  // A named backend makes a group even for one process (a one-GPU NCCL run
+  // is how the NCCL path is checked against a plain run).
+  if (o_.dist.world_size > 1 || o_.dist.backend != "auto") {
+    parallel_ = std::make_unique<DataParallel>(o_.dist, device_);
     leader_ = o_.dist.rank == 0;
   } else if (o_.dist.rank != 0) {
     throw UsageError("--rank needs --world-size > 1");

@@ -133,6 +133,31 @@ DOCTEST_TEST_CASE("resolve_dist: bad launches are usage errors") {
   DOCTEST_CHECK_THROWS_AS(resolve_dist(zero, FakeEnv{}.lookup()), kalm::UsageError);
 }
 
+DOCTEST_TEST_CASE("resolve_backend: auto picks NCCL for CUDA ranks when built with it, Gloo otherwise") {
+  using kalm::train::DistBackend;
+  using kalm::train::resolve_backend;
+  const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);
+  DOCTEST_CHECK_THROWS_WITH_AS(resolve_backend("mpi", cpu), "--dist-backend must be auto, nccl or gloo, got 'mpi'",
+                               kalm::UsageError);
+  DOCTEST_CHECK_THROWS_WITH_AS(resolve_backend("nccl", cpu),
+                               "--dist-backend nccl needs --device cuda (NCCL runs collectives on GPUs)",
+                               kalm::UsageError);
+  if (kalm::train::gloo_available()) {
+    DOCTEST_CHECK(resolve_backend("auto", cpu) == DistBackend::kGloo);
+    DOCTEST_CHECK(resolve_backend("gloo", cuda) == DistBackend::kGloo);  // staged through the host
+  } else {
+    DOCTEST_CHECK_THROWS_AS(resolve_backend("auto", cpu), kalm::UsageError);
+  }
+  if (kalm::train::nccl_available()) {
+    DOCTEST_CHECK(resolve_backend("auto", cuda) == DistBackend::kNccl);
+    DOCTEST_CHECK(resolve_backend("nccl", cuda) == DistBackend::kNccl);
+  } else {
+    DOCTEST_CHECK_THROWS_AS(resolve_backend("nccl", cuda), kalm::UsageError);
+    if (kalm::train::gloo_available()) DOCTEST_CHECK(resolve_backend("auto", cuda) == DistBackend::kGloo);
+  }
+  DOCTEST_CHECK(kalm::train::backend_name(DistBackend::kNccl) == "nccl");
+}
+
 DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the identity; a build without Gloo refuses") {
   const std::string store = std::filesystem::temp_directory_path() /
                             ("kalm_test_store_" + std::to_string(::getpid()));
@@ -142,28 +167,51 @@ DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the ide
   o.rank = 0;
   o.store_path = store;
   o.timeout_s = 30;
-  if (!kalm::train::data_parallel_available()) {
+  const torch::Device cpu(torch::kCPU);
+  if (!kalm::train::gloo_available()) {
     try {
-      kalm::train::DataParallel group(o);
+      kalm::train::DataParallel group(o, cpu);
       DOCTEST_FAIL("a build without Gloo made a process group");
     } catch (const kalm::UsageError& e) {
-      DOCTEST_CHECK(std::string(e.what()).find("built without data parallelism") != std::string::npos);
+      DOCTEST_CHECK(std::string(e.what()).find("built without data parallelism over Gloo") != std::string::npos);
     }
     return;
   }
-  {
-    kalm::train::DataParallel group(o);
-    const auto local = torch::arange(6, torch::kFloat).reshape({2, 3}).requires_grad_(true);
+  auto exercise = [](kalm::train::DataParallel& group, const torch::Device& device) {
+    const auto options = torch::TensorOptions().dtype(torch::kFloat).device(device);
+    const auto local = torch::arange(6, options).reshape({2, 3}).requires_grad_(true);
     const auto gathered = group.all_gather_rows(local);
-    DOCTEST_CHECK(torch::equal(gathered, local));
+    DOCTEST_CHECK(gathered.device() == device);
+    DOCTEST_CHECK(torch::equal(gathered.cpu(), local.detach().cpu()));
     gathered.sum().backward();  // this rank's rows keep their gradient
-    DOCTEST_CHECK(torch::equal(local.grad(), torch::ones({2, 3})));
-    auto p = torch::zeros({2}, torch::kFloat).requires_grad_(true);
-    p.mutable_grad() = torch::tensor({1.5f, -2.0f});
+    DOCTEST_CHECK(torch::equal(local.grad().cpu(), torch::ones({2, 3})));
+    auto p = torch::zeros({2}, options).requires_grad_(true);
+    p.mutable_grad() = torch::tensor({1.5f, -2.0f}).to(device);
     group.all_reduce_gradients({p});
-    DOCTEST_CHECK(torch::equal(p.grad(), torch::tensor({1.5f, -2.0f})));
+    DOCTEST_CHECK(p.grad().device() == device);
+    DOCTEST_CHECK(torch::equal(p.grad().cpu(), torch::tensor({1.5f, -2.0f})));
     DOCTEST_CHECK(group.all_max(7) == 7);
     group.barrier();
+  };
+  {
+    kalm::train::DataParallel group(o, cpu);
+    DOCTEST_CHECK(group.backend() == kalm::train::DistBackend::kGloo);
+    exercise(group, cpu);
   }
   std::filesystem::remove(store);
+  // One process needs no rendezvous: an in-memory store.
+  DistOptions alone;
+  alone.backend = "gloo";
+  {
+    kalm::train::DataParallel group(alone, cpu);
+    exercise(group, cpu);
+  }
+  // On a GPU machine: the NCCL group, collectives on the device.
+  if (kalm::train::nccl_available() && torch::cuda::is_available()) {
+    const torch::Device cuda(torch::kCUDA, 0);
+    alone.backend = "nccl";
+    kalm::train::DataParallel group(alone, cuda);
+    DOCTEST_CHECK(group.backend() == kalm::train::DistBackend::kNccl);
+    exercise(group, cuda);
+  }
 }

@@ -1,7 +1,14 @@
 #pragma once
-// Data parallelism over c10d's Gloo process group: one process per rank. Gloo
-// works on host memory, so a rank training on a GPU stages its embeddings and
-// gradients through the CPU (one flat buffer per step); NCCL is not used.
+// Data parallelism over a c10d process group: one process per rank. Two
+// backends (--dist-backend):
+//   nccl  CUDA ranks: every collective runs on the GPU, on the tensors where
+//         they live (no host staging). Built when LibTorch has NCCL and its
+//         headers are found (pip's torch: the nvidia-nccl wheel beside it).
+//   gloo  CPU ranks, and CUDA ranks of a build without NCCL: Gloo works on
+//         host memory, so a GPU rank's embeddings and gradients are staged
+//         through the CPU (one flat buffer per step).
+// auto (the default) is nccl when the device is CUDA and this build has it,
+// else gloo.
 //
 // Rendezvous: a c10d FileStore on a file every rank can reach (--dist-store),
 // or a c10d TCPStore at MASTER_ADDR:MASTER_PORT served by rank 0 (how torchrun
@@ -21,7 +28,12 @@
 // Failure: the store and every collective give up after DistOptions::timeout_s,
 // so a rank that died or hangs makes the others stop with an error (a killed
 // peer usually closes its sockets, which Gloo reports at once) instead of
-// waiting forever.
+// waiting forever. Under NCCL a collective is queued on the GPU and returns at
+// once; NCCL's watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING, PyTorch's default)
+// ends the process with an error when one exceeds the timeout.
+//
+// World size 1: with no rendezvous given, the group lives in memory (a c10d
+// HashStore); this is how a one-GPU NCCL run is compared with a plain run.
 //
 // Thread safety: one DataParallel per process, used from the training thread.
 // Errors: c10d/Gloo failures (a rank that died, a timeout) surface as
@@ -35,6 +47,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kalm::train {
@@ -50,6 +63,7 @@ struct DistOptions {
   int restart_count = 0;         // TORCHELASTIC_RESTART_COUNT: keys of an earlier attempt are not reused
   double timeout_s = 300;        // store operations and collectives
   std::string source = "flags";  // where rank/world came from: flags | RANK/WORLD_SIZE | SLURM | default
+  std::string backend = "auto";  // auto | nccl | gloo (resolve_backend)
 };
 
 // What the command line said (unset = not given).
@@ -58,6 +72,7 @@ struct DistFlags {
   std::optional<int> rank;        // --rank
   std::string store_path;         // --dist-store
   double timeout_s = 300;         // --dist-timeout
+  std::string backend = "auto";   // --dist-backend
 };
 
 // getenv-like lookup (nullptr = unset); tests pass their own.
@@ -73,26 +88,39 @@ using EnvLookup = std::function<const char*(const char*)>;
 // a timeout <= 0.
 DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env);
 
-// Whether this build has data parallelism (c10d's Gloo headers were found at
-// build time; pip torch wheels lack Gloo's). Without it DataParallel's
-// constructor throws a UsageError that says how to rebuild.
+// Whether this build has the Gloo backend (c10d's Gloo headers were found at
+// build time; pip torch wheels lack Gloo's) and the NCCL backend (LibTorch
+// with NCCL, and nccl.h).
+bool gloo_available();
+bool nccl_available();
+// Either of the two.
 bool data_parallel_available();
+
+enum class DistBackend { kGloo, kNccl };
+std::string_view backend_name(DistBackend backend);  // "gloo" / "nccl"
+// "auto" | "nccl" | "gloo" for ranks on `device`: auto = nccl on CUDA when
+// this build has it, else gloo. Throws UsageError for another name, nccl on a
+// CPU device, and a backend this build lacks (saying how to rebuild).
+DistBackend resolve_backend(const std::string& name, const torch::Device& device);
 
 class DataParallel {
  public:
-  // Joins the group: blocks until all ranks have joined (at most timeout_s).
-  // Throws UsageError for bad options, kalm::Error when the rendezvous fails.
-  explicit DataParallel(const DistOptions& options);
+  // Joins the group for ranks training on `device` (options.backend picks
+  // the backend, resolve_backend): blocks until all ranks have joined (at
+  // most timeout_s). Throws UsageError for bad options, kalm::Error when the
+  // rendezvous fails.
+  DataParallel(const DistOptions& options, const torch::Device& device);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
   int rank() const { return options_.rank; }
   int world() const { return options_.world_size; }
+  DistBackend backend() const { return backend_; }
 
-  // [n, D] per rank (same n, D, dtype everywhere) -> [world·n, D] in rank order;
-  // this rank's rows are `local` itself (gradient flows into it), the others
-  // are detached copies.
+  // [n, D] per rank (same n, D, dtype everywhere) -> [world·n, D] in rank order
+  // on `local`'s device; this rank's rows are `local` itself (gradient flows
+  // into it), the others are detached copies.
   torch::Tensor all_gather_rows(const torch::Tensor& local);
   // Sums every defined gradient of `params` over ranks, in place.
   void all_reduce_gradients(const std::vector<torch::Tensor>& params);
@@ -105,6 +133,7 @@ class DataParallel {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DistOptions options_;
+  DistBackend backend_ = DistBackend::kGloo;
 };
 
 }  // namespace kalm::train
