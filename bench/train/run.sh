@@ -19,7 +19,7 @@
 #     (--grad-cache), all with --call-tokens 16384 (the default on a GPU,
 #     where these counts matter); the difference of two runs, so set-up is
 #     left out
-# Data: word salad from a fixed seed (awk), no downloads. ~4-5 minutes on 2 cores.
+# Data: word salad from a fixed seed (awk), no downloads. ~7 minutes on 2 cores.
 set -euo pipefail
 build=${1:-build}; threads=${2:-$(nproc)}
 train=$build/tools/kalm-train
