@@ -106,6 +106,10 @@ import numpy as np
 s = np.concatenate([np.load('$tmp/s1.npy'), np.load('$tmp/s2.npy')])
 assert s.shape == (4, 64) and np.abs(s - np.load('$tmp/e.npy')).max() <= 1e-6"
 expect_rc 2 "$embed" -q -m "$model" --shard 3/2 "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+# --dtype tf32 on CPU: refused, not run as f32.
+expect_rc 2 "$embed" -q -m "$model" --dtype tf32 "$tmp/corpus.jsonl" -o "$tmp/tf32.npy"
+expect_grep "--dtype tf32 is a GPU mode \(TF32 tensor cores\); on cpu use f32" "$tmp/err"
+expect_no_file "$tmp/tf32.npy"
 
 # 7. Truncation: counted by default, an error with --no-truncate (no output left).
 expect_rc 0 "$embed" -m "$model" --max-length 4 "$tmp/corpus.jsonl" -o "$tmp/tr.npy"

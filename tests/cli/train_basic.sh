@@ -84,6 +84,10 @@ else
   expect_grep "^kalm-train: error: --device cuda: this build of LibTorch has no CUDA, or no GPU is visible" "$tmp/err"
   expect_no_file "$tmp/cuda"
 fi
+# TF32 is a GPU mode: asked for on CPU it is refused (exit 2), never run as f32.
+expect_rc 2 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" --stage pretrain --max-steps 2 --dtype tf32 -o "$tmp/tf32"
+expect_grep "^kalm-train: error: --dtype tf32 is a GPU mode \(TF32 tensor cores\); on cpu use f32" "$tmp/err"
+expect_no_file "$tmp/tf32/model.safetensors"
 
 # Distillation from pos_scores / neg_scores.
 expect_rc 0 "$distill" "$fx/toy/sts.jsonl" --init "$tmp/full" --num-negatives 1 --batch-size 8 --max-steps 2 \

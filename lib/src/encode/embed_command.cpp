@@ -112,8 +112,8 @@ void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& d
   app.add_option("--batch-tokens", batch_tokens, "Padded tokens per forward pass (rows x longest row)")
       ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
-  app.add_option("--dtype", dtype, "Compute dtype: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
+  app.add_option("--dtype", dtype, "Compute dtype: f32, tf32 (f32 with TF32 matmuls, GPUs only) or bf16")
+      ->check(CLI::IsMember({"f32", "tf32", "bf16"}))
       ->group(cli::kGroupCompute);
   app.add_option("--device", device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
 }

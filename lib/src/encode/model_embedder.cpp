@@ -85,6 +85,7 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
   model::LoadOptions options;
   options.device = model::parse_device(settings.device);
   options.dtype = model::parse_compute_dtype(settings.dtype);
+  if (settings.dtype == "tf32") model::enable_tf32(options.device);
   if (!settings.attention.empty()) options.attention = model::parse_attention_mode(settings.attention);
   model::LoadedModel loaded = model::load_model(model_dir, options);
 

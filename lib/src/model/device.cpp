@@ -78,4 +78,11 @@ void use_deterministic_kernels(const torch::Device& device) {
   at::globalContext().setBenchmarkCuDNN(false);
 }
 
+void enable_tf32(const torch::Device& device) {
+  if (!device.is_cuda())
+    throw UsageError("--dtype tf32 is a GPU mode (TF32 tensor cores); on " + device.str() + " use f32");
+  at::globalContext().setAllowTF32CuBLAS(true);
+  at::globalContext().setAllowTF32CuDNN(true);
+}
+
 }  // namespace kalm::model

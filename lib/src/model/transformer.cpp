@@ -474,9 +474,10 @@ std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::hf_tensors() con
 }
 
 torch::ScalarType parse_compute_dtype(const std::string& name) {
-  if (name == "f32" || name == "float32") return torch::kFloat;
+  // tf32 keeps float32 tensors; enable_tf32 (device.h) switches the matmuls.
+  if (name == "f32" || name == "float32" || name == "tf32") return torch::kFloat;
   if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
-  throw UsageError("unknown compute dtype \"" + name + "\" (choose f32 or bf16)");
+  throw UsageError("unknown compute dtype \"" + name + "\" (choose f32, tf32 or bf16)");
 }
 
 }  // namespace kalm::model

@@ -103,8 +103,9 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupModel);
 
   app.add_option("--dtype", o.dtype,
-                 "Compute dtype: f32, or bf16 (autocast: matmuls in bfloat16; weights, optimiser and loss in f32)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
+                 "Compute dtype: f32, tf32 (f32 with TF32 matmuls, GPUs only), or bf16 (autocast: matmuls in "
+                 "bfloat16; weights, optimiser and loss in f32)")
+      ->check(CLI::IsMember({"f32", "tf32", "bf16"}))
       ->group(cli::kGroupCompute);
   app.add_option("--device", o.device,
                  "cpu, cuda or cuda:N (cuda under a data-parallel launch: cuda:LOCAL_RANK); the teacher runs there too")

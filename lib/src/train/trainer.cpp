@@ -316,9 +316,11 @@ void Trainer::resolve_options() {
   if (o_.max_grad_norm && !(*o_.max_grad_norm > 0)) throw UsageError("--max-grad-norm must be > 0");
   if (o_.grad_cache_chunk && *o_.grad_cache_chunk < 1) throw UsageError("--grad-cache-chunk must be at least 1");
   schedule_ = parse_schedule(o_.schedule);
-  if (o_.dtype != "f32" && o_.dtype != "bf16") throw UsageError("--dtype must be f32 or bf16, got '" + o_.dtype + "'");
+  if (o_.dtype != "f32" && o_.dtype != "tf32" && o_.dtype != "bf16")
+    throw UsageError("--dtype must be f32, tf32 or bf16, got '" + o_.dtype + "'");
   bf16_ = o_.dtype == "bf16";
   device_ = model::device_for_local_rank(model::parse_device(o_.device), o_.dist.local_rank);
+  if (o_.dtype == "tf32") model::enable_tf32(device_);
   if (o_.prefetch != "auto" && o_.prefetch != "on" && o_.prefetch != "off")
     throw UsageError("--prefetch must be auto, on or off, got '" + o_.prefetch + "'");
   prefetch_ = o_.prefetch == "on" || (o_.prefetch == "auto" && !device_.is_cpu());

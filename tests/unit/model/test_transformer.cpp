@@ -5,6 +5,7 @@
 
 #include "kalm/error.h"
 #include "kalm/model/checkpoint.h"
+#include "kalm/model/device.h"
 #include "kalm/model/transformer.h"
 #include "model_test_util.h"
 
@@ -177,6 +178,10 @@ DOCTEST_TEST_CASE("transformer: transformers' tensor names and shapes, fused int
 DOCTEST_TEST_CASE("transformer: compute dtype names") {
   DOCTEST_CHECK((kalm::model::parse_compute_dtype("f32") == torch::kFloat));
   DOCTEST_CHECK((kalm::model::parse_compute_dtype("bf16") == torch::kBFloat16));
+  DOCTEST_CHECK((kalm::model::parse_compute_dtype("tf32") == torch::kFloat));
+  // TF32 is a GPU mode: asked for on CPU it is refused, not run as f32.
+  DOCTEST_CHECK_THROWS_WITH_AS(kalm::model::enable_tf32(torch::Device(torch::kCPU)),
+                               "--dtype tf32 is a GPU mode (TF32 tensor cores); on cpu use f32", kalm::UsageError);
   DOCTEST_CHECK_THROWS_AS(kalm::model::parse_compute_dtype("f16"), kalm::UsageError);
 }
 

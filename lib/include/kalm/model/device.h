@@ -35,6 +35,13 @@ torch::Device device_for_local_rank(const torch::Device& device, int local_rank)
 // other pair of devices (CPU to CPU, already there) is a plain .to().
 torch::Tensor upload(const torch::Tensor& host, const torch::Device& device);
 
+// "tf32" compute dtype: float32 weights and activations, matrix products and
+// convolutions on GPU tensor cores in TF32 (10-bit mantissa inputs, float32
+// accumulation), as torch.backends.cuda.matmul.allow_tf32 = True. Enables it
+// process-wide for `device`. Throws UsageError on CPU, which has no TF32
+// (run f32 there): a silent f32 would not be what was asked for.
+void enable_tf32(const torch::Device& device);
+
 // Deterministic kernels for training on `device` when it is a GPU, as
 // torch.use_deterministic_algorithms(True) plus cuDNN's deterministic mode and
 // CUBLAS_WORKSPACE_CONFIG=:4096:8 (set unless the environment sets it; it

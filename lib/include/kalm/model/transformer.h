@@ -231,7 +231,8 @@ class EncoderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Encoder);
 
-// "f32" / "float32" -> kFloat, "bf16" / "bfloat16" -> kBFloat16; UsageError otherwise.
+// "f32" / "float32" / "tf32" -> kFloat, "bf16" / "bfloat16" -> kBFloat16;
+// UsageError otherwise. (tf32 is float32 with TF32 matmuls: enable_tf32.)
 torch::ScalarType parse_compute_dtype(const std::string& name);
 
 }  // namespace kalm::model
