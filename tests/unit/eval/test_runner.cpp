@@ -1,5 +1,7 @@
 // Task directories and runners, driven by a deterministic text encoder (hashed
 // character trigrams) over the example tasks in examples/eval/.
+#include <unistd.h>
+
 #include <doctest/doctest.h>
 
 #include <torch/torch.h>

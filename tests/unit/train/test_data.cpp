@@ -1,4 +1,6 @@
 // Training data: tasks, instructions, batching rules and group sampling.
+#include <unistd.h>
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
