@@ -1,6 +1,9 @@
 // bench/search: exact top-k with kalm's search engine on random unit vectors.
 //   kalm-bench-search gen DIR N Q D        writes DIR/corpus.npy, DIR/queries.npy (f32, seed 0)
-//   kalm-bench-search run DIR K            searches, writes DIR/kalm_ids.npy, prints seconds
+//   kalm-bench-search run DIR K [f32|bf16 [CB QB]]
+//                                          searches (f32 products, or the certified bf16 first
+//                                          pass with f32 rescoring), writes DIR/kalm_ids.npy and
+//                                          kalm_scores.npy, prints seconds
 // run.sh compares with faiss IndexFlatIP on the same files.
 #include <sys/resource.h>
 
@@ -58,9 +61,10 @@ int main(int argc, char** argv) {
     std::string dir = argv[2];
     kalm::search::TopKOptions opt;
     opt.k = std::stol(argv[3]);
-    if (argc >= 6) {  // block sizes, for tuning the defaults
-      opt.corpus_block = std::stol(argv[4]);
-      opt.query_block = std::stol(argv[5]);
+    if (argc >= 5) opt.precision = kalm::search::resolve_search_precision(argv[4], torch::kCPU, "precision");
+    if (argc >= 7) {  // block sizes, for tuning the defaults
+      opt.corpus_block = std::stol(argv[5]);
+      opt.query_block = std::stol(argv[6]);
     }
     auto corpus = load(dir + "/corpus.npy");
     auto queries = load(dir + "/queries.npy");
@@ -71,8 +75,12 @@ int main(int argc, char** argv) {
     save(dir + "/kalm_scores.npy", res.scores, "<f4", 4);
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
-    std::printf("kalm_seconds %.3f\nkalm_threads %d\nkalm_peak_rss_mb %.1f\n", secs, at::get_num_threads(),
-                ru.ru_maxrss / 1024.0);
+    std::printf("kalm_precision %s\nkalm_seconds %.3f\nkalm_threads %d\nkalm_peak_rss_mb %.1f\n",
+                kalm::search::search_precision_name(opt.precision), secs, at::get_num_threads(), ru.ru_maxrss / 1024.0);
+    if (opt.precision == kalm::search::SearchPrecision::BF16)
+      std::printf("kalm_rescored_rows_per_query %.1f\nkalm_exact_fallbacks %lld\n",
+                  static_cast<double>(res.rescored_rows) / std::max<std::int64_t>(1, queries.size(0)),
+                  static_cast<long long>(res.exact_fallbacks));
     return 0;
   }
   if (argc >= 5 && std::string(argv[1]) == "gen-st") {  // gen-st FILE N D: corpus as safetensors
@@ -103,6 +111,6 @@ int main(int argc, char** argv) {
                 peak_anon / 1024.0);
     return 0;
   }
-  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [CB QB] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
+  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [f32|bf16 [CB QB]] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
   return 2;
 }

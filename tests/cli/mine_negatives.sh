@@ -44,6 +44,17 @@ J
   expect_grep '"range": "0-4"' "$tmp/out.jsonl.meta.json" "meta window"
   expect_grep '"rejected": \{"ranking_consistency": 1\}' "$tmp/out.jsonl.meta.json" "meta counts"
 }
+# The bf16 first pass with f32 rescoring returns the same lists, ties and scores included.
+for precision in bf16 auto; do
+  expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --scores --filter-topk 0 \
+    --search-precision "$precision" --rejects "$tmp/rej_$precision.jsonl" -o "$tmp/out_$precision.jsonl" "$tmp/groups.jsonl" && {
+    checks=$((checks + 1))
+    cmp -s "$tmp/out_$precision.jsonl" "$tmp/want.jsonl" && cmp -s "$tmp/rej_$precision.jsonl" "$tmp/rej.jsonl" ||
+      { echo "FAIL: --search-precision $precision output differs from f32"; failures=$((failures + 1)); }
+  }
+done
+expect_rc 2 "$exe" "${pre[@]}" --search-precision fp8 -o "$tmp/o_bad.jsonl" "$tmp/groups.jsonl" &&
+  expect_grep "search-precision" "$tmp/err"
 # k = 1: q3's positive (rank 2) ties the item at index 1: kept. Without --filter-topk nothing is dropped.
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --filter-topk 1 --rejects "$tmp/rej1.jsonl" -o "$tmp/o1.jsonl" "$tmp/groups.jsonl" && {
   checks=$((checks + 1)); [ "$(wc -l < "$tmp/o1.jsonl")" -eq 4 ] && [ ! -s "$tmp/rej1.jsonl" ] || { echo "FAIL: k=1 keeps all"; failures=$((failures + 1)); }

@@ -118,6 +118,14 @@ void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& d
   app.add_option("--device", device, "cpu, cuda or cuda:N")->group(cli::kGroupCompute);
 }
 
+void add_search_precision_flag(CLI::App& app, std::string& precision) {
+  app.add_option("--search-precision", precision,
+                 "Top-k search products: f32, bf16 (first pass in bf16, candidates rescored in f32, certified to "
+                 "give f32's top k) or auto (bf16 on GPUs and CPUs with native bf16)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
+      ->group(cli::kGroupCompute);
+}
+
 void add_model_flags(CLI::App& app, const ModelFlagTargets& t) {
   auto help = [](const std::string& given, const char* shared) { return given.empty() ? std::string(shared) : given; };
   if (t.model)

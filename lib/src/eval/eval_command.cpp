@@ -18,6 +18,7 @@
 #include "kalm/io/jsonl.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/tensor_io.h"
+#include "kalm/search/topk.h"
 #include "kalm/version.h"
 
 namespace kalm::eval {
@@ -175,6 +176,7 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
   app.add_flag("--instructions,!--no-instructions", o.instructions, "Apply the tasks' instructions")
       ->group(cli::kGroupModel);
   encode::add_compute_flags(app, o.batch_tokens, o.dtype, o.device);
+  encode::add_search_precision_flag(app, o.search_precision);
 }
 
 void run_eval(const EvalOptions& o, const cli::Tool& tool) {
@@ -215,6 +217,8 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
   ro.use_instructions = o.instructions;
   ro.bm25 = o.bm25;
   ro.top_k = o.top_k;
+  // The search runs on the host (embeddings come back there), so auto is decided for the CPU.
+  ro.search_precision = search::resolve_search_precision(o.search_precision, torch::kCPU);
   ro.seed = tool.common().seed;
   ro.splits = o.splits;
   if (o.instructions && ro.instruction_template.find("{instruction}") == std::string::npos)

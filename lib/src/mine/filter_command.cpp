@@ -160,7 +160,7 @@ void check_near_duplicates(std::vector<Record>& records, TextEmbedder& embedder,
     at.push_back(records[i].where);
   }
   torch::Tensor q = embedder.embed(texts, {}, at);
-  auto hits = retrieve(q, q, o.near_dup_k + 1);  // +1: each query finds itself
+  auto hits = retrieve(q, q, o.near_dup_k + 1, search_precision_of(o.model));  // +1: each query finds itself
   std::vector<bool> alive(kept.size(), true);
   for (std::size_t j = 0; j < kept.size(); ++j) {
     for (const auto& h : hits[j]) {
@@ -208,7 +208,7 @@ void check_ranking(std::vector<Record>& records, TextEmbedder& embedder, const F
   }
   torch::Tensor q = embedder.embed(queries, prefixes, at);
   torch::Tensor p = embedder.embed(pool, {}, pool_at);
-  auto hits = retrieve(q, p, *o.filter_topk + 1);
+  auto hits = retrieve(q, p, *o.filter_topk + 1, search_precision_of(o.model));
   for (std::size_t j = 0; j < kept.size(); ++j) {
     double anchor = -std::numeric_limits<double>::infinity();
     for (auto row : pos_rows[j]) {
@@ -270,6 +270,7 @@ CLI::App* add_filter_flags(cli::Tool& tool, FilterOptions& o, PromptOptions& po)
   model_flags.attention = &o.model.attention;
   encode::add_model_flags(app, model_flags);
   encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
+  encode::add_search_precision_flag(app, o.model.search_precision);
 
   CLI::App* sub = app.add_subcommand("prompts", "Personas x task-type templates -> generation prompts (JSONL)");
   sub->fallthrough();  // the shared flags (--seed, -q, --threads) work after the subcommand too

@@ -304,7 +304,7 @@ void mine_groups(const MineOptions& o, const cli::Tool& tool) {
     k += most;
   }
   if (o.filter_topk) k = std::max(k, *o.filter_topk + 1);
-  auto retrieved = retrieve(q_emb, p_emb, k);
+  auto retrieved = retrieve(q_emb, p_emb, k, search_precision_of(o.model));
 
   auto vector_of = [&](std::int64_t key) -> torch::Tensor {
     const std::int64_t row = keys.first_row(key);
@@ -475,7 +475,8 @@ void mine_labels(const MineOptions& o, const cli::Tool& tool) {
       auto idx_q = torch::tensor(members, torch::kInt64);
       auto idx_o = torch::tensor(others, torch::kInt64);
       // Slack beyond M for texts that equal the query or positive, or repeat.
-      auto hits = retrieve(q.index_select(0, idx_q), p.index_select(0, idx_o), o.negatives + 16);
+      auto hits = retrieve(q.index_select(0, idx_q), p.index_select(0, idx_o), o.negatives + 16,
+                           search_precision_of(o.model));
       for (std::size_t m = 0; m < members.size(); ++m)
         for (const auto& h : hits[m]) ranked[static_cast<std::size_t>(members[m])].push_back(others[static_cast<std::size_t>(h.index)]);
     }
@@ -633,6 +634,7 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
   model_flags.attention = &o.model.attention;
   encode::add_model_flags(app, model_flags);
   encode::add_compute_flags(app, o.model.batch_tokens, o.model.dtype, o.model.device);
+  encode::add_search_precision_flag(app, o.model.search_precision);
 }
 
 void run_mine(const MineOptions& o, const cli::Tool& tool) {

@@ -5,7 +5,8 @@
 
 namespace kalm::mine {
 
-std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k) {
+std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k,
+                                       search::SearchPrecision precision) {
   std::vector<std::vector<Hit>> out(static_cast<std::size_t>(queries.size(0)));
   if (pool.size(0) == 0 || queries.size(0) == 0 || k <= 0) return out;
   if (queries.size(1) != pool.size(1))
@@ -13,6 +14,7 @@ std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch
                       " but the candidate pool's have " + std::to_string(pool.size(1)));
   search::TopKOptions to;
   to.k = std::min<std::int64_t>(k, pool.size(0));
+  to.precision = precision;
   auto res = search::exact_topk(queries, pool, to);
   auto scores = res.scores.contiguous();
   auto indices = res.indices.contiguous();

@@ -8,6 +8,10 @@
 
 namespace kalm::mine {
 
+search::SearchPrecision search_precision_of(const ModelFlags& flags) {
+  return search::resolve_search_precision(flags.search_precision, torch::kCPU);
+}
+
 TextEmbedder::TextEmbedder(const ModelFlags& flags) : flags_(flags) {
   if (flags.max_length && *flags.max_length <= 0) throw UsageError("--max-length must be positive");
   encode::EmbedderSettings settings{flags.dtype, flags.device, flags.pooling, flags.attention};

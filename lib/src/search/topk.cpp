@@ -6,6 +6,8 @@
 #include <exception>
 #include <vector>
 
+#include <c10/util/BFloat16.h>
+
 #include "kalm/error.h"
 
 namespace kalm::search {
@@ -33,10 +35,285 @@ void check_matrix(const torch::Tensor& t, const char* what) {
     throw UsageError(std::string(what) + " must be f32, f16 or bf16, got " + std::string(c10::toString(st)));
 }
 
+
+// The score types a block's product is read in.
+inline float as_float(float v) { return v; }
+inline float as_float(c10::BFloat16 v) { return static_cast<float>(v); }
+
+// Offers one query's scores for corpus rows base .. base+width-1 to its heap of
+// at most `cap` candidates. Once the heap is full, rows are scanned 16 at a time
+// and a group whose best score does not beat the weakest kept one is skipped in
+// one comparison (a loop the compiler vectorises); the order rules are those of
+// the heap: a newcomer must score strictly higher to enter.
+template <typename T>
+void offer_row(std::vector<Candidate>& heap, std::size_t cap, const T* row, std::int64_t width,
+               std::int64_t base) {
+  std::int64_t j = 0;
+  for (; j < width && heap.size() < cap; ++j) {
+    float v = as_float(row[j]);
+    // NaN would break the heap order; it ranks below every number.
+    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+    heap.push_back({v, base + j});
+    std::push_heap(heap.begin(), heap.end(), ranks_above);
+  }
+  if (j == width) return;
+  float weakest = heap.front().score;
+  auto offer = [&](std::int64_t at) {
+    const float v = as_float(row[at]);
+    if (v > weakest) {  // false for NaN
+      std::pop_heap(heap.begin(), heap.end(), ranks_above);
+      heap.back() = {v, base + at};
+      std::push_heap(heap.begin(), heap.end(), ranks_above);
+      weakest = heap.front().score;
+    }
+  };
+  constexpr std::int64_t kGroup = 16;
+  for (; j + kGroup <= width; j += kGroup) {
+    float best = -std::numeric_limits<float>::infinity();
+    for (std::int64_t t = 0; t < kGroup; ++t) {
+      const float v = as_float(row[j + t]);
+      best = v > best ? v : best;
+    }
+    if (!(best > weakest)) continue;
+    for (std::int64_t t = 0; t < kGroup; ++t) offer(j + t);
+  }
+  for (; j < width; ++j) offer(j);
+}
+
+// Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
+// thrown in any of them is rethrown here.
+template <typename Body>
+void parallel_queries(std::int64_t begin, std::int64_t end, const Body& body) {
+  std::exception_ptr failure;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t q = begin; q < end; ++q) {
+    try {
+      body(q);
+    } catch (...) {
+#pragma omp critical
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+// The first pass: every query's `cap` best corpus rows by the product of
+// `queries` (already in `compute_type`, on the search device) and the corpus
+// converted block by block. `on_block` sees each converted corpus block (the
+// BF16 pass measures its row norms there).
+std::vector<std::vector<Candidate>> blocked_candidates(
+    const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t cap, const TopKOptions& options,
+    torch::ScalarType compute_type, const SearchProgress& progress,
+    const std::function<void(const torch::Tensor& block_f32_or_native)>& on_block) {
+  const std::int64_t num_queries = queries.size(0);
+  const std::int64_t num_corpus = corpus.size(0);
+  const auto device = queries.device();
+  std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
+  for (auto& h : heaps) h.reserve(static_cast<std::size_t>(cap));
+  const std::size_t heap_cap = static_cast<std::size_t>(cap);
+
+  torch::Tensor score_buffer;
+  for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
+    const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
+    torch::Tensor source = corpus.slice(0, c0, c1).to(device);
+    if (on_block) on_block(source);
+    torch::Tensor block = source.to(compute_type).contiguous();
+    for (std::int64_t q0 = 0; q0 < num_queries; q0 += options.query_block) {
+      const std::int64_t q1 = std::min(num_queries, q0 + options.query_block);
+      torch::Tensor qblock = queries.slice(0, q0, q1);
+      // One score buffer reused for every block: a fresh [Qb, Cb] tensor per
+      // product costs its page faults every time (about 10% of the search).
+      const std::int64_t rows = q1 - q0, width = c1 - c0;
+      if (!score_buffer.defined() || score_buffer.numel() < rows * width)
+        score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(compute_type).device(device));
+      torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
+      torch::mm_out(scores_view, qblock, block.t());
+      torch::Tensor scores = scores_view.device().is_cpu() ? scores_view : scores_view.to(torch::kCPU);
+      if (compute_type == torch::kBFloat16) {
+        const auto* s = scores.data_ptr<c10::BFloat16>();
+        parallel_queries(q0, q1, [&](std::int64_t q) {
+          offer_row(heaps[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+        });
+      } else {
+        const float* s = scores.data_ptr<float>();
+        parallel_queries(q0, q1, [&](std::int64_t q) {
+          offer_row(heaps[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+        });
+      }
+    }
+    if (progress) progress(c1);
+  }
+  return heaps;
+}
+
+void write_result(std::vector<std::vector<Candidate>>& heaps, std::int64_t k, TopKResult& result,
+                  const std::vector<std::int64_t>* rows = nullptr) {
+  float* out_scores = result.scores.data_ptr<float>();
+  std::int64_t* out_indices = result.indices.data_ptr<std::int64_t>();
+  const auto n = static_cast<std::int64_t>(heaps.size());
+  parallel_queries(0, n, [&](std::int64_t i) {
+    auto& heap = heaps[static_cast<std::size_t>(i)];
+    std::sort_heap(heap.begin(), heap.end(), ranks_above);  // best first
+    const std::int64_t q = rows ? (*rows)[static_cast<std::size_t>(i)] : i;
+    for (std::int64_t j = 0; j < k; ++j) {
+      out_scores[q * k + j] = heap[static_cast<std::size_t>(j)].score;
+      out_indices[q * k + j] = heap[static_cast<std::size_t>(j)].index;
+    }
+  });
+}
+
+// A float32 dot product in 16 independent partial sums (vectorised; its
+// rounding error, like the GEMM's, is within D * 2^-24 of the sum of |q_i c_i|).
+inline float dot_f32(const float* a, const float* b, std::int64_t n) {
+  float acc[16] = {};
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int t = 0; t < 16; ++t) acc[t] += a[i + t] * b[i + t];
+  float tail = 0;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  float sum = tail;
+  for (float v : acc) sum += v;
+  return sum;
+}
+
+TopKResult search_f32(const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t k,
+                      const TopKOptions& options, const SearchProgress& progress) {
+  const std::int64_t num_queries = queries.size(0);
+  TopKResult result{torch::empty({num_queries, k}, torch::kFloat32), torch::empty({num_queries, k}, torch::kInt64)};
+  if (num_queries == 0 || k == 0) return result;
+  auto heaps = blocked_candidates(queries.to(torch::kFloat32).contiguous(), corpus, k, options, torch::kFloat32,
+                                  progress, {});
+  write_result(heaps, k, result);
+  return result;
+}
+
+TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t k,
+                                const TopKOptions& options, const SearchProgress& progress) {
+  const std::int64_t num_queries = queries.size(0);
+  const std::int64_t num_corpus = corpus.size(0);
+  const std::int64_t dim = queries.size(1);
+  TopKResult result{torch::empty({num_queries, k}, torch::kFloat32), torch::empty({num_queries, k}, torch::kInt64)};
+  if (num_queries == 0 || k == 0) return result;
+  const std::int64_t cap =
+      std::min(num_corpus, options.candidates > 0 ? std::max(options.candidates, k) : k + std::max<std::int64_t>(k, 256));
+
+  // Largest corpus row norm, measured on the blocks as they pass (f32 norms of
+  // the stored values, which is what the rescoring multiplies).
+  double corpus_norm_max = 0;
+  auto heaps = blocked_candidates(
+      queries.to(torch::kBFloat16).contiguous(), corpus, cap, options, torch::kBFloat16, progress,
+      [&](const torch::Tensor& block) {
+        corpus_norm_max = std::max(corpus_norm_max, block.to(torch::kFloat32).norm(2, 1).max().item<double>());
+      });
+
+  // Rescoring reads float32 rows on the host: the queries once, corpus rows as
+  // candidates name them (a block of the corpus at a time when it is not f32).
+  const torch::Tensor q32 = queries.to(torch::kCPU, torch::kFloat32).contiguous();
+  const torch::Tensor c_host = corpus.device().is_cpu() ? corpus : corpus.to(torch::kCPU);
+  const bool corpus_is_f32 = c_host.scalar_type() == torch::kFloat32 && c_host.stride(1) == 1;
+  const torch::Tensor q_norms = q32.norm(2, 1).to(torch::kDouble).contiguous();
+  const double u = std::ldexp(1.0, -8);
+  const double gamma = static_cast<double>(dim) * std::ldexp(1.0, -24);
+  const double rel_bound = 3 * u + 8 * u * u + 4 * gamma;
+
+  std::vector<char> certified(static_cast<std::size_t>(num_queries), 0);
+  std::vector<std::vector<Candidate>> exact(static_cast<std::size_t>(num_queries));
+  std::vector<std::int64_t> rescored(static_cast<std::size_t>(num_queries), 0);
+  const float* qdata = q32.data_ptr<float>();
+  const double* qn = q_norms.data_ptr<double>();
+  parallel_queries(0, num_queries, [&](std::int64_t q) {
+    auto& approx = heaps[static_cast<std::size_t>(q)];
+    const float weakest_kept = approx.front().score;  // heap front: the weakest approximate candidate
+    std::sort_heap(approx.begin(), approx.end(), ranks_above);  // best approximate first
+    const double bound = rel_bound * qn[q] * corpus_norm_max + 1e-30;
+    if (!std::isfinite(bound)) return;  // searched again in f32
+    auto& top = exact[static_cast<std::size_t>(q)];
+    top.reserve(static_cast<std::size_t>(k));
+    std::vector<float> row_f32;
+    const float* qrow = qdata + q * dim;
+    for (const Candidate& cand : approx) {
+      // Rows are visited by decreasing approximate score: once one cannot reach
+      // the k-th exact score, none after it can.
+      if (static_cast<std::int64_t>(top.size()) == k &&
+          static_cast<double>(cand.score) + bound < static_cast<double>(top.front().score))
+        break;
+      const float* crow;
+      if (corpus_is_f32) {
+        crow = c_host.data_ptr<float>() + cand.index * c_host.stride(0);
+      } else {
+        torch::Tensor r = c_host[cand.index].to(torch::kFloat32).contiguous();
+        row_f32.assign(r.data_ptr<float>(), r.data_ptr<float>() + dim);
+        crow = row_f32.data();
+      }
+      Candidate scored{dot_f32(qrow, crow, dim), cand.index};
+      ++rescored[static_cast<std::size_t>(q)];
+      if (std::isnan(scored.score)) scored.score = -std::numeric_limits<float>::infinity();
+      if (static_cast<std::int64_t>(top.size()) < k) {
+        top.push_back(scored);
+        std::push_heap(top.begin(), top.end(), ranks_above);
+      } else if (ranks_above(scored, top.front())) {
+        std::pop_heap(top.begin(), top.end(), ranks_above);
+        top.back() = scored;
+        std::push_heap(top.begin(), top.end(), ranks_above);
+      }
+    }
+    // Every row not kept scored at most `weakest_kept` approximately, so at
+    // most weakest_kept + bound exactly: certified when that is below the k-th.
+    const bool all_rows_kept = static_cast<std::int64_t>(approx.size()) == num_corpus;
+    certified[static_cast<std::size_t>(q)] =
+        static_cast<std::int64_t>(top.size()) == k &&
+        (all_rows_kept ||
+         static_cast<double>(weakest_kept) + bound < static_cast<double>(top.front().score));
+  });
+
+  std::vector<std::int64_t> fallback;
+  std::vector<std::vector<Candidate>> done;
+  std::vector<std::int64_t> done_rows;
+  for (std::int64_t q = 0; q < num_queries; ++q) {
+    result.rescored_rows += rescored[static_cast<std::size_t>(q)];
+    if (certified[static_cast<std::size_t>(q)]) {
+      done.push_back(std::move(exact[static_cast<std::size_t>(q)]));
+      done_rows.push_back(q);
+    } else {
+      fallback.push_back(q);
+    }
+  }
+  write_result(done, k, result, &done_rows);
+  result.exact_fallbacks = static_cast<std::int64_t>(fallback.size());
+  if (!fallback.empty()) {
+    const torch::Tensor rows = torch::tensor(fallback, torch::kInt64);
+    TopKResult again = search_f32(queries.index_select(0, rows.to(queries.device())), corpus, k, options, {});
+    result.scores.index_copy_(0, rows, again.scores);
+    result.indices.index_copy_(0, rows, again.indices);
+  }
+  return result;
+}
+
 }  // namespace
 
-TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
-                      const TopKOptions& options, const SearchProgress& progress) {
+bool cpu_has_native_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
+SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,
+                                         const std::string& flag) {
+  if (name == "f32") return SearchPrecision::F32;
+  if (name == "bf16") return SearchPrecision::BF16;
+  if (name == "auto")
+    return device.is_cuda() || (device.is_cpu() && cpu_has_native_bf16()) ? SearchPrecision::BF16
+                                                                          : SearchPrecision::F32;
+  throw UsageError(flag + " " + name + ": expected auto, f32 or bf16");
+}
+
+const char* search_precision_name(SearchPrecision p) { return p == SearchPrecision::BF16 ? "bf16" : "f32"; }
+
+TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus, const TopKOptions& options,
+                      const SearchProgress& progress) {
   check_matrix(queries, "queries");
   check_matrix(corpus, "corpus");
   if (queries.size(1) != corpus.size(1))
@@ -45,80 +322,13 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
   if (options.k < 1) throw UsageError("k must be at least 1");
   if (options.corpus_block < 1 || options.query_block < 1)
     throw UsageError("search block sizes must be positive");
+  if (options.candidates < 0) throw UsageError("search candidates must not be negative");
 
   torch::NoGradGuard no_grad;
-  const std::int64_t num_queries = queries.size(0);
-  const std::int64_t num_corpus = corpus.size(0);
-  const std::int64_t k = std::min<std::int64_t>(options.k, num_corpus);
-  auto cpu_f32 = torch::TensorOptions().dtype(torch::kFloat32);
-
-  TopKResult result{torch::empty({num_queries, k}, cpu_f32),
-                    torch::empty({num_queries, k}, torch::TensorOptions().dtype(torch::kInt64))};
-  if (num_queries == 0 || k == 0) return result;
-
-  const auto device = queries.device();
-  std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
-  for (auto& h : heaps) h.reserve(static_cast<std::size_t>(k));
-
-  torch::Tensor score_buffer;
-  // Queries are converted once per query block; the corpus once per corpus block.
-  for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
-    const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
-    torch::Tensor block = corpus.slice(0, c0, c1).to(device, torch::kFloat32).contiguous();
-    for (std::int64_t q0 = 0; q0 < num_queries; q0 += options.query_block) {
-      const std::int64_t q1 = std::min(num_queries, q0 + options.query_block);
-      torch::Tensor qblock = queries.slice(0, q0, q1).to(torch::kFloat32);
-      // One score buffer reused for every block: a fresh [Qb, Cb] tensor per
-      // product costs its page faults every time (about 10% of the search).
-      const std::int64_t rows = q1 - q0, cols = c1 - c0;
-      if (!score_buffer.defined() || score_buffer.numel() < rows * cols)
-        score_buffer = torch::empty({rows * cols}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-      torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * cols).view({rows, cols});
-      torch::mm_out(scores_view, qblock, block.t());
-      torch::Tensor scores = scores_view.device().is_cpu() ? scores_view : scores_view.to(torch::kCPU);
-      const float* s = scores.data_ptr<float>();
-      const std::int64_t width = c1 - c0;
-      std::exception_ptr failure;
-#pragma omp parallel for schedule(static)
-      for (std::int64_t q = q0; q < q1; ++q) {
-        try {
-          auto& heap = heaps[static_cast<std::size_t>(q)];
-          const float* row = s + (q - q0) * width;
-          for (std::int64_t j = 0; j < width; ++j) {
-            float v = row[j];
-            if (static_cast<std::int64_t>(heap.size()) < k) {
-              // NaN would break the heap order; it ranks below every number.
-              if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
-              heap.push_back({v, c0 + j});
-              std::push_heap(heap.begin(), heap.end(), ranks_above);
-            } else if (v > heap.front().score) {
-              std::pop_heap(heap.begin(), heap.end(), ranks_above);
-              heap.back() = {v, c0 + j};
-              std::push_heap(heap.begin(), heap.end(), ranks_above);
-            }
-          }
-        } catch (...) {
-#pragma omp critical
-          if (!failure) failure = std::current_exception();
-        }
-      }
-      if (failure) std::rethrow_exception(failure);
-    }
-    if (progress) progress(c1);
-  }
-
-  float* out_scores = result.scores.data_ptr<float>();
-  std::int64_t* out_indices = result.indices.data_ptr<std::int64_t>();
-#pragma omp parallel for schedule(static)
-  for (std::int64_t q = 0; q < num_queries; ++q) {
-    auto& heap = heaps[static_cast<std::size_t>(q)];
-    std::sort_heap(heap.begin(), heap.end(), ranks_above);  // best first
-    for (std::int64_t i = 0; i < k; ++i) {
-      out_scores[q * k + i] = heap[static_cast<std::size_t>(i)].score;
-      out_indices[q * k + i] = heap[static_cast<std::size_t>(i)].index;
-    }
-  }
-  return result;
+  const std::int64_t k = std::min<std::int64_t>(options.k, corpus.size(0));
+  if (options.precision == SearchPrecision::BF16)
+    return search_bf16_rescored(queries, corpus, k, options, progress);
+  return search_f32(queries, corpus, k, options, progress);
 }
 
 }  // namespace kalm::search

@@ -117,3 +117,113 @@ DOCTEST_TEST_CASE("progress reports corpus rows done") {
   kalm::search::exact_topk(torch::ones({1, 2}), torch::ones({10, 2}), opt, [&](std::int64_t n) { seen.push_back(n); });
   DOCTEST_CHECK(seen == std::vector<std::int64_t>{4, 8, 10});
 }
+
+// --- the bf16 first pass with certified f32 rescoring -------------------------
+
+namespace {
+kalm::search::TopKResult search_with(const torch::Tensor& q, const torch::Tensor& c, std::int64_t k,
+                                     kalm::search::SearchPrecision p, std::int64_t candidates = 0,
+                                     std::int64_t corpus_block = 8192, std::int64_t query_block = 1024) {
+  kalm::search::TopKOptions opt;
+  opt.k = k;
+  opt.precision = p;
+  opt.candidates = candidates;
+  opt.corpus_block = corpus_block;
+  opt.query_block = query_block;
+  return kalm::search::exact_topk(q, c, opt);
+}
+torch::Tensor unit_rows(torch::Tensor t) {
+  return torch::nn::functional::normalize(t, torch::nn::functional::NormalizeFuncOptions().dim(1));
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("bf16 first pass returns the f32 search's ids and scores, certified without fallback") {
+  using kalm::search::SearchPrecision;
+  torch::manual_seed(3);
+  auto q = unit_rows(torch::randn({60, 64}));
+  auto c = unit_rows(torch::randn({3000, 64}));
+  for (std::int64_t k : {1, 10, 100}) {
+    for (std::int64_t block : {257, 8192}) {
+      auto exact = search_with(q, c, k, SearchPrecision::F32, 0, block, 7);
+      auto fast = search_with(q, c, k, SearchPrecision::BF16, 0, block, 7);
+      DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
+      DOCTEST_CHECK(torch::allclose(fast.scores, exact.scores, 0, 1e-6));
+      DOCTEST_CHECK(fast.exact_fallbacks == 0);
+      // Lazy rescoring: far fewer rows than the 256 + k candidates kept per query.
+      DOCTEST_CHECK(fast.rescored_rows >= 60 * k);
+      DOCTEST_CHECK(fast.rescored_rows < 60 * (k + 256));
+      auto ref = brute_force(q, c, k);
+      for (std::int64_t i = 0; i < 60; ++i) DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
+    }
+  }
+}
+
+DOCTEST_TEST_CASE("bf16 first pass: a failed certificate falls back to f32 and still returns the exact top-k") {
+  using kalm::search::SearchPrecision;
+  torch::manual_seed(4);
+  // A dense neighbourhood: 500 rows within 1e-2 of one direction, their scores
+  // against it within 2e-3 of each other (bf16 resolves 4e-3 near 1; float32
+  // tells them apart), plus distant rows.
+  auto centre = unit_rows(torch::randn({1, 32}));
+  auto near = unit_rows(centre + 1e-2 * torch::randn({500, 32}));
+  auto far = unit_rows(torch::randn({1500, 32}));
+  auto c = torch::cat({far.slice(0, 0, 700), near, far.slice(0, 700)});
+  auto q = torch::cat({centre, unit_rows(torch::randn({5, 32}))});
+  auto exact = search_with(q, c, 10, SearchPrecision::F32);
+  auto fast = search_with(q, c, 10, SearchPrecision::BF16, /*candidates=*/20);
+  DOCTEST_CHECK(fast.exact_fallbacks >= 1);  // the centre query at least
+  DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
+  auto ref = brute_force(q, c, 10);
+  for (std::int64_t i = 0; i < q.size(0); ++i) DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
+  // With every row a candidate nothing needs certifying.
+  auto all = search_with(q, c, 10, SearchPrecision::BF16, /*candidates=*/c.size(0));
+  DOCTEST_CHECK(all.exact_fallbacks == 0);
+  DOCTEST_CHECK(torch::equal(all.indices, exact.indices));
+}
+
+DOCTEST_TEST_CASE("bf16 first pass: ties, bf16 corpora, NaN and k above the corpus size") {
+  using kalm::search::SearchPrecision;
+  // Ties resolve by index, as in f32.
+  auto c = torch::zeros({10, 2});
+  for (int i : {2, 5, 7, 9}) c[i][0] = 1.0;
+  for (int i : {1, 4}) c[i][0] = 0.5;
+  auto q = torch::tensor({{1.0f, 0.0f}});
+  DOCTEST_CHECK(row_of(search_with(q, c, 5, SearchPrecision::BF16, 5, 3).indices, 0) ==
+                std::vector<std::int64_t>{2, 5, 7, 9, 1});
+  // A bf16 corpus (as memory-mapped embeddings are) is rescored from its own values.
+  torch::manual_seed(5);
+  auto q2 = unit_rows(torch::randn({8, 48}));
+  auto c2 = unit_rows(torch::randn({400, 48})).to(torch::kBFloat16);
+  auto exact = search_with(q2, c2, 7, SearchPrecision::F32);
+  auto fast = search_with(q2, c2, 7, SearchPrecision::BF16);
+  DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
+  DOCTEST_CHECK(torch::allclose(fast.scores, exact.scores, 0, 1e-6));
+  // A NaN corpus row ranks last; a NaN query cannot be certified and is searched in f32.
+  auto cn = torch::tensor({{1.0f}, {std::nanf("")}, {3.0f}, {2.0f}});
+  DOCTEST_CHECK(row_of(search_with(torch::tensor({{1.0f}}), cn, 4, SearchPrecision::BF16, 2).indices, 0) ==
+                std::vector<std::int64_t>{2, 3, 0, 1});
+  auto nan_query = search_with(torch::tensor({{std::nanf("")}}), cn, 2, SearchPrecision::BF16, 2);
+  DOCTEST_CHECK(nan_query.exact_fallbacks == 1);
+  // k above N returns every row.
+  auto every = search_with(q2, c2.slice(0, 0, 5), 10, SearchPrecision::BF16);
+  DOCTEST_CHECK(every.indices.size(1) == 5);
+  DOCTEST_CHECK(torch::equal(every.indices, search_with(q2, c2.slice(0, 0, 5), 10, SearchPrecision::F32).indices));
+}
+
+DOCTEST_TEST_CASE("search precision names") {
+  using kalm::search::SearchPrecision;
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("f32", torch::kCPU) == SearchPrecision::F32);
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("bf16", torch::kCPU) == SearchPrecision::BF16);
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::Device("cuda:0")) == SearchPrecision::BF16);
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) ==
+                (kalm::search::cpu_has_native_bf16() ? SearchPrecision::BF16 : SearchPrecision::F32));
+  try {
+    kalm::search::resolve_search_precision("fp8", torch::kCPU);
+    DOCTEST_FAIL("fp8 accepted");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()).find("--search-precision fp8") != std::string::npos);
+  }
+  kalm::search::TopKOptions opt;
+  opt.candidates = -1;
+  DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt), kalm::UsageError);
+}

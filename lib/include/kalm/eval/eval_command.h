@@ -46,6 +46,7 @@ struct EvalOptions {
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
   std::string dtype = "f32";                   // compute dtype: f32 | bf16
   std::string device = "cpu";                  // cpu | cuda | cuda:N
+  std::string search_precision = "f32";        // top-k products: f32 | bf16 | auto (kalm/search/topk.h)
   std::string pooling;                         // override: mean | last | cls
   std::string attention;                       // override: causal | bidirectional
 };

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "kalm/eval/task.h"
+#include "kalm/search/topk.h"
 
 namespace kalm::eval {
 
@@ -61,6 +62,7 @@ struct RunnerOptions {
   bool use_instructions = true;                                 // false: never prefix texts
   bool bm25 = true;                                             // BM25 baseline (retrieval, reranking)
   std::int64_t top_k = 1000;                                    // retrieval: documents ranked per query
+  search::SearchPrecision search_precision = search::SearchPrecision::F32;  // retrieval's top-k products
   std::uint64_t seed = 42;                                      // classification / clustering draws
   std::vector<std::string> splits;                              // override the task's splits
 };

@@ -14,9 +14,11 @@
 #include <vector>
 
 #include "kalm/mine/selection.h"
+#include "kalm/search/topk.h"
 
 namespace kalm::mine {
 
-std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k);
+std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k,
+                                       search::SearchPrecision precision = search::SearchPrecision::F32);
 
 }  // namespace kalm::mine

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kalm/encode/model_embedder.h"
+#include "kalm/search/topk.h"
 
 namespace kalm::mine {
 
@@ -29,9 +30,15 @@ struct ModelFlags {
   std::int64_t batch_tokens = 16384; // padded tokens per forward pass
   std::string dtype = "f32";         // f32 | bf16
   std::string device = "cpu";        // cpu | cuda | cuda:N
+  std::string search_precision = "f32";  // top-k products: f32 | bf16 | auto (kalm/search/topk.h)
   std::string pooling;               // "" = the model's
   std::string attention;             // "" = the model's
 };
+
+// The search precision the flags ask for ("auto" resolved for the CPU, where
+// the tools search: embeddings come back to host memory). Throws UsageError
+// for an unknown name.
+search::SearchPrecision search_precision_of(const ModelFlags& flags);
 
 class TextEmbedder {
  public:
