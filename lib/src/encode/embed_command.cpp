@@ -12,6 +12,7 @@
 #include "kalm/io/json_writer.h"
 #include "kalm/io/jsonl.h"
 #include "kalm/io/npy.h"
+#include "kalm/io/quantize.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/io/zstd_stream.h"
 #include "kalm/model/sentence_transformers.h"
@@ -171,6 +172,15 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
                  "auto (from the output name), safetensors, npy, jsonl, or tokens (token ids, no model run)")
       ->check(CLI::IsMember({"auto", "safetensors", "npy", "jsonl", "tokens"}))
       ->group(cli::kGroupOutput);
+  app.add_option("--quantize", o.quantize,
+                 "Store embeddings as int8, uint8, binary or ubinary (sentence-transformers' quantize_embeddings); "
+                 "safetensors and npy outputs")
+      ->check(CLI::IsMember({"none", "int8", "uint8", "binary", "ubinary"}))
+      ->group(cli::kGroupOutput);
+  app.add_option("--quantize-ranges", o.quantize_ranges,
+                 "int8/uint8: per-dimension [min; max] from this file (.npy [2, dim], or a kalm-embed int8/uint8 "
+                 "safetensors output) instead of the corpus's own")
+      ->group(cli::kGroupOutput);
   app.add_option("--dim", o.dim, "Matryoshka dimension: keep the first DIM components (0 = all)")
       ->check(cli::non_negative_number())
       ->group(cli::kGroupOutput);
@@ -202,6 +212,11 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
   if ((format == "safetensors" || format == "npy") && o.output == "-" && ::isatty(STDOUT_FILENO))
     throw UsageError("refusing to write binary " + format + " output to a terminal; use -o FILE");
   const auto input_format = o.input_format == "text" ? io::InputFormat::kText : io::InputFormat::kJsonl;
+  const io::Quantization quantization = io::parse_quantization(o.quantize);
+  if (quantization != io::Quantization::None && format != "safetensors" && format != "npy")
+    throw UsageError("--quantize " + o.quantize + " needs a safetensors or npy output, not " + format);
+  if (!o.quantize_ranges.empty() && !io::needs_ranges(quantization))
+    throw UsageError("--quantize-ranges goes with --quantize int8 or uint8");
 
   // The shard's record range [first, last).
   std::int64_t first = 0, last = -1;
@@ -396,13 +411,33 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
   }
 
   const std::int64_t rows = out_dim > 0 ? static_cast<std::int64_t>(matrix.size()) / out_dim : 0;
+  std::vector<float> ranges;
+  io::QuantizedMatrix quantized;
+  if (quantization != io::Quantization::None) {
+    if (rows == 0) throw FormatError("no records to embed, so nothing to --quantize");
+    if (io::needs_ranges(quantization))
+      ranges = o.quantize_ranges.empty() ? io::ranges_of(matrix.data(), rows, out_dim)
+                                         : io::read_quantization_ranges(o.quantize_ranges, out_dim);
+    quantized = io::quantize(matrix.data(), rows, out_dim, quantization, ranges);
+  }
   if (streamed) {
     writer->finish();
   } else if (format == "npy") {
-    io::write_npy(o.output, "<f4", {rows, out_dim}, matrix.data(), sizeof(float));
+    if (quantization == io::Quantization::None)
+      io::write_npy(o.output, "<f4", {rows, out_dim}, matrix.data(), sizeof(float));
+    else
+      io::write_npy(o.output, quantized.is_signed ? "|i1" : "|u1", {rows, quantized.cols}, quantized.bytes.data(), 1);
   } else {
     io::SafetensorsWriter st;
-    st.add("embeddings", io::DType::F32, {rows, out_dim}, matrix.data(), matrix.size() * sizeof(float));
+    if (quantization == io::Quantization::None) {
+      st.add("embeddings", io::DType::F32, {rows, out_dim}, matrix.data(), matrix.size() * sizeof(float));
+    } else {
+      st.add("embeddings", quantized.is_signed ? io::DType::I8 : io::DType::U8, {rows, quantized.cols},
+             quantized.bytes.data(), quantized.bytes.size());
+      st.set_metadata("quantization", io::quantization_name(quantization));
+      if (!ranges.empty())
+        st.add("quantization_ranges", io::DType::F32, {2, out_dim}, ranges.data(), ranges.size() * sizeof(float));
+    }
     st.set_metadata("format", "pt");
     st.set_metadata("model", o.model);
     st.set_metadata("dim", std::to_string(out_dim));

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kalm/error.h"
+#include "kalm/io/quantize.h"
 
 namespace kalm::model {
 namespace {
@@ -114,6 +115,47 @@ std::vector<std::pair<std::string, torch::Tensor>> load_all(
   return out;
 }
 
+namespace {
+// A kalm-embed --quantize output read back as float32 (kalm/io/quantize.h: int8
+// and uint8 dequantized with the file's ranges, binary as +1/-1 per dimension).
+torch::Tensor load_quantized(const io::SafetensorsFile& file, const io::TensorInfo& info, const std::string& name) {
+  const auto kind = file.metadata_value("quantization");
+  if (!kind)
+    throw FormatError(name + ": tensor 'embeddings' is " + std::string(io::dtype_name(info.dtype)) +
+                      " but the file has no 'quantization' metadata saying how to read it");
+  io::Quantization q;
+  try {
+    q = io::parse_quantization(*kind, "metadata 'quantization'");
+  } catch (const UsageError& e) {
+    throw FormatError(name + ": " + e.what());
+  }
+  if (q == io::Quantization::None) throw FormatError(name + ": metadata 'quantization' is none but 'embeddings' is " +
+                                                     std::string(io::dtype_name(info.dtype)));
+  const bool is_signed = q == io::Quantization::Int8 || q == io::Quantization::Binary;
+  if ((info.dtype == io::DType::I8) != is_signed)
+    throw FormatError(name + ": metadata 'quantization' " + *kind + " does not match the " +
+                      std::string(io::dtype_name(info.dtype)) + " tensor 'embeddings'");
+  const std::int64_t rows = info.shape[0], cols = info.shape[1];
+  std::int64_t dim = cols;
+  std::vector<float> ranges;
+  if (io::needs_ranges(q)) {
+    ranges = io::read_quantization_ranges(file.path(), dim);
+  } else {
+    const auto d = file.metadata_value("dim");
+    std::int64_t parsed = -1;
+    if (d) try { parsed = std::stoll(*d); } catch (const std::exception&) {}
+    if (parsed <= 0 || (parsed + 7) / 8 != cols)
+      throw FormatError(name + ": metadata 'dim' must give the embedding dimension of the " + std::to_string(cols) +
+                        " packed bytes per row of a binary 'embeddings' tensor");
+    dim = parsed;
+  }
+  std::vector<float> values = io::dequantize(file.data(info), rows, dim, q, ranges);
+  torch::Tensor t = torch::empty({rows, dim}, torch::kFloat32);
+  if (!values.empty()) std::memcpy(t.data_ptr<float>(), values.data(), values.size() * sizeof(float));
+  return t;
+}
+}  // namespace
+
 torch::Tensor load_embedding_matrix(const std::string& path, std::int64_t expected_rows, const std::string& what) {
   const auto file = io::SafetensorsFile::open(path);
   const io::TensorInfo* info = file.find("embeddings");
@@ -122,13 +164,14 @@ torch::Tensor load_embedding_matrix(const std::string& path, std::int64_t expect
   if (info->shape.size() != 2)
     throw FormatError(name + ": tensor 'embeddings' must be 2-D [rows, dim], has " +
                       std::to_string(info->shape.size()) + " dimensions");
-  if (info->dtype != io::DType::F32 && info->dtype != io::DType::F16 && info->dtype != io::DType::BF16 &&
-      info->dtype != io::DType::F64)
-    throw FormatError(name + ": tensor 'embeddings' must be F32, F16, BF16 or F64, not " +
-                      std::string(io::dtype_name(info->dtype)));
   if (expected_rows >= 0 && info->shape[0] != expected_rows)
     throw FormatError(name + ": tensor 'embeddings' has " + std::to_string(info->shape[0]) + " rows, expected " +
                       std::to_string(expected_rows) + (what.empty() ? "" : ": " + what));
+  if (info->dtype == io::DType::I8 || info->dtype == io::DType::U8) return load_quantized(file, *info, name);
+  if (info->dtype != io::DType::F32 && info->dtype != io::DType::F16 && info->dtype != io::DType::BF16 &&
+      info->dtype != io::DType::F64)
+    throw FormatError(name + ": tensor 'embeddings' must be F32, F16, BF16 or F64 (or I8/U8 written by "
+                      "kalm-embed --quantize), not " + std::string(io::dtype_name(info->dtype)));
   const io::NonFiniteCount bad = io::count_non_finite(info->dtype, file.data(*info), info->nbytes());
   if (bad.count > 0) {
     const std::int64_t dim = std::max<std::int64_t>(info->shape[1], 1);

@@ -32,6 +32,8 @@ struct EmbedOptions {
   std::string prompt;                          // prompt name from config_sentence_transformers.json
   std::int64_t dim = 0;                        // Matryoshka dimension; 0 = the model's
   bool normalize = true;                       // L2-normalise the output rows
+  std::string quantize = "none";               // none | int8 | uint8 | binary | ubinary (kalm/io/quantize.h)
+  std::string quantize_ranges;                 // int8/uint8 ranges file; "" = the corpus's own
   std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = resolve_max_length's rule
   bool truncate = true;                        // false: an over-long text is an error
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
