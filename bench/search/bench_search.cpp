@@ -1,6 +1,6 @@
 // bench/search: exact top-k with kalm's search engine on random unit vectors.
 //   kalm-bench-search gen DIR N Q D        writes DIR/corpus.npy, DIR/queries.npy (f32, seed 0)
-//   kalm-bench-search run DIR K [f32|bf16 [CB QB]]
+//   kalm-bench-search run DIR K [f32|bf16 [CB QB [CANDIDATES]]]
 //                                          searches (f32 products, or the certified bf16 first
 //                                          pass with f32 rescoring), writes DIR/kalm_ids.npy and
 //                                          kalm_scores.npy, prints seconds
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
       opt.corpus_block = std::stol(argv[5]);
       opt.query_block = std::stol(argv[6]);
     }
+    if (argc >= 8) opt.candidates = std::stol(argv[7]);  // bf16 first-pass candidates per query
     auto corpus = load(dir + "/corpus.npy");
     auto queries = load(dir + "/queries.npy");
     auto t0 = std::chrono::steady_clock::now();
@@ -111,6 +112,6 @@ int main(int argc, char** argv) {
                 peak_anon / 1024.0);
     return 0;
   }
-  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [f32|bf16 [CB QB]] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
+  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [f32|bf16 [CB QB [CANDIDATES]]] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
   return 2;
 }

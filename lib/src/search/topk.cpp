@@ -195,7 +195,7 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
   TopKResult result{torch::empty({num_queries, k}, torch::kFloat32), torch::empty({num_queries, k}, torch::kInt64)};
   if (num_queries == 0 || k == 0) return result;
   const std::int64_t cap =
-      std::min(num_corpus, options.candidates > 0 ? std::max(options.candidates, k) : k + std::max<std::int64_t>(k, 256));
+      std::min(num_corpus, options.candidates > 0 ? std::max(options.candidates, k) : k + std::max<std::int64_t>(k, 128));
 
   // Largest corpus row norm, measured on the blocks as they pass (f32 norms of
   // the stored values, which is what the rescoring multiplies).
@@ -320,15 +320,18 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
     throw UsageError("queries have dimension " + std::to_string(queries.size(1)) +
                      " but the corpus has " + std::to_string(corpus.size(1)));
   if (options.k < 1) throw UsageError("k must be at least 1");
-  if (options.corpus_block < 1 || options.query_block < 1)
-    throw UsageError("search block sizes must be positive");
+  if (options.corpus_block < 0 || options.query_block < 0)
+    throw UsageError("search block sizes must not be negative");
   if (options.candidates < 0) throw UsageError("search candidates must not be negative");
 
   torch::NoGradGuard no_grad;
   const std::int64_t k = std::min<std::int64_t>(options.k, corpus.size(0));
-  if (options.precision == SearchPrecision::BF16)
-    return search_bf16_rescored(queries, corpus, k, options, progress);
-  return search_f32(queries, corpus, k, options, progress);
+  TopKOptions resolved = options;
+  const bool bf16 = options.precision == SearchPrecision::BF16;
+  if (resolved.corpus_block == 0) resolved.corpus_block = bf16 ? 4096 : 8192;
+  if (resolved.query_block == 0) resolved.query_block = bf16 ? 1024 : 8192;
+  if (bf16) return search_bf16_rescored(queries, corpus, k, resolved, progress);
+  return search_f32(queries, corpus, k, resolved, progress);
 }
 
 }  // namespace kalm::search
