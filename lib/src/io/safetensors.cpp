@@ -348,6 +348,16 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
+void MappedFile::release_pages(std::size_t offset, std::size_t length) const {
+  if (!mapped_ || length == 0 || offset >= size_) return;
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const auto base = reinterpret_cast<std::uintptr_t>(data_);
+  const std::uintptr_t begin = (base + offset + page - 1) / page * page;
+  const std::uintptr_t end = (base + std::min(size_, offset + length)) / page * page;
+  // Advice only: a failure leaves the pages resident, which is still correct.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(data_, size_);
 }
@@ -520,6 +530,10 @@ const TensorInfo& SafetensorsFile::at(std::string_view name) const {
 const std::uint8_t* SafetensorsFile::data(const TensorInfo& info) const {
   KALM_ASSERT(info.end <= data_size_, "TensorInfo of another file: " + info.name);
   return file_->data() + data_offset_ + info.begin;
+}
+
+void SafetensorsFile::release_pages(const TensorInfo& info) const {
+  file_->release_pages(static_cast<std::size_t>(data(info) - file_->data()), static_cast<std::size_t>(info.nbytes()));
 }
 
 std::optional<std::string> SafetensorsFile::metadata_value(const std::string& key) const {

@@ -110,6 +110,9 @@ LoadedModel load_model(const std::string& dir, const LoadOptions& options) {
     if (bad.count > 0)
       throw ModelError(file + ": tensor '" + name + "' has " + io::describe_non_finite(bad) +
                        "; the checkpoint is damaged");
+    // Checked: its pages can go until the copy below reads them again, so the
+    // scan never holds the whole file resident.
+    reader.file_of(name).release_pages(info);
     tensors[spec.name] = tensor_from(reader.file_of(name), info);
   }
   for (const std::string& name : reader.names()) {
@@ -123,7 +126,25 @@ LoadedModel load_model(const std::string& dir, const LoadOptions& options) {
                        std::to_string(out.config.num_hidden_layers) + " layers (does " +
                        display_name(config_path.string()) + " match the weights?)");
   }
-  encoder->load_hf_tensors(tensors, weights);
+  // On CPU the token embedding (the largest tensor of most embedding models)
+  // can be the file's own bytes: the mapping is copy-on-write, so training
+  // that updates it copies only the pages it writes.
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor& source = tensors.at("embed_tokens.weight");
+    const std::string name = prefix + "embed_tokens.weight";
+    const io::SafetensorsFile& file = reader.file_of(name);
+    const bool is_mapping = source.data_ptr() == static_cast<const void*>(file.data(reader.info(name)));
+    if (options.device.is_cpu() && source.scalar_type() == options.dtype && is_mapping) {
+      encoder->embed_tokens->weight.set_data(source);
+      out.mapped_parameters.push_back("embed_tokens.weight");
+    }
+  }
+  encoder->load_hf_tensors(tensors, weights, [&](const std::string& spec_name) {
+    if (!out.mapped_parameters.empty() && spec_name == out.mapped_parameters.front()) return;
+    const std::string name = prefix + spec_name;
+    reader.file_of(name).release_pages(reader.info(name));
+  });
   encoder->eval();
   out.encoder = encoder;
   return out;

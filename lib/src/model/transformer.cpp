@@ -378,7 +378,8 @@ std::vector<HfTensorSpec> EncoderImpl::hf_tensor_specs() const {
 }
 
 void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors,
-                                  const std::string& source) {
+                                  const std::string& source,
+                                  const std::function<void(const std::string&)>& copied) {
   for (const auto& spec : hf_tensor_specs()) {
     auto it = tensors.find(spec.name);
     if (it == tensors.end() || !it->second.defined())
@@ -393,15 +394,22 @@ void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& te
   }
   torch::NoGradGuard no_grad;
   auto get = [&](const std::string& name) -> const torch::Tensor& { return tensors.at(name); };
+  // Every source tensor is copied once; `copied` hears of it right after.
+  auto copy_into = [&](torch::Tensor dst, const std::string& name) {
+    const torch::Tensor& src = get(name);
+    // The same storage (a parameter that already aliases its source) needs no copy.
+    if (!(dst.data_ptr() == src.data_ptr() && dst.scalar_type() == src.scalar_type())) dst.copy_(src);
+    if (copied) copied(name);
+  };
   auto fuse = [&](torch::Tensor& dst, std::initializer_list<std::string> names) {
     int64_t row = 0;
     for (const auto& n : names) {
-      const torch::Tensor& src = get(n);
-      dst.narrow(0, row, src.size(0)).copy_(src);
-      row += src.size(0);
+      const int64_t rows = get(n).size(0);
+      copy_into(dst.narrow(0, row, rows), n);
+      row += rows;
     }
   };
-  embed_tokens->weight.copy_(get("embed_tokens.weight"));
+  copy_into(embed_tokens->weight, "embed_tokens.weight");
   const bool gemma = config_.architecture == Architecture::Gemma3;
   for (std::size_t i = 0; i < layer_list_.size(); ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
@@ -412,22 +420,22 @@ void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& te
     if (attn->qkv_proj->bias.defined())
       fuse(attn->qkv_proj->bias,
            {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"});
-    attn->o_proj->weight.copy_(get(p + "self_attn.o_proj.weight"));
-    if (attn->o_proj->bias.defined()) attn->o_proj->bias.copy_(get(p + "self_attn.o_proj.bias"));
+    copy_into(attn->o_proj->weight, p + "self_attn.o_proj.weight");
+    if (attn->o_proj->bias.defined()) copy_into(attn->o_proj->bias, p + "self_attn.o_proj.bias");
     if (gemma) {
-      attn->q_norm->weight.copy_(get(p + "self_attn.q_norm.weight"));
-      attn->k_norm->weight.copy_(get(p + "self_attn.k_norm.weight"));
+      copy_into(attn->q_norm->weight, p + "self_attn.q_norm.weight");
+      copy_into(attn->k_norm->weight, p + "self_attn.k_norm.weight");
     }
     fuse(layer->mlp->gate_up_proj->weight, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
-    layer->mlp->down_proj->weight.copy_(get(p + "mlp.down_proj.weight"));
-    layer->input_layernorm->weight.copy_(get(p + "input_layernorm.weight"));
-    layer->post_attention_layernorm->weight.copy_(get(p + "post_attention_layernorm.weight"));
+    copy_into(layer->mlp->down_proj->weight, p + "mlp.down_proj.weight");
+    copy_into(layer->input_layernorm->weight, p + "input_layernorm.weight");
+    copy_into(layer->post_attention_layernorm->weight, p + "post_attention_layernorm.weight");
     if (gemma) {
-      layer->pre_feedforward_layernorm->weight.copy_(get(p + "pre_feedforward_layernorm.weight"));
-      layer->post_feedforward_layernorm->weight.copy_(get(p + "post_feedforward_layernorm.weight"));
+      copy_into(layer->pre_feedforward_layernorm->weight, p + "pre_feedforward_layernorm.weight");
+      copy_into(layer->post_feedforward_layernorm->weight, p + "post_feedforward_layernorm.weight");
     }
   }
-  norm->weight.copy_(get("norm.weight"));
+  copy_into(norm->weight, "norm.weight");
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::hf_tensors() const {

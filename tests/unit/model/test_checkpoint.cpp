@@ -266,3 +266,40 @@ DOCTEST_TEST_CASE("checkpoint: a NaN or infinite weight is refused at load namin
                        "index 9); not written");
   DOCTEST_CHECK_FALSE(fs::exists(tmp.path() + "/x.safetensors"));
 }
+
+DOCTEST_TEST_CASE("checkpoint: on CPU the token embedding is the file's mapping when the dtypes agree, copy-on-write") {
+  torch::NoGradGuard no_grad;
+  const auto model = kalm::model::load_model(fixture("qwen2_causal"));
+  TempDir tmp;
+  kalm::model::SaveOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  kalm::model::save_model(tmp.path(), *model.encoder, bf16);
+  const torch::Tensor ids = expected("qwen2_causal", "input_ids");
+  const torch::Tensor mask = expected("qwen2_causal", "attention_mask");
+
+  kalm::model::LoadOptions as_bf16;
+  as_bf16.dtype = torch::kBFloat16;
+  const auto mapped = kalm::model::load_model(tmp.path(), as_bf16);
+  DOCTEST_CHECK((mapped.mapped_parameters == std::vector<std::string>{"embed_tokens.weight"}));
+  const auto file = kalm::io::SafetensorsFile::open(tmp.file("model.safetensors"));
+  const torch::Tensor stored = kalm::model::tensor_from(file, "embed_tokens.weight");
+  DOCTEST_CHECK(torch::equal(mapped.encoder->embed_tokens->weight, stored));
+  // A bf16 file computed in f32 is converted, so it cannot be the mapping.
+  const auto converted = kalm::model::load_model(tmp.path());
+  DOCTEST_CHECK(converted.mapped_parameters.empty());
+  DOCTEST_CHECK((converted.encoder->embed_tokens->weight.scalar_type() == torch::kFloat32));
+  // Same numbers either way: the mapped model embeds as the converted one
+  // rounded to bf16 does (the weights are identical bf16 values).
+  const auto copied = kalm::model::load_model(tmp.path(), as_bf16);
+  DOCTEST_CHECK(max_abs_diff(mapped.encoder->embed(ids, mask, Pooling::Mean),
+                             copied.encoder->embed(ids, mask, Pooling::Mean)) == 0.0);
+  // Writing to the mapped parameter (as training does) changes neither the
+  // file nor another model loaded from it.
+  mapped.encoder->embed_tokens->weight.mul_(2);
+  const auto again = kalm::model::load_model(tmp.path(), as_bf16);
+  DOCTEST_CHECK(torch::equal(again.encoder->embed_tokens->weight, stored));
+  DOCTEST_CHECK(torch::equal(kalm::model::tensor_from(kalm::io::SafetensorsFile::open(tmp.file("model.safetensors")),
+                                                      "embed_tokens.weight"),
+                             stored));
+  DOCTEST_CHECK(torch::equal(mapped.encoder->embed_tokens->weight, stored * 2));
+}

@@ -107,6 +107,13 @@ class MappedFile {
   const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Gives the whole pages inside [offset, offset + length) back to the kernel
+  // (madvise DONTNEED): they leave this process's resident memory and are read
+  // from the file again if touched. Only for bytes nothing will write to or
+  // keep a pointer into for long (a tensor already copied elsewhere): written
+  // (copy-on-write) pages would revert to the file's bytes. No-op for a pipe's
+  // bytes in memory.
+  void release_pages(std::size_t offset, std::size_t length) const;
 
  private:
   MappedFile() = default;
@@ -142,6 +149,9 @@ class SafetensorsFile {
   // keepalive() lives. Not necessarily aligned to the element size (files from
   // other writers may pack tensors at any offset).
   const std::uint8_t* data(const TensorInfo& info) const;
+  // MappedFile::release_pages for the tensor's bytes: after copying a weight to
+  // its parameter, so that loading keeps one copy of the model resident, not two.
+  void release_pages(const TensorInfo& info) const;
 
   // "__metadata__" (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

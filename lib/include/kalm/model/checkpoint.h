@@ -40,9 +40,18 @@ struct LoadedModel {
   SentenceTransformersConfig sentence_transformers;
   std::string weights_prefix;  // the name prefix found in the checkpoint ("" or "model." ...)
   Encoder encoder{nullptr};    // in eval mode, on options.device in options.dtype
+  // Parameters that share the checkpoint's mapped bytes instead of a copy
+  // (the token embedding on CPU when the file's dtype is the compute dtype).
+  std::vector<std::string> mapped_parameters;
 };
 
-// Loads `dir`. Throws ModelError (no config.json, no weights, a missing or
+// Loads `dir`. Memory: weights go to their parameters one tensor at a time,
+// converted straight to the compute dtype and device (no float32 copy of a
+// bf16 checkpoint), and each tensor's mapped pages are given back to the
+// kernel once copied, so the process holds about one copy of the model (on a
+// GPU: on the device, with little host memory); on CPU the token embedding
+// is used in place from the file's mapping (copy-on-write) when its dtype is
+// the compute dtype. Throws ModelError (no config.json, no weights, a missing or
 // misshapen tensor, embedding rows != vocab_size, unsupported config),
 // FormatError (malformed JSON or safetensors) or IoError, each naming the file
 // and, where there is one, the tensor (with expected and actual shapes).

@@ -34,6 +34,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -201,10 +202,14 @@ class EncoderImpl : public torch::nn::Module {
   // Every tensor transformers' base model holds, in transformers' order.
   std::vector<HfTensorSpec> hf_tensor_specs() const;
   // Copies tensors named as in hf_tensor_specs() (any floating dtype/device)
-  // into the parameters, converting dtype and device. Throws ModelError naming
-  // `source` and the tensor when one is missing or has the wrong shape.
-  void load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors,
-                       const std::string& source);
+  // into the parameters, converting dtype and device, one tensor at a time
+  // (no intermediate copy); `copied` (optional) is called with each name right
+  // after its copy, so a loader can drop the source's memory as it goes. A
+  // parameter that already shares its source's storage is left as it is.
+  // Throws ModelError naming `source` and the tensor when one is missing or has
+  // the wrong shape.
+  void load_hf_tensors(const std::map<std::string, torch::Tensor>& tensors, const std::string& source,
+                       const std::function<void(const std::string&)>& copied = {});
   // The parameters under transformers' names (q/k/v and gate/up split again),
   // as views or copies in the parameters' dtype and device.
   std::vector<std::pair<std::string, torch::Tensor>> hf_tensors() const;
