@@ -1,11 +1,18 @@
 #include "kalm/encode/embed_command.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <thread>
 
 #include "kalm/cli/progress.h"
+#include "kalm/core/launcher.h"
+#include "kalm/io/atomic_file.h"
 #include "kalm/encode/engine.h"
 #include "kalm/encode/model_embedder.h"
 #include "kalm/error.h"
@@ -71,6 +78,140 @@ std::int64_t count_records(const std::vector<std::string>& inputs, io::InputForm
   std::int64_t n = 0;
   while (source.next(record)) ++n;
   return n;
+}
+
+// ---- multi-process launches ------------------------------------------------
+
+struct MultiProcess {
+  int rank = 0, world = 1;
+  std::string output;   // the final output; parts live beside it
+  std::string run_key;  // what makes a part this run's: launcher run id, command, inputs
+  double timeout_s = 0;
+  std::string part_path(int r) const {
+    return output + ".part-" + std::to_string(r) + "-of-" + std::to_string(world);
+  }
+  std::string failed_path(int r) const { return part_path(r) + ".failed"; }
+};
+
+// The launch this process belongs to; world 1 without a launcher.
+MultiProcess multi_process(const EmbedOptions& o, const std::string& format, const std::string& command_line) {
+  const core::LaunchEnvironment launch = core::read_launch_environment(core::process_env);
+  MultiProcess mp;
+  if (!launch.world_size || *launch.world_size <= 1) return mp;
+  mp.world = *launch.world_size;
+  mp.rank = *launch.rank;
+  const std::string where = "a launch of " + std::to_string(mp.world) + " processes (" + launch.source + ")";
+  if (mp.rank >= mp.world)
+    throw UsageError(launch.rank_name + " " + std::to_string(mp.rank) + " is not below " + launch.world_name + " " +
+                     std::to_string(mp.world));
+  if (!o.shard.empty())
+    throw UsageError("--shard and " + where + " are exclusive: the launch already splits the corpus");
+  if (format != "safetensors" && format != "npy")
+    throw UsageError(where + " writes a safetensors or npy output (rank 0 joins the ranks' parts), not " + format);
+  if (io::is_stdio(o.output)) throw UsageError(where + " needs -o FILE: the ranks write their parts beside it");
+  if (!(o.dist_timeout > 0)) throw UsageError("--dist-timeout must be a positive number of seconds");
+  mp.output = o.output;
+  mp.timeout_s = o.dist_timeout;
+  // Parts of an earlier run (a killed one) must not pass for this run's.
+  std::string key = command_line;
+  for (const char* id : {"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID"})
+    if (const char* v = core::process_env(id)) key += std::string("|") + id + "=" + v;
+  for (const auto& in : o.inputs) {
+    struct stat st {};
+    if (::stat(in.c_str(), &st) == 0)
+      key += "|" + in + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec);
+  }
+  mp.run_key = key;
+  return mp;
+}
+
+void write_part(const MultiProcess& mp, const std::vector<float>& matrix, std::int64_t dim) {
+  const std::int64_t rows = dim > 0 ? static_cast<std::int64_t>(matrix.size()) / dim : 0;
+  io::SafetensorsWriter st;
+  st.add("embeddings", io::DType::F32, {rows, dim}, matrix.data(), matrix.size() * sizeof(float));
+  st.set_metadata("run_key", mp.run_key);
+  st.set_metadata("rank", std::to_string(mp.rank));
+  st.write(mp.part_path(mp.rank));
+}
+
+// Tells rank 0 at once that this rank failed (instead of letting it time out).
+void write_failure(const MultiProcess& mp, const std::string& message) {
+  try {
+    io::AtomicOutputFile out(mp.failed_path(mp.rank));
+    const std::string text = mp.run_key + "\n" + message + "\n";
+    out.write(text.data(), text.size());
+    out.commit();
+  } catch (const Error&) {
+    // Best effort: rank 0 then reports the missing part when it times out.
+  }
+}
+
+std::optional<std::string> read_failure(const MultiProcess& mp, int r) {
+  std::ifstream in(mp.failed_path(r));
+  std::string key, message;
+  if (!in || !std::getline(in, key) || key != mp.run_key) return std::nullopt;
+  std::getline(in, message);
+  return message;
+}
+
+// Rank 0: waits for every rank's part of this run, then interleaves their
+// chunks back into input order.
+std::vector<float> join_parts(const MultiProcess& mp, const std::vector<std::int64_t>& chunk_rows, std::int64_t dim) {
+  std::vector<std::optional<io::SafetensorsFile>> parts(static_cast<std::size_t>(mp.world));
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < mp.world; ++r) {
+    for (;;) {
+      if (auto failure = read_failure(mp, r))
+        throw IoError("rank " + std::to_string(r) + " of " + std::to_string(mp.world) + " failed: " + *failure);
+      if (::access(mp.part_path(r).c_str(), F_OK) == 0) {
+        io::SafetensorsFile file = io::SafetensorsFile::open(mp.part_path(r));
+        if (file.metadata_value("run_key") == mp.run_key) {
+          parts[static_cast<std::size_t>(r)] = std::move(file);
+          break;
+        }
+      }
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > mp.timeout_s)
+        throw IoError(display_name(mp.part_path(r)) + ": rank " + std::to_string(r) + "'s part of this run did not "
+                      "appear within --dist-timeout " + std::to_string(static_cast<long long>(mp.timeout_s)) + " s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  std::int64_t total = 0;
+  for (auto n : chunk_rows) total += n;
+  std::vector<float> joined;
+  joined.reserve(static_cast<std::size_t>(total * dim));
+  std::vector<std::int64_t> taken(static_cast<std::size_t>(mp.world), 0);  // rows used from each part
+  for (std::size_t c = 0; c < chunk_rows.size(); ++c) {
+    const int r = static_cast<int>(c % static_cast<std::size_t>(mp.world));
+    const io::SafetensorsFile& file = *parts[static_cast<std::size_t>(r)];
+    const io::TensorInfo& info = file.at("embeddings");
+    const std::int64_t have = info.shape.size() == 2 ? info.shape[0] : -1;
+    const std::int64_t width = info.shape.size() == 2 ? info.shape[1] : -1;
+    auto& from = taken[static_cast<std::size_t>(r)];
+    if (info.dtype != io::DType::F32 || width != dim || from + chunk_rows[c] > have)
+      throw FormatError(display_name(file.path()) + ": rank " + std::to_string(r) + "'s part does not hold its chunks "
+                        "of the input (a different input or model?)");
+    const float* data = reinterpret_cast<const float*>(file.data(info));
+    joined.insert(joined.end(), data + from * dim, data + (from + chunk_rows[c]) * dim);
+    from += chunk_rows[c];
+  }
+  for (int r = 0; r < mp.world; ++r) {
+    const io::TensorInfo& info = parts[static_cast<std::size_t>(r)]->at("embeddings");
+    if (taken[static_cast<std::size_t>(r)] != info.shape[0])
+      throw FormatError(display_name(parts[static_cast<std::size_t>(r)]->path()) + ": rank " + std::to_string(r) +
+                        "'s part has " + std::to_string(info.shape[0]) + " rows, its chunks of the input " +
+                        std::to_string(taken[static_cast<std::size_t>(r)]));
+  }
+  return joined;
+}
+
+void remove_parts(const MultiProcess& mp) {
+  for (int r = 0; r < mp.world; ++r) {
+    ::unlink(mp.part_path(r).c_str());
+    ::unlink(mp.failed_path(r).c_str());
+  }
 }
 
 struct Chunk {
@@ -177,6 +318,13 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
                  "safetensors and npy outputs")
       ->check(CLI::IsMember({"none", "int8", "uint8", "binary", "ubinary"}))
       ->group(cli::kGroupOutput);
+  app.add_option("--chunk-records", o.chunk_records,
+                 "Records tokenised and sorted by length together (under torchrun or Slurm, the unit handed to ranks)")
+      ->check(cli::positive_number())
+      ->group(cli::kGroupCompute);
+  app.add_option("--dist-timeout", o.dist_timeout,
+                 "Under torchrun or Slurm: seconds rank 0 waits for the other ranks' parts before it gives up")
+      ->group(cli::kGroupCompute);
   app.add_option("--quantize-ranges", o.quantize_ranges,
                  "int8/uint8: per-dimension [min; max] from this file (.npy [2, dim], or a kalm-embed int8/uint8 "
                  "safetensors output) instead of the corpus's own")
@@ -203,7 +351,22 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   add_compute_flags(app, o.batch_tokens, o.dtype, o.device);
 }
 
+namespace {
+void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& launch);
+}  // namespace
+
 void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
+  MultiProcess launch;  // filled in once known, for the failure notice
+  try {
+    embed_corpus(o, tool, launch);
+  } catch (const std::exception& e) {
+    if (launch.world > 1 && launch.rank != 0) write_failure(launch, e.what());
+    throw;
+  }
+}
+
+namespace {
+void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& launch) {
   const std::string format = resolve_output_format(o);
   const bool tokens_only = format == "tokens";
   if (o.model.empty()) throw UsageError("--model is required");
@@ -217,6 +380,13 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     throw UsageError("--quantize " + o.quantize + " needs a safetensors or npy output, not " + format);
   if (!o.quantize_ranges.empty() && !io::needs_ranges(quantization))
     throw UsageError("--quantize-ranges goes with --quantize int8 or uint8");
+
+  // A multi-process launch (torchrun, Slurm): rank r embeds chunks r, r + N,
+  // r + 2N, ... of the input (the very batches one process would run, so the
+  // bytes are the same), writes them to a part file beside the output, and
+  // rank 0 joins the parts in input order into the one output.
+  const MultiProcess mp = multi_process(o, format, tool.command_line());
+  launch = mp;
 
   // The shard's record range [first, last).
   std::int64_t first = 0, last = -1;
@@ -280,6 +450,8 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
 
   cli::Progress progress(tool.name(), "texts", std::nullopt, tool.common().quiet);
   std::int64_t texts = 0, tokens = 0, truncated = 0, index = 0;
+  std::int64_t chunk_index = 0;
+  std::vector<std::int64_t> chunk_rows;  // rows of every chunk, every rank's (for rank 0's join)
 
   RecordSource source(o.inputs, input_format);
   io::CorpusRecord record;
@@ -324,6 +496,8 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
       }
     }
     if (chunk.ids.empty()) continue;
+    chunk_rows.push_back(static_cast<std::int64_t>(chunk.ids.size()));
+    if (chunk_index++ % mp.world != mp.rank) continue;  // another rank's chunk
 
     // Tokenise the chunk's texts on all cores.
     std::vector<std::string> to_encode;
@@ -410,6 +584,16 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     progress.advance(chunk.ids.size());
   }
 
+  if (mp.world > 1) {
+    if (out_dim == 0) out_dim = model.dim > 0 && o.dim > 0 ? o.dim : model.dim;  // a rank with no chunk
+    write_part(mp, matrix, out_dim);
+    if (mp.rank != 0) {
+      progress.finish("rank " + std::to_string(mp.rank) + " of " + std::to_string(mp.world) + ": " +
+                      std::to_string(texts) + " texts written to " + mp.part_path(mp.rank));
+      return;
+    }
+    matrix = join_parts(mp, chunk_rows, out_dim);
+  }
   const std::int64_t rows = out_dim > 0 ? static_cast<std::int64_t>(matrix.size()) / out_dim : 0;
   std::vector<float> ranges;
   io::QuantizedMatrix quantized;
@@ -452,8 +636,10 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
     st.set_metadata("kalm_version", std::string(kVersion) + " (git " + kGitRevision + ")");
     st.set_metadata("command", tool.command_line());
     if (!o.shard.empty()) st.set_metadata("shard", o.shard);
+    if (mp.world > 1) st.set_metadata("processes", std::to_string(mp.world));
     st.write(o.output);
   }
+  if (mp.world > 1) remove_parts(mp);
 
   const double secs = progress.elapsed_seconds();
   char summary[256];
@@ -463,5 +649,7 @@ void run_embed(const EmbedOptions& o, const cli::Tool& tool) {
                 cli::format_rate(secs > 0 ? tokens / secs : 0).c_str());
   progress.finish(summary);
 }
+
+}  // namespace
 
 }  // namespace kalm::encode

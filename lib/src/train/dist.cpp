@@ -1,5 +1,7 @@
 #include "kalm/train/dist.h"
 
+#include "kalm/core/launcher.h"
+
 // KALM_HAVE_GLOO and KALM_HAVE_NCCL come from lib/CMakeLists.txt: set when
 // c10d's and Gloo's headers were found (pip torch wheels lack Gloo's), and
 // when LibTorch has CUDA and NCCL and nccl.h was found. ProcessGroupGloo.hpp
@@ -115,45 +117,24 @@ DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
   if (!(flags.timeout_s > 0) || !std::isfinite(flags.timeout_s))
     throw UsageError("--dist-timeout must be a positive number of seconds, got " + seconds_text(flags.timeout_s));
 
-  // The launcher's pair: RANK/WORLD_SIZE (torchrun), else Slurm's. A pair is
-  // taken whole so that a stray half of one never mixes with the other.
-  std::optional<long long> env_rank, env_world;
-  std::string env_source;
-  const bool have_torch = env("RANK") || env("WORLD_SIZE");
-  if (have_torch) {
-    env_rank = env_int(env, "RANK");
-    env_world = env_int(env, "WORLD_SIZE");
-    if (!env_rank || !env_world)
-      throw UsageError(std::string("the environment sets ") + (env_rank ? "RANK" : "WORLD_SIZE") + " but not " +
-                       (env_rank ? "WORLD_SIZE" : "RANK") + " (a launcher sets both)");
-    env_source = "RANK/WORLD_SIZE";
-  } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
-    env_rank = env_int(env, "SLURM_PROCID");
-    env_world = env_int(env, "SLURM_NTASKS");
-    env_source = "SLURM_PROCID/SLURM_NTASKS";
-  }
-
+  const core::LaunchEnvironment launch = core::read_launch_environment(env);
   if (flags.world_size) {
     d.world_size = *flags.world_size;
-  } else if (env_world) {
-    d.world_size = checked_int(*env_world, env_source == "RANK/WORLD_SIZE" ? "WORLD_SIZE" : "SLURM_NTASKS");
+  } else if (launch.world_size) {
+    d.world_size = *launch.world_size;
   }
   if (flags.rank) {
     d.rank = *flags.rank;
-  } else if (env_rank) {
-    d.rank = checked_int(*env_rank, env_source == "RANK/WORLD_SIZE" ? "RANK" : "SLURM_PROCID");
+  } else if (launch.rank) {
+    d.rank = *launch.rank;
   }
-  d.source = flags.world_size || flags.rank ? "flags" : env_source.empty() ? "default" : env_source;
+  d.source = flags.world_size || flags.rank ? "flags" : launch.source.empty() ? "default" : launch.source;
   if (d.world_size < 1) throw UsageError("--world-size must be >= 1, got " + std::to_string(d.world_size));
   if (d.rank < 0 || d.rank >= d.world_size)
     throw UsageError("the rank must lie in [0, world size), got rank " + std::to_string(d.rank) + " of " +
                      std::to_string(d.world_size) + " (from " + d.source + ")");
 
-  if (auto lr = env_int(env, "LOCAL_RANK")) {
-    d.local_rank = checked_int(*lr, "LOCAL_RANK");
-  } else if (auto sl = env_int(env, "SLURM_LOCALID")) {
-    d.local_rank = checked_int(*sl, "SLURM_LOCALID");
-  }
+  if (launch.local_rank) d.local_rank = *launch.local_rank;
 
   if (d.world_size == 1) return d;  // nothing to meet
   d.store_path = flags.store_path;

@@ -34,6 +34,7 @@ struct EmbedOptions {
   bool normalize = true;                       // L2-normalise the output rows
   std::string quantize = "none";               // none | int8 | uint8 | binary | ubinary (kalm/io/quantize.h)
   std::string quantize_ranges;                 // int8/uint8 ranges file; "" = the corpus's own
+  double dist_timeout = 1800;                  // multi-process launch: seconds rank 0 waits for the others' parts
   std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = resolve_max_length's rule
   bool truncate = true;                        // false: an over-long text is an error
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
