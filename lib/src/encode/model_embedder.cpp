@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "kalm/core/launcher.h"
 #include "kalm/error.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/config.h"
@@ -84,6 +85,9 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
   if (!fs::is_directory(model_dir)) throw ModelError(model_dir + ": no such model directory");
   model::LoadOptions options;
   options.device = model::parse_device(settings.device);
+  // Under torchrun or Slurm, plain "cuda" is the process's own GPU, as in kalm-train.
+  if (const auto local_rank = core::read_launch_environment(core::process_env).local_rank)
+    options.device = model::device_for_local_rank(options.device, *local_rank);
   options.dtype = model::parse_compute_dtype(settings.dtype);
   if (settings.dtype == "tf32") model::enable_tf32(options.device);
   if (!settings.attention.empty()) options.attention = model::parse_attention_mode(settings.attention);
