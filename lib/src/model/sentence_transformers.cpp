@@ -149,6 +149,17 @@ std::optional<std::int64_t> read_st_bert_config(const std::string& path) {
   if (detail::json_opt_bool(doc, "do_lower_case", ctx).value_or(false))
     throw ModelError(display_name(path) + ": do_lower_case is true (sentence-transformers lowercases every text), "
                      "which kalm does not implement; embeddings would differ from sentence-transformers'");
+  // sentence-transformers 6 saves modality_config; a "message" entry (written
+  // when the tokenizer has a chat template) makes it render every text through
+  // that template before tokenising, which kalm does not do.
+  JsonElement modalities;
+  if (doc.at_key("modality_config").get(modalities) == simdjson::SUCCESS && detail::json_is_object(modalities)) {
+    JsonElement message;
+    if (modalities.at_key("message").get(message) == simdjson::SUCCESS)
+      throw ModelError(display_name(path) + ": modality_config has \"message\": sentence-transformers renders every "
+                       "text through the tokenizer's chat template, which kalm does not implement, so embeddings would "
+                       "differ from sentence-transformers'; without that entry both embed the plain text");
+  }
   auto max_seq_length = detail::json_opt_int(doc, "max_seq_length", ctx);
   if (max_seq_length && *max_seq_length <= 0)
     throw ModelError(display_name(path) + ": max_seq_length must be a positive integer, got " +

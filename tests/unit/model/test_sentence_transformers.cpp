@@ -40,6 +40,11 @@ DOCTEST_TEST_CASE("sentence_bert_config.json: max_seq_length is read") {
     DOCTEST_CHECK(read_sentence_transformers(dir).max_seq_length == 24);
     DOCTEST_CHECK(read_max_seq_length(dir) == 24);
   }
+  DOCTEST_SUBCASE("sentence-transformers 6's text-only modality_config") {
+    write_file(path, "{\"max_seq_length\": 32, \"modality_config\": {\"text\": {\"method\": \"forward\", "
+                     "\"method_output_name\": \"last_hidden_state\"}}, \"module_output_name\": \"token_embeddings\"}");
+    DOCTEST_CHECK(read_max_seq_length(dir) == 32);
+  }
   DOCTEST_SUBCASE("an integral float, as some writers store sizes") {
     write_file(path, "{\"max_seq_length\": 8192.0}");
     DOCTEST_CHECK(read_max_seq_length(dir) == 8192);
@@ -78,6 +83,10 @@ DOCTEST_TEST_CASE("sentence_bert_config.json: bad values are ModelErrors naming 
       {"{\"max_seq_length\": true}", "max_seq_length: expected an integer"},
       {"{\"max_seq_length\": 24, \"do_lower_case\": \"no\"}", "do_lower_case: expected true or false"},
       {"[24]", "expected a JSON object"},
+      // sentence-transformers 6 with a chat-template tokenizer: texts go through the template.
+      {"{\"max_seq_length\": 512, \"modality_config\": {\"text\": {\"method\": \"forward\"}, "
+       "\"message\": {\"method\": \"forward\", \"format\": \"flat\"}}}",
+       "modality_config has \"message\": sentence-transformers renders every text through the tokenizer's chat template"},
   };
   for (const Case& c : cases) {
     DOCTEST_CAPTURE(c.text);
