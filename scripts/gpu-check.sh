@@ -82,6 +82,12 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 mkdir -p /tmp/kalm-cuda
 step cuda_parity 120 "$py" "$out/cuda_parity.py" "$build/tools/kalm-embed" tests/fixtures/models_v5 /tmp/kalm-cuda
+# Issue 15's figures: kalm-embed against sentence-transformers on this GPU, same texts (short and long),
+# 0.5B shape, bf16 and f32. Needs the real Qwen3 tokenizer: carry .oracle/tokenizers/qwen3 (11 MB).
+for dtype in bf16 f32; do
+  step "embed_st_$dtype" 300 "$py" bench/embed/st_peer.py --kalm-embed "$build/tools/kalm-embed" \
+    --tokenizer-dir .oracle/tokenizers/qwen3 --device cuda --dtype "$dtype" --st-batch 256 --short 20000 --long 2000
+done
 # Issue 14's figures: kalm-train tokens/s against the GPU's measured bf16 matmul rate (0.5B shape, batch 32 and
 # batch 256 with GradCache), and a CUDA resume that must give the same bytes.
 step train_bench 420 bench/gpu/train.sh "$build" "$py" "$out/train-bench"

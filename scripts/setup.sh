@@ -31,8 +31,10 @@ packages=(
   # the virtual environment for PyTorch and the oracles (tests and benchmarks only)
   python3 python3-venv
   # the default experiment: its driver, data, plots
-  make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa gnuplot-nox
-  # a man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs
+  make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa dict-freedict-eng-deu
+  dict-freedict-eng-ita dict-freedict-eng-nld dict-freedict-eng-por dict-freedict-eng-swe gnuplot-nox
+  # Makefile.pipeline (a task's instruction from instructions.json) and a
+  # man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs
   jq
 )
 

@@ -88,7 +88,12 @@ final_dir=$(label_dir soup)
   echo
   echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown CPU)) by examples/pipeline/report.sh from \`$out\`."
   echo "Every score is kalm-eval's main metric x 100 on a held-out task (never trained on; see examples/wordnet/README.md)."
-  echo "Models are scored without task instructions (they were trained without them)."
+  if [ "${INSTRUCT:-no}" = yes ]; then
+    echo "Models were trained with task instructions on their queries (KaLM's template; the mean pooling averages them with the query)."
+    echo "Every stage is scored with the tasks' instructions on its queries, as KaLM models are evaluated; the \`-noinstr\` columns score the same models on queries without instructions."
+  else
+    echo "Models are trained and scored without task instructions (INSTRUCT=no)."
+  fi
   echo
   echo "## Every stage"
   echo

@@ -1,19 +1,23 @@
 # FreeDict English-X (dictd text, decompressed) -> a bitext training group and
 # the held-out part of the fd-bitext evaluation task. Run by prepare.sh:
-#   awk -v T=DIR -v LANG_=fra -v HELDFILE=DIR/wn-held.txt -f json.awk -f freedict.awk \
+#   awk -v T=DIR -v LANG_=fra [-v EVERY=k] -v HELDFILE=DIR/wn-held.txt -f json.awk -f freedict.awk \
 #       freedict-eng-fra.dict
 # Writes DIR/train/fd-eng-LANG_.jsonl, DIR/eval/fd-bitext/eng-LANG_.jsonl and
 # DIR/counts.LANG_.
 #
 # An entry is a headword line `word /ipa/` followed by translation lines,
 # either one line of comma-separated alternatives or senses numbered `1. x`.
-# The first alternative of the first sense is the translation.
+# The first alternative of the first sense is the translation, without the
+# grammar and domain labels of the Ding-derived sets (eng-deu: `Aal <masc>`,
+# `[coll.] Aalmolche <pl> [zool.]`). EVERY=k keeps every k-th entry (in file
+# order, before the split) of a set too large for the experiment's budget.
 #
 # Split: an entry is held out when (sum over the headword's bytes of byte value
 # x 1-based position) % 10 == 3.
 
 BEGIN {
-  json_init(); STARTED = 0
+  json_init(); STARTED = 0; ENTRY = 0
+  if (EVERY == "") EVERY = 1
   # Held-out WordNet texts never reach a training file, from any source.
   if (HELDFILE != "") while ((getline line < HELDFILE) > 0) HELDTEXT[line] = 1
 }
@@ -27,6 +31,7 @@ function held(w,    i, h) {
 function finish(    w, t) {
   if (HW == "" || TR == "") { HW = ""; return }
   w = HW; t = TR; HW = ""
+  if (ENTRY++ % EVERY != 0) return
   if (held(w)) {
     # Evaluation pairs: one gold target per source, and no pair a copy could
     # solve (Amsterdam -> Amsterdam).
@@ -57,6 +62,7 @@ function finish(    w, t) {
   if (TR != "") next
   t = $0
   sub(/^ *[0-9]+\. */, "", t)
+  gsub(/<[^>]*>/, "", t); gsub(/\[[^]]*\]/, "", t); gsub(/\{[^}]*\}/, "", t)
   c = index(t, ","); if (c) t = substr(t, 1, c - 1)
   t = norm(t)
   if (t != "") TR = t

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The default experiment's data, converted from dictionaries Debian ships:
-# WordNet 3.0 (wordnet-base), GCIDE (dict-gcide), FreeDict eng-fra and eng-spa
-# (dict-freedict-eng-fra, dict-freedict-eng-spa). See README.md.
+# WordNet 3.0 (wordnet-base), GCIDE (dict-gcide), FreeDict English to French,
+# Spanish, German, Italian, Dutch, Portuguese and Swedish
+# (dict-freedict-eng-{fra,spa,deu,ita,nld,por,swe}). See README.md.
 #
 #   examples/wordnet/prepare.sh OUT_DIR
 #
@@ -25,10 +26,17 @@ wn=${WORDNET_DIR:-/usr/share/wordnet}
 dictd=${DICTD_DIR:-/usr/share/dictd}
 awk=${AWK:-awk}
 start=$(date +%s)
+# FreeDict pair sets: language code, then keep every k-th entry (eng-deu has
+# 447,000 entries, 50 times the others: a tenth of it still gives German the
+# largest share of the bitext pairs without crowding out the rest).
+freedict="fra:1 spa:1 deu:10 ita:1 nld:1 por:1 swe:1"
+packages="wordnet-base dict-gcide"
+for entry in $freedict; do packages="$packages dict-freedict-eng-${entry%%:*}"; done
 
-for f in "$wn/data.noun" "$wn/data.verb" "$wn/data.adj" "$wn/data.adv" \
-         "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
-  [ -r "$f" ] || { echo "$prog: error: cannot read $f (install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)" >&2; exit 1; }
+inputs="$wn/data.noun $wn/data.verb $wn/data.adj $wn/data.adv $dictd/gcide.dict.dz"
+for entry in $freedict; do inputs="$inputs $dictd/freedict-eng-${entry%%:*}.dict.dz"; done
+for f in $inputs; do
+  [ -r "$f" ] || { echo "$prog: error: cannot read $f (install $packages)" >&2; exit 1; }
 done
 for c in zstd gzip "$awk"; do
   command -v "$c" >/dev/null 2>&1 || { echo "$prog: error: $c not found" >&2; exit 1; }
@@ -51,8 +59,10 @@ lib="$here/json.awk"
 # GCIDE and FreeDict are independent of each other: run them side by side.
 gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -f "$lib" -f "$here/gcide.awk" &
 gcide_pid=$!
-for l in fra spa; do
-  gzip -dc "$dictd/freedict-eng-$l.dict.dz" | "$awk" -v T="$tmp" -v LANG_=$l -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
+for entry in $freedict; do
+  l=${entry%%:*}
+  gzip -dc "$dictd/freedict-eng-$l.dict.dz" |
+    "$awk" -v T="$tmp" -v LANG_=$l -v EVERY=${entry#*:} -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
 done
 wait $gcide_pid
 gcide_pid=
@@ -62,8 +72,8 @@ cat >"$tmp/eval/fd-bitext/task.json" <<'EOF'
   "type": "bitext",
   "name": "fd-bitext",
   "instruction": "Retrieve the translation of a word",
-  "splits": ["eng-fra", "eng-spa"],
-  "languages": ["eng-Latn", "fra-Latn", "spa-Latn"]
+  "splits": ["eng-fra", "eng-spa", "eng-deu", "eng-ita", "eng-nld", "eng-por", "eng-swe"],
+  "languages": ["eng-Latn", "fra-Latn", "spa-Latn", "deu-Latn", "ita-Latn", "nld-Latn", "por-Latn", "swe-Latn"]
 }
 EOF
 cat >"$tmp/eval/suite.txt" <<'EOF'
@@ -86,7 +96,12 @@ cat >"$tmp/instructions.json" <<'EOF'
   "wn-synonym": "Given a word, retrieve a synonym",
   "wn-lexname": "Classify the semantic category of a dictionary definition",
   "fd-eng-fra": "Given an English word, retrieve its French translation",
-  "fd-eng-spa": "Given an English word, retrieve its Spanish translation"
+  "fd-eng-spa": "Given an English word, retrieve its Spanish translation",
+  "fd-eng-deu": "Given an English word, retrieve its German translation",
+  "fd-eng-ita": "Given an English word, retrieve its Italian translation",
+  "fd-eng-nld": "Given an English word, retrieve its Dutch translation",
+  "fd-eng-por": "Given an English word, retrieve its Portuguese translation",
+  "fd-eng-swe": "Given an English word, retrieve its Swedish translation"
 }
 EOF
 
@@ -95,10 +110,10 @@ for f in "$tmp"/train/*.jsonl; do
   zstd -q -T1 -9 --rm "$f" -o "$f.zst"
 done
 
-for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname fd-eng-fra fd-eng-spa; do
+for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname $(for e in $freedict; do printf 'fd-eng-%s ' "${e%%:*}"; done); do
   [ -s "$tmp/train/$t.jsonl.zst" ] || { echo "$prog: error: no records for $t" >&2; exit 1; }
 done
-counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" "$tmp/counts.fra" "$tmp/counts.spa")
+counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" $(for e in $freedict; do printf '%s ' "$tmp/counts.${e%%:*}"; done))
 rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt"
 
 # Replace the previous outputs only now that the new ones are complete.

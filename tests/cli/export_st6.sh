@@ -21,25 +21,32 @@ fx="$src/tests/fixtures"
 import json, sys
 texts = ["what does the cat do", "the dog runs in the park", "  two  spaces ", "line\nbreak\tand tab",
          "<s> a bird </s> sings <unk>", "\u2581the\u2581fish", "Ünïcödé ßtraße 東京 ok",
-         " ".join(["a horse eats green grass"] * 12)]
+         " ".join(["a horse eats green grass"] * 30)]
 with open(sys.argv[1], "w") as f:
     for i, t in enumerate(texts):
         f.write(json.dumps({"id": f"t{i}", "text": t}, ensure_ascii=False) + "\n")
 PY
 
 gemma_config="$fx/models_v5/gemma3_causal_last_left/config.json"
-for spec in qwen2:causal:last:bpe qwen2:bidirectional:mean:bpe gemma3:causal:last:bpe \
-            gemma3:bidirectional:mean:unigram; do
-  IFS=: read -r arch attention pooling kind <<<"$spec"
+# The fifth field: true, or false for a model trained with --include-prompt
+# false (its queries pool without their instruction; sentence-transformers must
+# then leave the prompt out of the mean as kalm-embed does).
+for spec in qwen2:causal:last:bpe:true qwen2:bidirectional:mean:bpe:true gemma3:causal:last:bpe:true \
+            gemma3:bidirectional:mean:unigram:true qwen2:bidirectional:mean:bpe:false; do
+  IFS=: read -r arch attention pooling kind include_prompt <<<"$spec"
   name="${arch}_${attention}_${pooling}_${kind}"
+  qlen=24
+  # The instruction alone is ~30 tokens of a 300-piece vocabulary: the query needs room after it.
+  [ "$include_prompt" = false ] && name="${name}_noprompt" && qlen=64
   vocab=300
   [ "$kind" = unigram ] && vocab=64
   config="$fx/train/tiny_qwen2.json"
   [ "$arch" = gemma3 ] && config="$gemma_config"
   expect_rc 0 "$train" "$fx/train/toy" --init-config "$config" --train-tokenizer "$vocab" \
     --tokenizer-model "$kind" --instructions "$fx/train/instructions.json" --stage finetune --num-negatives 2 --batch-size 8 \
-    --max-steps 3 --lr 1e-3 --query-max-length 24 --passage-max-length 24 --threads 1 -q \
-    --attention "$attention" --pooling "$pooling" -o "$tmp/$name" || continue
+    --max-steps 3 --lr 1e-3 --query-max-length "$qlen" --passage-max-length 24 --threads 1 -q \
+    --attention "$attention" --pooling "$pooling" --include-prompt "$include_prompt" -o "$tmp/$name" || continue
+  expect_grep "\"include_prompt\": $include_prompt" "$tmp/$name/1_Pooling/config.json"
   files="tokenizer.json tokenizer_config.json"
   [ "$kind" = unigram ] && files="$files tokenizer.model"
   for f in $files; do
@@ -52,11 +59,11 @@ for spec in qwen2:causal:last:bpe qwen2:bidirectional:mean:bpe gemma3:causal:las
   expect_rc 0 "$embed" -q -m "$tmp/$name" --output-format tokens "$tmp/texts.jsonl" -o "$tmp/$name.ids.jsonl"
   expect_rc 0 "$embed" -q -m "$tmp/$name" "$tmp/texts.jsonl" -o "$tmp/$name.plain.npy"
   expect_rc 0 "$embed" -q -m "$tmp/$name" --prompt retrieval "$tmp/texts.jsonl" -o "$tmp/$name.retrieval.npy"
-  expect_rc 0 "$py" - "$tmp/$name" "$tmp/texts.jsonl" "$tmp/$name" "$kind" <<'PY'
+  expect_rc 0 "$py" - "$tmp/$name" "$tmp/texts.jsonl" "$tmp/$name" "$kind" "$include_prompt" <<'PY'
 import json, sys
 import numpy as np
 from sentence_transformers import SentenceTransformer
-model_dir, texts_path, out, kind = sys.argv[1:5]
+model_dir, texts_path, out, kind, include_prompt = sys.argv[1:6]
 texts = [json.loads(l)["text"] for l in open(texts_path)]
 st = SentenceTransformer(model_dir, device="cpu")
 # Token ids: what sentence-transformers feeds the model (its tokenizer, truncated
@@ -73,6 +80,8 @@ else:
     assert type(st.tokenizer).__name__ == "Qwen2Tokenizer", type(st.tokenizer).__name__
 # Embeddings, plain and with the export's retrieval prompt.
 assert "retrieval" in st.prompts, st.prompts
+pooling = st[1]
+assert pooling.include_prompt == (include_prompt == "true"), pooling.include_prompt
 for variant, kw in (("plain", {}), ("retrieval", {"prompt_name": "retrieval"})):
     want = st.encode(texts, batch_size=4, convert_to_numpy=True, **kw)
     got = np.load(f"{out}.{variant}.npy")

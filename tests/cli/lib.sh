@@ -41,9 +41,9 @@ finish() {
 # (WordNet and the dictd files; WORDNET_DIR / DICTD_DIR override) are installed.
 require_dictionaries() {
   local wn=${WORDNET_DIR:-/usr/share/wordnet} dictd=${DICTD_DIR:-/usr/share/dictd} f
-  for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
+  for f in "$wn/data.noun" "$dictd/gcide.dict.dz" $(for l in fra spa deu ita nld por swe; do echo "$dictd/freedict-eng-$l.dict.dz"; done); do
     if [ ! -r "$f" ]; then
-      echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
+      echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-{fra,spa,deu,ita,nld,por,swe})"
       exit 77
     fi
   done

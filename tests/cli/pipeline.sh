@@ -14,7 +14,7 @@ expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" -j2 || tail -20 "$tmp/out" "
 report="$out/report/report.md"
 checks=$((checks + 1))
 if [ ! -s "$report" ]; then echo "FAIL: no report"; failures=$((failures + 1)); else cat "$report"; fi
-for stage in bm25 untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup; do
+for stage in bm25 untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
   expect_grep "^\| task \| split \| metric \|.* $stage \|" "$report" "report header ($stage)"
 done
 for task in gcide-define wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
@@ -45,6 +45,17 @@ if [ "$(ls "$out"/filtered/*.rejects.jsonl.zst "$out"/mined-*/*.rejects.jsonl.zs
   echo "FAIL: rejects files missing"; failures=$((failures + 1))
 fi
 
+# The final model at its stable path: the soup.
+checks=$((checks + 1))
+if [ "$(readlink "$out/final")" != "models/$(basename "$(ls -d "$out"/models/*-soup | head -1)")" ] ||
+   [ ! -f "$out/final/model.safetensors" ]; then
+  echo "FAIL: $out/final is not the soup: $(ls -l "$out/final")"; failures=$((failures + 1))
+fi
+expect_grep "trained with task instructions" "$report" "report states the instructions"
+# Mining embedded each task's queries with that task's instruction (.meta.json).
+expect_grep '"instruction": "Given a word or a list of synonyms' "$(ls "$out"/mined-*/wn-lemma-def.jsonl.zst.meta.json | head -1)" \
+  "mining's instruction"
+
 # Nothing changed: nothing to do.
 expect_rc 0 make -q -f Makefile.pipeline "${knobs[@]}"
 # One knob changed: the distillation (and what follows) reruns, pre-training does not.
@@ -56,7 +67,7 @@ expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
 
 # The ablation target: fine-tune variants, one column each.
 expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" ablation -j2 || tail -20 "$tmp/out" "$tmp/err"
-for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal; do
+for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal keep-duplicates; do
   expect_grep "^\| task .* ablate-$variant \|" "$report" "ablation column $variant"
 done
 finish

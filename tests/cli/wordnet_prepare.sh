@@ -6,9 +6,10 @@
 # bad input fails cleanly. Skips (77) when the dictionaries are not installed.
 wn=${WORDNET_DIR:-/usr/share/wordnet}
 dictd=${DICTD_DIR:-/usr/share/dictd}
-for f in "$wn/data.noun" "$dictd/gcide.dict.dz" "$dictd/freedict-eng-fra.dict.dz" "$dictd/freedict-eng-spa.dict.dz"; do
+langs="fra spa deu ita nld por swe"
+for f in "$wn/data.noun" "$dictd/gcide.dict.dz" $(for l in $langs; do echo "$dictd/freedict-eng-$l.dict.dz"; done); do
   if [ ! -r "$f" ]; then
-    echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa)"
+    echo "SKIP: $f missing (apt install wordnet-base dict-gcide dict-freedict-eng-{$(echo $langs | tr ' ' ,)})"
     exit 77
   fi
 done
@@ -38,7 +39,9 @@ def jsonl(path):
 want = {"wn-lemma-def": ("retrieval", 90000, 120000), "wn-example-def": ("retrieval", 35000, 50000),
         "wn-related-def": ("retrieval", 70000, 100000), "wn-synonym": ("retrieval", 100000, 140000),
         "wn-lexname": ("classification", 90000, 115000), "fd-eng-fra": ("bitext", 7000, 8800),
-        "fd-eng-spa": ("bitext", 4500, 5900)}
+        "fd-eng-spa": ("bitext", 4500, 5900), "fd-eng-deu": ("bitext", 38000, 42000),
+        "fd-eng-ita": ("bitext", 3500, 4500), "fd-eng-nld": ("bitext", 6000, 7700),
+        "fd-eng-por": ("bitext", 6500, 8300), "fd-eng-swe": ("bitext", 4000, 5500)}
 assert sorted(os.listdir(f"{out}/train")) == sorted(t + ".jsonl.zst" for t in want), os.listdir(f"{out}/train")
 instructions = json.load(open(f"{out}/instructions.json"))
 assert sorted(instructions) == sorted(want) and all(instructions.values()), instructions
@@ -138,10 +141,13 @@ print(f"  eval wn-sts: {len(sts)} pairs, scores {min(scores)}..{max(scores)}")
 assert 1000 <= len(sts) <= 1500 and 0 < min(scores) < 1 and 4 < max(scores) < 5
 assert all(sum(1 for s in scores if b <= s < b + 1) >= 150 for b in range(5)), "score range not covered"
 assert {r["sentence1"] for r in sts} | {r["sentence2"] for r in sts} <= held
-for lang in ("fra", "spa"):
+for lang in ("fra", "spa", "deu", "ita", "nld", "por", "swe"):
     bt = jsonl(f"{out}/eval/fd-bitext/eng-{lang}.jsonl")
     print(f"  eval fd-bitext eng-{lang}: {len(bt)} pairs")
-    assert 400 <= len(bt) <= 900 and len({r["sentence2"] for r in bt}) == len(bt)
+    assert (4000 <= len(bt) <= 4600 if lang == "deu" else 400 <= len(bt) <= 900), (lang, len(bt))
+    assert len({r["sentence2"] for r in bt}) == len(bt)
+    # Ding's grammar and domain labels (<masc>, [zool.]) are not part of a translation.
+    assert not any(c in r["sentence2"] for r in bt for c in "<>{}"), lang
     assert not {r["sentence1"] for r in bt} & train_queries[f"fd-eng-{lang}"], "held-out headword in training"
 PYEOF
 then echo "FAIL: prepared files"; failures=$((failures + 1)); fi
@@ -151,7 +157,7 @@ then echo "FAIL: prepared files"; failures=$((failures + 1)); fi
 expect_rc 0 "$prep" "$tmp/a"
 (cd "$tmp/a" && find . -type f | sort | xargs sha256sum) >"$tmp/b.sha"
 checks=$((checks + 1))
-if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 31 ]; then
+if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 41 ]; then
   echo "FAIL: two runs differ (or a file is missing or left over)"; diff "$tmp/a.sha" "$tmp/b.sha" | head -5
   failures=$((failures + 1))
 fi
@@ -185,7 +191,7 @@ d = sys.argv[1]
 assert sorted(os.listdir(d)) == sorted(t + ".json" for t in ("gcide-define", "wn-define", "wn-lexname-cls",
     "wn-lexname-clu", "wn-pair", "wn-rerank", "wn-sts", "fd-bitext")), os.listdir(d)
 r = {f[:-5]: json.load(open(os.path.join(d, f))) for f in os.listdir(d)}
-assert sorted(r["fd-bitext"]["scores"]) == ["eng-fra", "eng-spa"]
+assert sorted(r["fd-bitext"]["scores"]) == sorted(["eng-fra", "eng-spa", "eng-deu", "eng-ita", "eng-nld", "eng-por", "eng-swe"])
 bm25 = {t: r[t]["bm25"]["test"]["main_score"] for t in ("gcide-define", "wn-define", "wn-rerank")}
 print("  BM25:", bm25)
 # The headword never occurs in its GCIDE definition, so BM25 has little to go on.

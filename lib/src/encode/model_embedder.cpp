@@ -126,6 +126,10 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
 std::int64_t prompt_pool_skip(const LoadedEmbedder& embedder, const text::Tokenizer& tokenizer,
                               const std::string& prompt) {
   if (embedder.include_prompt || prompt.empty()) return 0;
+  return prompt_token_count(tokenizer, prompt);
+}
+
+std::int64_t prompt_token_count(const text::Tokenizer& tokenizer, const std::string& prompt) {
   // sentence-transformers 6 (Transformer._get_prompt_length): the prompt alone,
   // tokenised with the special tokens the tokenizer adds (a leading BOS counts),
   // less a trailing special token (an EOS the post-processor appends).

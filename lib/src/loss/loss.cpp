@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <string_view>
+#include <unordered_map>
 #include <sstream>
 #include <utility>
 
@@ -272,6 +274,28 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
   }
   bt.group_cols = bt.targets.unsqueeze(1) + torch::arange(bt.g, long_opts).unsqueeze(0);
 
+  // False negatives: copies of a row's positive leave that row.
+  double masked_duplicates = 0;
+  if (batch.duplicates.defined()) {
+    const auto& dup = batch.duplicates;
+    if (dup.dim() != 2 || dup.size(0) != bt.b || dup.size(1) != bt.n || dup.scalar_type() != torch::kBool)
+      throw UsageError("loss: duplicates must be a [B, B·G] = [" + std::to_string(bt.b) + ", " +
+                       std::to_string(bt.n) + "] bool tensor (got " + sizes_of(dup) + " " +
+                       std::string(c10::toString(dup.scalar_type())) + ")");
+    if (options.mask_duplicates) {
+      if (dup.is_cpu()) {
+        const torch::Tensor c = dup.contiguous();
+        masked_duplicates = static_cast<double>(std::count(c.data_ptr<bool>(), c.data_ptr<bool>() + c.numel(), true));
+      } else {
+        masked_duplicates = dup.sum().item<double>();
+      }
+      if (masked_duplicates > 0) {
+        auto on_device = model::upload(dup, device).logical_and(bt.pos_onehot.logical_not());
+        bt.masked = bt.masked.defined() ? bt.masked.logical_or(on_device) : on_device;
+      }
+    }
+  }
+
   if (batch.teacher_scores.defined()) {
     const auto& t = batch.teacher_scores;
     if (t.dim() != 2 || t.size(0) != bt.b || t.size(1) != bt.g)
@@ -351,7 +375,42 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
   if (kl_sum.defined()) out.components["kl"] = kl_sum;
   out.metrics["synthetic_negatives"] =
       torch::full({}, static_cast<double>(bt.mixing ? bt.synthetic : 0), q.options().requires_grad(false));
+  out.metrics["masked_duplicates"] = torch::full({}, masked_duplicates, q.options().requires_grad(false));
   return out;
+}
+
+torch::Tensor duplicate_positives(const std::vector<std::string>& passage_texts, std::int64_t group_size) {
+  if (group_size < 1) throw UsageError("duplicate_positives: group size must be >= 1 (got " + std::to_string(group_size) + ")");
+  const auto n = static_cast<std::int64_t>(passage_texts.size());
+  if (n % group_size != 0)
+    throw UsageError("duplicate_positives: " + std::to_string(n) + " passages are not groups of " +
+                     std::to_string(group_size));
+  const std::int64_t b = n / group_size;
+  // Text -> the first column holding it, then each column's text class; a
+  // row's duplicates are the other columns of its positive's class.
+  std::unordered_map<std::string_view, std::int64_t> first_column;
+  first_column.reserve(static_cast<std::size_t>(n));
+  std::vector<std::int64_t> text_class(static_cast<std::size_t>(n));
+  std::vector<std::int64_t> class_size(static_cast<std::size_t>(n), 0);
+  for (std::int64_t c = 0; c < n; ++c) {
+    auto [it, inserted] = first_column.emplace(passage_texts[static_cast<std::size_t>(c)], c);
+    text_class[static_cast<std::size_t>(c)] = it->second;
+    ++class_size[static_cast<std::size_t>(it->second)];
+  }
+  bool any = false;
+  for (std::int64_t i = 0; i < b && !any; ++i)
+    any = class_size[static_cast<std::size_t>(text_class[static_cast<std::size_t>(i * group_size)])] > 1;
+  if (!any) return {};
+  auto mask = torch::zeros({b, n}, torch::TensorOptions().dtype(torch::kBool));
+  auto acc = mask.accessor<bool, 2>();
+  for (std::int64_t i = 0; i < b; ++i) {
+    const std::int64_t own = i * group_size;
+    const std::int64_t cls = text_class[static_cast<std::size_t>(own)];
+    if (class_size[static_cast<std::size_t>(cls)] < 2) continue;
+    for (std::int64_t c = 0; c < n; ++c)
+      if (c != own && text_class[static_cast<std::size_t>(c)] == cls) acc[i][c] = true;
+  }
+  return mask;
 }
 
 bool in_batch_negatives_for_type(std::string_view type) {

@@ -146,6 +146,16 @@ std::string apply_query_template(const std::string& instruction_template, const 
   return out;
 }
 
+std::string query_prompt(const std::string& instruction_template, const std::string& instruction) {
+  const std::string kq = "{query}", ki = "{instruction}";
+  auto pq = instruction_template.find(kq);
+  if (pq == std::string::npos || pq + kq.size() != instruction_template.size()) return {};
+  std::string prefix = instruction_template.substr(0, pq);
+  auto pi = prefix.find(ki);
+  if (pi == std::string::npos) return {};
+  return prefix.replace(pi, ki.size(), instruction);
+}
+
 Dataset load_dataset(const DataOptions& options) {
   if (options.inputs.empty()) throw UsageError("no training data: give at least one JSONL file or directory");
   apply_query_template(options.instruction_template, "", "");  // validates the template early
@@ -174,6 +184,7 @@ Dataset load_dataset(const DataOptions& options) {
       Example ex;
       if (instruction && !instruction->empty()) {
         ex.query = apply_query_template(options.instruction_template, *instruction, record.query);
+        ex.prompt = query_prompt(options.instruction_template, *instruction);
         data.instructions.emplace(task, *instruction);
       } else {
         ex.query = record.query;

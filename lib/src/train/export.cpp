@@ -35,7 +35,7 @@ void write_sentence_transformers_files(const std::string& dir, const SentenceTra
        << "  \"pooling_mode_max_tokens\": false,\n  \"pooling_mode_mean_sqrt_len_tokens\": false,\n"
        << "  \"pooling_mode_weightedmean_tokens\": false,\n"
        << "  \"pooling_mode_lasttoken\": " << flag(spec.pooling == model::Pooling::LastToken) << ",\n"
-       << "  \"include_prompt\": true\n}\n";
+       << "  \"include_prompt\": " << flag(spec.include_prompt) << "\n}\n";
   write_text_file(dir + "/1_Pooling/config.json", pool.str());
   write_text_file(dir + "/sentence_bert_config.json",
                   "{\"max_seq_length\": " + std::to_string(spec.max_seq_length) + ", \"do_lower_case\": false}\n");

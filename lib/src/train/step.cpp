@@ -87,6 +87,7 @@ TokenBatch slice_rows(const TokenBatch& batch, std::int64_t begin, std::int64_t 
   longest = std::min(longest, batch.ids.size(1));
   out.mask = batch.mask.slice(0, begin, end).slice(1, 0, longest).contiguous();
   out.ids = batch.ids.slice(0, begin, end).slice(1, 0, longest).contiguous();
+  if (!batch.pool_from.empty()) out.pool_from.assign(batch.pool_from.begin() + begin, batch.pool_from.begin() + end);
   return out;
 }
 
@@ -140,6 +141,7 @@ struct PackedTokens {
   torch::Tensor ids;      // [padded tokens] int64 (pads 0)
   torch::Tensor mask;     // [padded tokens] int64 (1 token, 0 pad)
   torch::Tensor order;    // [N] int64: input row at packed position k
+  torch::Tensor pool_mask;  // [padded tokens] int64: the tokens pooled; undefined = mask
 };
 
 // parts are concatenated in order (queries, then passages): input row i of
@@ -163,14 +165,30 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
   packed.plan = plan_calls(lengths, options);
   const auto n = static_cast<std::int64_t>(lengths.size());
   const std::int64_t total = packed.plan.padded_tokens();
+  // Rows that pool only part of their tokens (include_prompt=false) need a
+  // pooling mask of their own; the usual batch has none.
+  std::vector<std::int64_t> pool_from;
+  bool partial_pooling = false;
+  for (const TokenBatch* part : parts) {
+    if (!part->pool_from.empty() && part->pool_from.size() != static_cast<std::size_t>(part->ids.size(0)))
+      throw InternalError("TokenBatch: " + std::to_string(part->pool_from.size()) + " pool starts for " +
+                          std::to_string(part->ids.size(0)) + " rows");
+    for (std::int64_t i = 0; i < part->ids.size(0); ++i) {
+      const std::int64_t from = part->pool_from.empty() ? 0 : part->pool_from[static_cast<std::size_t>(i)];
+      if (from > 0) partial_pooling = true;
+      pool_from.push_back(from);
+    }
+  }
 
   const torch::Device device = encoder.device();
   auto options_host = torch::TensorOptions().dtype(torch::kLong);
   if (device.is_cuda()) options_host = options_host.pinned_memory(true);
-  torch::Tensor host = torch::zeros({2 * total + n}, options_host);
+  const std::int64_t regions = partial_pooling ? 3 : 2;
+  torch::Tensor host = torch::zeros({regions * total + n}, options_host);
   std::int64_t* ids = host.data_ptr<std::int64_t>();
   std::int64_t* mask = ids + total;
   std::int64_t* order = mask + total;
+  std::int64_t* pool_mask = partial_pooling ? order + n : nullptr;
   // Contiguous host copies of each part's ids, read row by row below.
   std::vector<torch::Tensor> part_ids;
   for (const TokenBatch* part : parts) part_ids.push_back(part->ids.to(torch::kCPU, torch::kLong).contiguous());
@@ -198,6 +216,13 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
         dst[j] = src[j];
         dst_mask[j] = 1;
       }
+      if (pool_mask) {
+        const std::int64_t from = pool_from[static_cast<std::size_t>(row)];
+        if (from >= len)
+          throw UsageError("model input: sequence " + std::to_string(row) + " has " + std::to_string(len) +
+                           " tokens, all of them prompt, which the pooling leaves out (include_prompt=false)");
+        std::fill(pool_mask + offset + r * call.length + from, pool_mask + offset + r * call.length + len, 1);
+      }
     }
     offset += call.rows * call.length;
   }
@@ -205,6 +230,7 @@ PackedTokens pack_tokens(const model::EncoderImpl& encoder, const std::vector<co
   packed.ids = on_device.narrow(0, 0, total);
   packed.mask = on_device.narrow(0, total, total);
   packed.order = on_device.narrow(0, 2 * total, n);
+  if (partial_pooling) packed.pool_mask = on_device.narrow(0, 2 * total + n, total);
   return packed;
 }
 
@@ -214,7 +240,11 @@ torch::Tensor embed_call(const model::EncoderImpl& encoder, const PackedTokens& 
   const auto& call = packed.plan.calls[c];
   const torch::Tensor mask = packed.mask.narrow(0, packed.offsets[c], call.rows * call.length).view({call.rows, call.length});
   const torch::Tensor hidden = encoder.forward_from_embeddings(call_tokens.view({call.rows, call.length, -1}), mask);
-  return model::pool(hidden, mask, pooling, model::EmptyRows::kCheckedByCaller);
+  const torch::Tensor pooled_tokens =
+      packed.pool_mask.defined()
+          ? packed.pool_mask.narrow(0, packed.offsets[c], call.rows * call.length).view({call.rows, call.length})
+          : mask;
+  return model::pool(hidden, pooled_tokens, pooling, model::EmptyRows::kCheckedByCaller);
 }
 
 // Every row, in packed order, one forward per call. With a graph, the table
@@ -322,14 +352,17 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
 
 TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
                        bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,
-                       std::int64_t query_max_length, std::int64_t passage_max_length) {
+                       std::int64_t query_max_length, std::int64_t passage_max_length,
+                       const PromptTokenCount& prompt_tokens) {
   std::vector<std::string> queries, passages, query_sources, passage_sources, types;
+  std::vector<std::int64_t> query_pool_from;
   std::vector<double> scores;
   for (auto index : indices) {
     auto group = sample_group(data, index, num_negatives, with_scores, rng);
     const Example& ex = data.examples[index];
     queries.push_back(std::move(group.query));
     query_sources.push_back(ex.source + " (query)");
+    if (prompt_tokens) query_pool_from.push_back(ex.prompt.empty() ? 0 : prompt_tokens(ex.prompt));
     for (auto& p : group.passages) {
       passages.push_back(std::move(p));
       passage_sources.push_back(ex.source + " (passage)");
@@ -343,6 +376,15 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
   }
   TrainBatch batch;
   batch.queries = tokenize_batch(tokenizer, queries, query_max_length, query_sources);
+  if (std::any_of(query_pool_from.begin(), query_pool_from.end(), [](std::int64_t n) { return n > 0; })) {
+    for (std::size_t i = 0; i < query_pool_from.size(); ++i)
+      if (query_pool_from[i] >= batch.queries.lengths[i])
+        throw FormatError(query_sources[i] + ": the query's " + std::to_string(batch.queries.lengths[i]) +
+                          " tokens (--query-max-length " + std::to_string(query_max_length) +
+                          ") are all instruction, which the pooling leaves out (include_prompt=false): nothing "
+                          "of the query is left to pool");
+    batch.queries.pool_from = std::move(query_pool_from);
+  }
   batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources);
   batch.query_texts = std::move(queries);
   batch.passage_texts = std::move(passages);
@@ -350,6 +392,7 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
   batch.passage_sources = std::move(passage_sources);
   batch.info.group_size = 1 + std::max<std::int64_t>(0, num_negatives);
   batch.info.in_batch = loss::in_batch_mask(types, torch::kCPU);
+  batch.info.duplicates = loss::duplicate_positives(batch.passage_texts, batch.info.group_size);
   if (with_scores)
     batch.info.teacher_scores = torch::tensor(scores, torch::kDouble)
                                     .reshape({static_cast<std::int64_t>(indices.size()), batch.info.group_size});

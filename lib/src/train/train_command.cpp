@@ -95,6 +95,11 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "(SentencePiece); without --train-tokenizer it has no effect")
       ->check(CLI::IsMember({"bpe", "unigram"}))
       ->group(cli::kGroupModel);
+  app.add_option("--include-prompt", o.include_prompt,
+                 "false: queries pool without their instruction prefix, as sentence-transformers' include_prompt "
+                 "(written to 1_Pooling/config.json, so kalm-embed and sentence-transformers embed the same way); "
+                 "default: the --init model's setting, true for a new model")
+      ->group(cli::kGroupModel);
   app.add_option("--pooling", o.pooling, "mean, last or cls")
       ->check(CLI::IsMember({"mean", "last", "cls"}))
       ->group(cli::kGroupModel);
@@ -200,6 +205,10 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_flag("--mix-gradient", f.mix_gradient,
                "Let gradient flow through the synthetic negatives into the negatives they mix (default: constants)")
       ->group(kLoss);
+  app.add_flag("--keep-duplicate-negatives", f.keep_duplicate_negatives,
+               "Score a passage identical to a query's positive as its negative (default: such copies, e.g. "
+               "one definition that is the positive of two queries in a batch, are left out of that row)")
+      ->group(kLoss);
   app.add_flag("--focal-detach", o.loss.focal_detach,
                "Stop gradient through the focal weight (1-p)^gamma (a constant per row); default: it flows")
       ->group(kLoss);
@@ -261,6 +270,7 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   if (!f.mix.empty()) o.mix = parse_mix(f.mix);
   if (f.no_grad_clip) o.max_grad_norm.reset();
   o.loss.mix_detach = !f.mix_gradient;
+  o.loss.mask_duplicates = !f.keep_duplicate_negatives;
   o.loss.distill_scope = f.distill_scope == "in-batch" ? loss::DistillScope::kInBatch : loss::DistillScope::kGroup;
   if (!f.matryoshka_dims.empty()) {
     o.loss.matryoshka_dims = parse_list<std::int64_t>(f.matryoshka_dims, "--matryoshka-dims");

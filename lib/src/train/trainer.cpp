@@ -26,6 +26,7 @@
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/device.h"
 #include "kalm/model/tensor_io.h"
+#include "kalm/encode/model_embedder.h"
 #include "kalm/text/tokenizer.h"
 #include "kalm/train/dist.h"
 #include "kalm/train/export.h"
@@ -238,18 +239,6 @@ void slice_texts(TrainBatch& batch, std::int64_t begin, std::int64_t end, std::i
   cut(batch.passage_sources, begin * g, end * g);
 }
 
-// The sentence-transformers prompt of an instruction: the template up to
-// {query}, which must end it (otherwise no prefix prompt can express it).
-std::string prompt_of(const std::string& instruction_template, const std::string& instruction) {
-  const std::string kq = "{query}", ki = "{instruction}";
-  auto pq = instruction_template.find(kq);
-  if (pq == std::string::npos || pq + kq.size() != instruction_template.size()) return {};
-  std::string prefix = instruction_template.substr(0, pq);
-  auto pi = prefix.find(ki);
-  if (pi == std::string::npos) return {};
-  return prefix.replace(pi, ki.size(), instruction);
-}
-
 class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {}
@@ -273,6 +262,13 @@ class Trainer {
   bool bf16_ = false;
   torch::Device device_{torch::kCPU};
   model::Pooling pooling_ = model::Pooling::Mean;
+  // include_prompt=false: queries pool without their instruction prefix,
+  // whose token count per prompt text is measured once (read-only after set-up,
+  // so the prefetch thread may read it).
+  bool include_prompt_ = true;
+  bool model_include_prompt_ = true;  // the --init / resumed model's (a new one pools everything)
+  std::map<std::string, std::int64_t> prompt_token_counts_;
+  void set_up_prompt_pooling();
   Schedule schedule_ = Schedule::kLinear;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::string tokenizer_dir_;
@@ -352,7 +348,9 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     tokenizer_dir_ = resume_dir;
     tokenizer_in_checkpoint_ = true;
     tokenizer_ = text::load_tokenizer(resume_dir);
-    encoder_ = model::load_model(resume_dir, lo).encoder;
+    auto loaded = model::load_model(resume_dir, lo);
+    encoder_ = loaded.encoder;
+    model_include_prompt_ = loaded.sentence_transformers.include_prompt;
   } else {
     if (o_.train_tokenizer) {
       tokenizer_dir_ = (fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : ""))).string();
@@ -366,7 +364,7 @@ void Trainer::prepare_model(const std::string& resume_dir) {
       // The instructions reach the model as query prefixes: their pieces
       // (and characters such as the template's newline) belong in the vocabulary.
       for (const auto& [task, instruction] : data_.instructions) {
-        auto prompt = prompt_of(o_.data.instruction_template, instruction);
+        auto prompt = query_prompt(o_.data.instruction_template, instruction);
         if (!prompt.empty()) texts.push_back(std::move(prompt));
       }
       const std::string max_length = std::to_string(std::max(o_.query_max_length, o_.passage_max_length));
@@ -408,7 +406,9 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     }
     tokenizer_ = text::load_tokenizer(tokenizer_dir_);
     if (!o_.init.empty()) {
-      encoder_ = model::load_model(o_.init, lo).encoder;
+      auto loaded = model::load_model(o_.init, lo);
+      encoder_ = loaded.encoder;
+      model_include_prompt_ = loaded.sentence_transformers.include_prompt;
       // A model may have more rows than its tokenizer has ids (padding), never fewer.
       const auto vocab = static_cast<std::int64_t>(tokenizer_->vocab_size());
       if (vocab > encoder_->config().vocab_size)
@@ -462,15 +462,27 @@ void Trainer::seed_embeddings(const model::EncoderImpl& donor, const std::string
   encoder_->norm->weight.copy_(donor.norm->weight);
 }
 
+void Trainer::set_up_prompt_pooling() {
+  for (const auto& ex : data_.examples) {
+    if (ex.prompt.empty() || prompt_token_counts_.count(ex.prompt)) continue;
+    // Measured as kalm-embed and sentence-transformers measure it at inference.
+    prompt_token_counts_.emplace(ex.prompt, encode::prompt_token_count(*tokenizer_, ex.prompt));
+  }
+  if (prompt_token_counts_.empty() && !data_.instructions.empty())
+    throw UsageError("--include-prompt false: the instruction template '" + o_.data.instruction_template +
+                     "' does not end with {query}, so the instruction is no prefix the pooling could leave out");
+}
+
 void Trainer::write_model_files(const std::string& dir) {
   model::save_model(dir, *encoder_);
   copy_tokenizer_files(tokenizer_dir_, dir);
   SentenceTransformersExport st;
   st.pooling = pooling_;
+  st.include_prompt = include_prompt_;
   st.dimension = encoder_->hidden_size();
   st.max_seq_length = std::max(o_.query_max_length, o_.passage_max_length);
   for (const auto& [task, instruction] : data_.instructions) {
-    auto prompt = prompt_of(o_.data.instruction_template, instruction);
+    auto prompt = query_prompt(o_.data.instruction_template, instruction);
     if (!prompt.empty()) st.prompts[task] = prompt;
   }
   write_sentence_transformers_files(dir, st);
@@ -573,6 +585,8 @@ TrainResult Trainer::run() {
     teacher_ = std::make_unique<Teacher>(o_.teacher, o_.query_max_length, o_.passage_max_length, device_.str());
   if (o_.matryoshka_from_recipe) loss::set_recipe_matryoshka(loss_, encoder_->hidden_size());
   loss::validate_options(loss_);
+  include_prompt_ = o_.include_prompt.value_or(model_include_prompt_);
+  if (!include_prompt_) set_up_prompt_pooling();
 
   batches_per_epoch_ = static_cast<std::int64_t>(plan_epoch(data_, global_batching_, o_.seed, 0).batches.size());
   const std::int64_t total =
@@ -637,11 +651,14 @@ TrainResult Trainer::run() {
     }
     return plan;
   };
-  auto build_micro_batch = [this](std::shared_ptr<const EpochPlan> epoch_plan, std::int64_t micro) {
+  PromptTokenCount prompt_tokens;
+  if (!include_prompt_)
+    prompt_tokens = [this](const std::string& prompt) { return prompt_token_counts_.at(prompt); };
+  auto build_micro_batch = [this, prompt_tokens](std::shared_ptr<const EpochPlan> epoch_plan, std::int64_t micro) {
     const std::int64_t epoch = micro / batches_per_epoch_, b = micro % batches_per_epoch_;
     auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
     return build_batch(data_, epoch_plan->batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
-                       *tokenizer_, o_.query_max_length, o_.passage_max_length);
+                       *tokenizer_, o_.query_max_length, o_.passage_max_length, prompt_tokens);
   };
   // The next micro-batch, sampled and tokenised on a background thread while
   // the device runs this one (prefetch_); its errors surface when it is taken.

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "kalm/error.h"
 #include "kalm/loss/loss.h"
 #include "reference.h"
 
@@ -194,4 +195,68 @@ DOCTEST_TEST_CASE("lower precision inputs are computed in float32") {
                               group_of(2), o)
                      .total.item<double>();
   DOCTEST_CHECK(bf.item<double>() == doctest::Approx(rounded).epsilon(1e-5));
+}
+
+// False negatives: a copy of a row's positive elsewhere in the batch.
+DOCTEST_TEST_CASE("duplicate_positives marks the other copies of each row's positive") {
+  using kalm::loss::duplicate_positives;
+  DOCTEST_SUBCASE("no copies: no mask at all") {
+    DOCTEST_CHECK_FALSE(duplicate_positives({"a", "x", "b", "y"}, 2).defined());
+  }
+  DOCTEST_SUBCASE("a hard negative equal to another row's positive is not a copy of any own positive") {
+    // Row 0's negative equals row 1's positive: row 1's mask marks column 1.
+    auto m = duplicate_positives({"a", "b", "b", "y"}, 2);
+    DOCTEST_REQUIRE(m.defined());
+    DOCTEST_CHECK(m.sizes() == torch::IntArrayRef({2, 4}));
+    DOCTEST_CHECK(m.sum().item<std::int64_t>() == 1);
+    DOCTEST_CHECK(m[1][1].item<bool>());
+    DOCTEST_CHECK_FALSE(m[1][2].item<bool>());  // the positive's own column never
+  }
+  DOCTEST_SUBCASE("two rows with the same positive mask each other's, pre-training layout (G = 1)") {
+    auto m = duplicate_positives({"d", "e", "d"}, 1);
+    DOCTEST_REQUIRE(m.defined());
+    auto expected = torch::tensor({0, 0, 1, 0, 0, 0, 1, 0, 0}, torch::kLong).view({3, 3}).to(torch::kBool);
+    DOCTEST_CHECK(torch::equal(m, expected));
+  }
+  DOCTEST_SUBCASE("passages that are not whole groups are refused") {
+    DOCTEST_CHECK_THROWS_AS(duplicate_positives({"a", "b", "c"}, 2), kalm::UsageError);
+  }
+}
+
+DOCTEST_TEST_CASE("InfoNCE leaves copies of a row's positive out of that row") {
+  auto o = plain_options(1.0);
+  // The hand case with p2- a copy of p1+ (same text): row 1 loses column 3.
+  auto p = hand_p().clone();
+  p[3][0] = 1.0;
+  p[3][1] = 0.0;
+  BatchInfo info = group_of(2);
+  info.duplicates = kalm::loss::duplicate_positives({"one", "x", "two", "one"}, 2);
+  DOCTEST_REQUIRE(info.duplicates.defined());
+  // Row 1: cosines [1, 0.6, 0, (1 masked)]; row 2: [0, 0.8, 1, 0] (unchanged: not its positive's copy).
+  const double l1 = std::log(std::exp(1.0) + std::exp(0.6) + 1.0) - 1.0;
+  const double l2 = std::log(1.0 + std::exp(0.8) + std::exp(1.0) + 1.0) - 1.0;
+  auto out = compute_loss(hand_q(), p, info, o);
+  DOCTEST_CHECK(out.total.item<double>() == doctest::Approx((l1 + l2) / 2).epsilon(1e-14));
+  DOCTEST_CHECK(out.metrics.at("masked_duplicates").item<double>() == 1.0);
+  // Row 1's positive ties the copy, which no longer counts against it.
+  DOCTEST_CHECK(out.metrics.at("accuracy").item<double>() == 1.0);
+
+  auto keep = o;
+  keep.mask_duplicates = false;
+  auto kept = compute_loss(hand_q(), p, info, keep);
+  const double l1_kept = std::log(std::exp(1.0) + std::exp(0.6) + 1.0 + std::exp(1.0)) - 1.0;
+  DOCTEST_CHECK(kept.total.item<double>() == doctest::Approx((l1_kept + l2) / 2).epsilon(1e-14));
+  DOCTEST_CHECK(kept.metrics.at("masked_duplicates").item<double>() == 0.0);
+  DOCTEST_CHECK(kept.metrics.at("accuracy").item<double>() == 0.5);
+
+  // Focal weights and the in-group policy see the same mask.
+  auto focal = o;
+  focal.focal_gamma = 1.0;
+  auto f = compute_loss(hand_q(), p, info, focal);
+  const double w1 = 1.0 - std::exp(-l1), w2 = 1.0 - std::exp(-l2);
+  DOCTEST_CHECK(f.total.item<double>() == doctest::Approx((w1 * l1 + w2 * l2) / 2).epsilon(1e-12));
+
+  BatchInfo bad = group_of(2);
+  bad.duplicates = torch::zeros({2, 3}, torch::kBool);
+  DOCTEST_CHECK_THROWS_AS(compute_loss(hand_q(), p, bad, o), kalm::UsageError);
 }

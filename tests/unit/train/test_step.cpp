@@ -153,6 +153,49 @@ DOCTEST_TEST_CASE("embed_for_training: bad input is refused on the host, naming 
                                "model input: sequence 4 of the batch has no tokens", kalm::UsageError);
 }
 
+DOCTEST_TEST_CASE("embed_for_training: pool_from leaves leading tokens out of the pooling, not out of attention") {
+  for (auto pooling : {kalm::model::Pooling::Mean, kalm::model::Pooling::LastToken}) {
+    DOCTEST_SUBCASE(std::string(kalm::model::pooling_name(pooling)).c_str()) {
+      auto config = tiny_config(1);
+      kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Causal);
+      encoder->init_parameters(3);
+      const std::int64_t rows = 23;
+      auto batch = scrambled_batch(rows, config.vocab_size);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const std::int64_t len = batch.mask[i].sum().item<std::int64_t>();
+        batch.pool_from.push_back(i % 3 == 0 ? 0 : (i % len));  // 0 .. len - 1
+      }
+      CallOptions calls;
+      calls.max_tokens = 40;
+      const auto packed = embed_for_training(*encoder, batch, pooling, calls);
+      for (std::int64_t i = 0; i < rows; ++i) {
+        const std::int64_t len = batch.mask[i].sum().item<std::int64_t>();
+        const auto ids = batch.ids.slice(0, i, i + 1).slice(1, 0, len);
+        const auto mask = batch.mask.slice(0, i, i + 1).slice(1, 0, len);
+        auto pool_mask = mask.clone();
+        pool_mask.slice(1, 0, batch.pool_from[static_cast<std::size_t>(i)]).zero_();
+        const auto expected = kalm::model::pool(encoder->forward(ids, mask), pool_mask, pooling);
+        DOCTEST_CHECK((packed[i] - expected[0]).abs().max().item<double>() < 1e-5);
+      }
+      // A row whose tokens are all prompt has nothing to pool.
+      batch.pool_from[5] = batch.mask[5].sum().item<std::int64_t>();
+      DOCTEST_CHECK_THROWS_AS(embed_for_training(*encoder, batch, pooling, calls), kalm::UsageError);
+    }
+  }
+  // Mean pooling without the first tokens differs from pooling them.
+  auto config = tiny_config(0);
+  kalm::model::Encoder encoder(config, kalm::model::AttentionMode::Bidirectional);
+  encoder->init_parameters(3);
+  auto batch = scrambled_batch(4, config.vocab_size);  // lengths 1, 8, 6, 4
+  const auto all = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean);
+  batch.pool_from = {0, 2, 0, 0};
+  const auto part = embed_for_training(*encoder, batch, kalm::model::Pooling::Mean);
+  DOCTEST_CHECK(torch::equal(all[0], part[0]));
+  DOCTEST_CHECK((all[1] - part[1]).abs().max().item<double>() > 1e-3);
+  const auto sliced = slice_rows(batch, 1, 3);
+  DOCTEST_CHECK(sliced.pool_from == std::vector<std::int64_t>{2, 0});
+}
+
 DOCTEST_TEST_CASE("slice_rows: rows and lengths of a range, trimmed to its longest row, on the host") {
   const auto batch = scrambled_batch(6, 50);  // lengths 1, 8, 6, 4, 2, 9
   const auto lengths_in = std::vector<std::int64_t>{1, 8, 6, 4, 2, 9};

@@ -72,6 +72,10 @@ LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSetting
 std::int64_t prompt_pool_skip(const LoadedEmbedder& embedder, const text::Tokenizer& tokenizer,
                               const std::string& prompt);
 
+// A prompt's token count as sentence-transformers 6 measures it for
+// include_prompt=false (and kalm-train's --include-prompt false with it).
+std::int64_t prompt_token_count(const text::Tokenizer& tokenizer, const std::string& prompt);
+
 // Only the tokenizer (for --output-format tokens). Throws ModelError.
 std::unique_ptr<text::Tokenizer> load_tokenizer_only(const std::string& model_dir);
 

@@ -12,6 +12,10 @@
 //     A row without in-batch negatives (BatchInfo::in_batch[i] false) keeps only
 //     its own group's G columns: the others are -inf before the softmax, which
 //     equals FlagEmbedding's in-group-only B × G loss with target 0.
+//     A column whose passage is a copy of row i's positive (BatchInfo::
+//     duplicates) is -inf in row i too when mask_duplicates is on: the same
+//     text is not a negative of itself (a false negative, e.g. two queries of
+//     one batch with the same definition as positive).
 //     Synthetic columns appear only in their own query's row (equivalent to
 //     -inf in every other row; they are not materialised there).
 //   target: column i·G (the query's positive).
@@ -101,6 +105,9 @@ struct LossOptions {
   double student_temperature = 0.05;  // τ_s
   DistillScope distill_scope = DistillScope::kGroup;  // [I]
   bool distill_only = false;          // total = α·KL (the "KL only" ablation); needs teacher scores
+  // False negatives: columns of BatchInfo::duplicates are left out of their
+  // rows (as sentence-transformers' and FlagEmbedding's duplicate masking).
+  bool mask_duplicates = true;
 };
 
 // What the loss needs to know about the batch besides the embeddings.
@@ -109,7 +116,16 @@ struct BatchInfo {
   torch::Tensor in_batch;        // [B] bool: row uses in-batch negatives; undefined = all rows do
   torch::Tensor teacher_scores;  // [B, G] floating raw teacher similarities (pos first);
                                  // undefined = no distillation
+  torch::Tensor duplicates;      // [B, B·G] bool: column c holds the same text as row i's positive
+                                 // (never the positive's own column); undefined = none
 };
+
+// The duplicates mask of a batch from its passages' texts (B·G, group-major,
+// positive first in each group): column c of row i is true when passage c is
+// identical to row i's positive and is not that positive. Undefined when no
+// row has a duplicate (the common case costs no mask). Throws UsageError when
+// the count is not a multiple of group_size.
+torch::Tensor duplicate_positives(const std::vector<std::string>& passage_texts, std::int64_t group_size);
 
 struct LossOutput {
   torch::Tensor total;  // 0-dim, differentiable: call backward() on it
@@ -122,7 +138,9 @@ struct LossOutput {
   // "p_pos" mean softmax probability of the positive (synthetic negatives
   // included), "accuracy" fraction of rows whose positive scores strictly above
   // every real (non-synthetic, unmasked) negative, "focal_weight" mean w_i.
-  // Plus "synthetic_negatives": K per row actually used (0 when mixing is off).
+  // Plus "synthetic_negatives": K per row actually used (0 when mixing is off),
+  // and "masked_duplicates": columns left out as copies of a row's positive,
+  // summed over the batch (0 without BatchInfo::duplicates or mask_duplicates).
   std::map<std::string, torch::Tensor> metrics;
 };
 

@@ -47,6 +47,7 @@ namespace kalm::train {
 
 struct Example {
   std::string query;                  // instruction already applied
+  std::string prompt;                 // the instruction's prefix of query ("" = none, or not a prefix)
   std::vector<std::string> pos;       // at least one
   std::vector<std::string> neg;
   std::vector<double> pos_scores;     // empty or one per pos
@@ -76,6 +77,10 @@ Dataset load_dataset(const DataOptions& options);
 // UsageError when either placeholder is missing.
 std::string apply_query_template(const std::string& instruction_template, const std::string& instruction,
                                  const std::string& query);
+
+// The sentence-transformers prompt of an instruction: the template up to
+// {query}, which must end it ("" otherwise: no prefix prompt can express it).
+std::string query_prompt(const std::string& instruction_template, const std::string& instruction);
 
 struct BatchingOptions {
   std::int64_t batch_size = 48;     // B, groups per contrastive batch

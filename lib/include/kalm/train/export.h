@@ -17,6 +17,7 @@ namespace kalm::train {
 
 struct SentenceTransformersExport {
   model::Pooling pooling = model::Pooling::Mean;
+  bool include_prompt = true;                  // false: prompts are left out of the pooling
   std::int64_t dimension = 0;                  // word_embedding_dimension (hidden size)
   std::int64_t max_seq_length = 512;           // sentence_bert_config.json
   std::map<std::string, std::string> prompts;  // name -> prefix text ("query", task names, ...)

@@ -32,6 +32,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -53,6 +55,10 @@ struct TokenBatch {
   // Tokens of each row (the mask's row sums), kept on the host so that
   // packing and slicing never read a device tensor. Empty = derive from mask.
   std::vector<std::int64_t> lengths;
+  // Per row, the leading tokens the pooling leaves out (the instruction of a
+  // query under sentence-transformers' include_prompt=false; attention still
+  // sees them). Empty = every token is pooled.
+  std::vector<std::int64_t> pool_from;
 };
 
 // Tokenises `texts` (special tokens added, truncated to max_length) and pads
@@ -146,9 +152,15 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
 // records' types, teacher scores [B, 1 + M] float64 when with_scores; left
 // undefined otherwise). The texts and their sources are kept in the batch.
 // Throws what sample_group, tokenize_batch and loss::in_batch_mask throw.
+// prompt_tokens: when set (include_prompt=false), each query's pool_from is
+// the token count of its instruction prefix (Example::prompt) as
+// prompt_tokens measures it; a query whose tokens are all prompt is a
+// FormatError naming its source.
+using PromptTokenCount = std::function<std::int64_t(const std::string& prompt)>;
 TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
                        bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,
-                       std::int64_t query_max_length, std::int64_t passage_max_length);
+                       std::int64_t query_max_length, std::int64_t passage_max_length,
+                       const PromptTokenCount& prompt_tokens = {});
 
 enum class Schedule {
   kLinear,    // linear warm-up, then linear decay to 0 (HF get_linear_schedule_with_warmup)

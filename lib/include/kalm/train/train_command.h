@@ -25,6 +25,7 @@ struct TrainFlags {
   std::string matryoshka_dims;     // "896,512,..."; "" = the recipe's for the hidden size
   std::string matryoshka_weights;  // "1,0.3,..."
   bool no_grad_clip = false;
+  bool keep_duplicate_negatives = false;
   bool mix_gradient = false;       // --mix-gradient: options.loss.mix_detach = false
   DistFlags dist;                  // --world-size/--rank/--dist-store/--dist-timeout, resolved with the environment
   CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)

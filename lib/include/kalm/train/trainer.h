@@ -80,6 +80,10 @@ struct TrainOptions {
   // cheaper one (a size ladder).
   std::string init_embeddings;
   std::string pooling = "mean";              // mean | last | cls
+  // sentence-transformers' include_prompt: false = queries pool without their
+  // instruction prefix (exported in 1_Pooling/config.json); unset = the
+  // --init / resumed model's setting (true for a new model)
+  std::optional<bool> include_prompt;
   std::string attention;                     // causal | bidirectional; "" = the model's
   std::string dtype = "f32";                 // compute: f32, or bf16 (autocast; weights stay f32)
   // Where the model, its gradients and the optimiser state live: cpu, cuda or
