@@ -17,7 +17,7 @@ if [ ! -s "$report" ]; then echo "FAIL: no report"; failures=$((failures + 1)); 
 for stage in bm25 untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
   expect_grep "^\| task \| split \| metric \|.* $stage \|" "$report" "report header ($stage)"
 done
-for task in gcide-define wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
+for task in gcide-define gcide-wn-paraphrase wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
   expect_grep "^\| $task \| [a-z-]+ \| [a-z_0-9]+ \| [0-9.]+ \|" "$report" "report row ($task)"
 done
 # Every stage scored: no '-' in the full-width table except BM25's column.

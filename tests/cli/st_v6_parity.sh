@@ -108,4 +108,40 @@ for name in ("noprompt", "withprompt"):
 assert np.abs(scores["noprompt"] - scores["withprompt"]).max() > 1e-3, scores
 PY
 
+# kalm-eval pools instructed queries the same way: its scores from the model
+# equal its scores from kalm-embed's instructed embeddings (which equal
+# sentence-transformers' above), metric for metric.
+task="$tmp/task"
+mkdir -p "$task/qrels"
+"$py" - "$tmp/groups.jsonl" "$fx/texts.jsonl" "$task" <<'PY'
+import json, sys
+groups, texts, task = sys.argv[1:4]
+rows = [json.loads(l) for l in open(groups)]
+with open(f"{task}/queries.jsonl", "w") as q, open(f"{task}/corpus.jsonl", "w") as c, \
+        open(f"{task}/qrels/test.tsv", "w") as r:
+    r.write("query-id\tcorpus-id\tscore\n")
+    for i, g in enumerate(rows):
+        q.write(json.dumps({"id": f"q{i}", "text": g["query"]}) + "\n")
+        c.write(json.dumps({"id": f"d{i}", "text": g["pos"][0]}) + "\n")
+        r.write(f"q{i}\td{i}\t1\n")
+    for j, l in enumerate(open(texts)):
+        c.write(json.dumps({"id": f"t{j}", "text": json.loads(l)["text"]}) + "\n")
+json.dump({"type": "retrieval", "name": "toy", "instruction": "Given a query"}, open(f"{task}/task.json", "w"))
+PY
+model="$fx/qwen2_causal_mean_noprompt"
+expect_rc 0 "$KALM_BIN/kalm-eval" -q -m "$model" "$task" --output-dir "$tmp/eval-model"
+expect_rc 0 "$embed" -q -m "$model" --instruction "Given a query" "$task/queries.jsonl" -o "$tmp/eq.safetensors"
+expect_rc 0 "$embed" -q -m "$model" "$task/corpus.jsonl" -o "$tmp/ec.safetensors"
+expect_rc 0 "$KALM_BIN/kalm-eval" -q "$task" --query-embeddings "$tmp/eq.safetensors" \
+  --corpus-embeddings "$tmp/ec.safetensors" --output-dir "$tmp/eval-emb"
+expect_rc 0 "$py" - "$tmp/eval-model/toy.json" "$tmp/eval-emb/toy.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f))["scores"]["test"][0] for f in sys.argv[1:3])
+keys = [k for k in a if isinstance(a[k], float)]
+assert len(keys) > 10, keys
+bad = {k: (a[k], b[k]) for k in keys if abs(a[k] - b[k]) > 1e-6}
+assert not bad, bad
+print("kalm-eval: instructed scores from the include_prompt=false model equal those from its embeddings:", len(keys), "metrics")
+PY
+
 finish

@@ -85,7 +85,7 @@ print(f"  {nheld} held-out synsets, {len(held)} held-out texts, none in {len(tra
 
 # Evaluation tasks.
 suite = [l.strip() for l in open(f"{out}/eval/suite.txt") if l.strip() and not l.startswith("#")]
-assert suite == ["gcide-define", "wn-define", "wn-lexname-cls", "wn-lexname-clu", "wn-pair", "wn-rerank",
+assert suite == ["gcide-define", "gcide-wn-paraphrase", "wn-define", "wn-lexname-cls", "wn-lexname-clu", "wn-pair", "wn-rerank",
                  "wn-sts", "fd-bitext"], suite
 for t in suite:
     assert json.load(open(f"{out}/eval/{t}/task.json"))["instruction"], t
@@ -110,6 +110,12 @@ for q, d, _ in qrels:
     assert len(text.split()) >= 3, text
     assert not re.search(r"[\[\]{}\\]|1913 Webster", text), text
     assert hw.lower() not in re.sub(r"[^a-z0-9']+", " ", " " + text.lower() + " ").split(" ") or " " in hw, (hw, text)
+# Definition paraphrase: a GCIDE definition (never trained on) -> the WordNet
+# definition of its headword's only sense, a held-out one, among every WordNet
+# definition.
+corpus, queries, qrels = retrieval("gcide-wn-paraphrase", 1500, 2000, 100000, 117659)
+assert all(corpus[d] in held for _, d, _ in qrels)
+assert not set(queries.values()) & train_texts
 corpus, queries, qrels = retrieval("wn-define", 2000, 3000, 7000, 8300)
 assert set(corpus.values()) <= held
 
@@ -157,7 +163,7 @@ then echo "FAIL: prepared files"; failures=$((failures + 1)); fi
 expect_rc 0 "$prep" "$tmp/a"
 (cd "$tmp/a" && find . -type f | sort | xargs sha256sum) >"$tmp/b.sha"
 checks=$((checks + 1))
-if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 41 ]; then
+if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 45 ]; then
   echo "FAIL: two runs differ (or a file is missing or left over)"; diff "$tmp/a.sha" "$tmp/b.sha" | head -5
   failures=$((failures + 1))
 fi
@@ -181,14 +187,14 @@ cp "$src/tests/fixtures/tokenizers/tiny_bytelevel/"tokenizer*.json "$model/"
 expect_rc 0 "$KALM_BIN/kalm-eval" -m "$model" --max-length 16 --threads 2 --suite "$tmp/a/eval/suite.txt" \
   --output-dir "$tmp/results" && {
   cat "$tmp/out"
-  for t in gcide-define wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
+  for t in gcide-define gcide-wn-paraphrase wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
     expect_grep "^$t " "$tmp/out" "table row $t"
   done
   checks=$((checks + 1))
   if ! "$PY" - "$tmp/results" <<'PYEOF'
 import json, os, sys
 d = sys.argv[1]
-assert sorted(os.listdir(d)) == sorted(t + ".json" for t in ("gcide-define", "wn-define", "wn-lexname-cls",
+assert sorted(os.listdir(d)) == sorted(t + ".json" for t in ("gcide-define", "gcide-wn-paraphrase", "wn-define", "wn-lexname-cls",
     "wn-lexname-clu", "wn-pair", "wn-rerank", "wn-sts", "fd-bitext")), os.listdir(d)
 r = {f[:-5]: json.load(open(os.path.join(d, f))) for f in os.listdir(d)}
 assert sorted(r["fd-bitext"]["scores"]) == sorted(["eng-fra", "eng-spa", "eng-deu", "eng-ita", "eng-nld", "eng-por", "eng-swe"])

@@ -36,7 +36,10 @@ class ModelEncoder : public TextEncoder {
     engine_ = std::make_unique<encode::Engine>(*model_.embedder, eo);
   }
 
-  torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what) override {
+  torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what,
+                       const std::string& prompt) override {
+    // Tokens of the prompt the pooling leaves out (0 unless include_prompt=false).
+    const std::int64_t skip = encode::prompt_pool_skip(model_, *model_.tokenizer, prompt);
     constexpr std::size_t kChunk = 8192;
     text::EncodeOptions enc;
     enc.add_special_tokens = true;
@@ -58,9 +61,14 @@ class ModelEncoder : public TextEncoder {
         if (encodings[i].ids.empty())
           throw FormatError(what + ": text " + std::to_string(begin + i + 1) +
                             " has no tokens (empty text and the model adds no special tokens)");
+        if (skip > 0 && static_cast<std::int64_t>(encodings[i].ids.size()) <= skip)
+          throw FormatError(what + ": text " + std::to_string(begin + i + 1) + " has " +
+                            std::to_string(encodings[i].ids.size()) + " tokens, all of them its instruction, which "
+                            "the model's pooling leaves out (include_prompt=false): nothing is left to pool");
         seqs.push_back(std::move(encodings[i].ids));
       }
-      parts.push_back(engine_->embed(seqs));
+      parts.push_back(engine_->embed(seqs, {}, skip > 0 ? std::vector<std::int64_t>(seqs.size(), skip)
+                                                        : std::vector<std::int64_t>()));
       if (progress_) progress_->advance(seqs.size());
     }
     if (parts.empty()) return torch::zeros({0, model_.dim});

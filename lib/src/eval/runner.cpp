@@ -160,12 +160,16 @@ Metrics pair_metrics(const PairClassificationReport& r) {
   return m;
 }
 
-// Embeds two lists in one encoder call (better batches) and splits the result.
-std::pair<torch::Tensor, torch::Tensor> encode_two(TextEncoder& enc, const std::vector<std::string>& a,
+// Embeds two lists, each text prefixed with its list's prompt, in one encoder
+// call where the prompts agree (better batches), and splits the result.
+std::pair<torch::Tensor, torch::Tensor> encode_two(TextEncoder& enc, const std::string& prompt_a,
+                                                   const std::vector<std::string>& a, const std::string& prompt_b,
                                                    const std::vector<std::string>& b, const std::string& what) {
-  std::vector<std::string> all = a;
-  all.insert(all.end(), b.begin(), b.end());
-  torch::Tensor e = enc.encode(all, what);
+  if (prompt_a != prompt_b)
+    return {enc.encode(prefixed(prompt_a, a), what, prompt_a), enc.encode(prefixed(prompt_b, b), what, prompt_b)};
+  std::vector<std::string> all = prefixed(prompt_a, a);
+  for (const auto& t : b) all.push_back(prompt_b + t);
+  torch::Tensor e = enc.encode(all, what, prompt_a);
   const auto n = static_cast<std::int64_t>(a.size());
   return {e.narrow(0, 0, n), e.narrow(0, n, e.size(0) - n)};
 }
@@ -208,8 +212,8 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
       torch::Tensor qe, ce;
       {
         Stopwatch w(timing.encode);
-        qe = enc.encode(qtexts, spec.dir + "/queries.jsonl");
-        ce = enc.encode(data.corpus_texts, spec.dir + "/corpus.jsonl");
+        qe = enc.encode(qtexts, spec.dir + "/queries.jsonl", prefix);
+        ce = enc.encode(data.corpus_texts, spec.dir + "/corpus.jsonl", "");
       }
       SplitResult r = score_retrieval(spec, data, queries, qe, ce, dims, o, timing);
       r.split = split_name;
@@ -238,8 +242,8 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
       torch::Tensor qe, de;
       {
         Stopwatch w(timing.encode);
-        qe = enc.encode(queries, split_path(spec, split_name) + " (queries)");
-        de = enc.encode(docs, split_path(spec, split_name) + " (candidates)");
+        qe = enc.encode(queries, split_path(spec, split_name) + " (queries)", prefix);
+        de = enc.encode(docs, split_path(spec, split_name) + " (candidates)", "");
       }
       for (auto d : dims) {
         torch::Tensor sim;
@@ -283,8 +287,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
       torch::Tensor a, b;
       {
         Stopwatch w(timing.encode);
-        std::tie(a, b) = encode_two(enc, prefixed(prefix, data.first), prefixed(second_prefix, data.second),
-                                    split_path(spec, split_name));
+        std::tie(a, b) = encode_two(enc, prefix, data.first, second_prefix, data.second, split_path(spec, split_name));
       }
       for (auto d : dims) {
         torch::Tensor ad = at_dim(a, d), bd = at_dim(b, d);
@@ -321,7 +324,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
       torch::Tensor tr, te;
       {
         Stopwatch w(timing.encode);
-        std::tie(tr, te) = encode_two(enc, prefixed(prefix, train.texts), prefixed(prefix, test.texts),
+        std::tie(tr, te) = encode_two(enc, prefix, train.texts, prefix, test.texts,
                                       split_path(spec, spec.train_split) + " + " + split_path(spec, split_name));
       }
       for (auto d : dims) {
@@ -355,7 +358,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
       torch::Tensor e;
       {
         Stopwatch w(timing.encode);
-        e = enc.encode(all, split_path(spec, split_name));
+        e = enc.encode(all, split_path(spec, split_name), prefix);
       }
       for (auto d : dims) {
         Stopwatch w(timing.metrics);

@@ -30,7 +30,7 @@ const std::string kExamples = std::string(KALM_SOURCE_DIR) + "/examples/eval";
 class TrigramEncoder : public TextEncoder {
  public:
   explicit TrigramEncoder(std::int64_t dim) : dim_(dim) {}
-  torch::Tensor encode(const std::vector<std::string>& texts, const std::string&) override {
+  torch::Tensor encode(const std::vector<std::string>& texts, const std::string&, const std::string&) override {
     calls_ += 1;
     texts_ += static_cast<std::int64_t>(texts.size());
     last_texts_ = texts;
@@ -282,8 +282,8 @@ DOCTEST_TEST_CASE("precomputed retrieval embeddings equal the model path") {
   std::vector<std::string> q;
   const std::string prefix = "Instruct: " + spec.instruction + " \n Query: ";
   for (const auto& t : data.query_texts) q.push_back(prefix + t);
-  auto qe = enc.encode(q, "q");
-  auto ce = enc.encode(data.corpus_texts, "c");
+  auto qe = enc.encode(q, "q", prefix);
+  auto ce = enc.encode(data.corpus_texts, "c", "");
   auto pre = run_retrieval_with_embeddings(spec, qe, ce, o);
   DOCTEST_CHECK(main_of(pre) == main_of(with_model));
   DOCTEST_CHECK(metric_value(pre.splits[0].dims[0].metrics, "map_at_100") ==

@@ -51,8 +51,12 @@ class TextEncoder {
  public:
   virtual ~TextEncoder() = default;
   // Pooled embeddings [texts.size(), dim()] (float32, CPU, not yet normalised),
-  // in input order. `what` names the texts' source for messages.
-  virtual torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what) = 0;
+  // in input order. `what` names the texts' source for messages. Every text
+  // begins with `prompt` (its instruction prefix, "" for none): a model whose
+  // pooling leaves prompts out (sentence-transformers' include_prompt=false)
+  // pools the rest only, as sentence-transformers' encode(prompt=...) does.
+  virtual torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what,
+                               const std::string& prompt) = 0;
   virtual std::int64_t dim() const = 0;
 };
 
