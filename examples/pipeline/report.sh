@@ -89,7 +89,11 @@ final_dir=$(label_dir soup)
   echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown CPU)) by examples/pipeline/report.sh from \`$out\`."
   echo "Every score is kalm-eval's main metric x 100 on a held-out task (never trained on; see examples/wordnet/README.md)."
   if [ "${INSTRUCT:-no}" = yes ]; then
-    echo "Models were trained with task instructions on their queries (KaLM's template; the mean pooling averages them with the query)."
+    if [ "${INCLUDE_PROMPT:-true}" = false ]; then
+      echo "Models were trained with task instructions on their queries, which the pooling leaves out (sentence-transformers' include_prompt=false): an instruction reaches the query's tokens through attention only, so a 0-layer model embeds a query the same with or without one (up to the tokens the instruction takes from the length limit)."
+    else
+      echo "Models were trained with task instructions on their queries, which the mean pooling averages into the query's embedding (include_prompt=true)."
+    fi
     echo "Every stage is scored with the tasks' instructions on its queries, as KaLM models are evaluated; the \`-noinstr\` columns score the same models on queries without instructions."
   else
     echo "Models are trained and scored without task instructions (INSTRUCT=no)."

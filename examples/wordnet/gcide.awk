@@ -1,7 +1,8 @@
 # GCIDE (dictd text, decompressed) -> the gcide-define retrieval task. Run by
 # prepare.sh:
-#   awk -v T=DIR -v WNDEFS=DIR/wn-defs.txt -f json.awk -f gcide.awk gcide.dict
-# Writes DIR/eval/gcide-define/{corpus,queries}.jsonl, qrels/test.tsv and
+#   awk -v T=DIR -v WNDEFS=DIR/wn-defs.txt -v MONO=DIR/wn-held-mono.tsv -f json.awk -f gcide.awk gcide.dict
+# Writes DIR/eval/gcide-define/{corpus,queries}.jsonl, qrels/test.tsv, the
+# queries, qrels and task.json of DIR/eval/gcide-wn-paraphrase and
 # DIR/counts.gcide.
 #
 # An entry starts at column 0 with `Headword \Pro*nun"ci*a`tion\, pos. [etym]`;
@@ -17,6 +18,8 @@ BEGIN {
   json_init()
   # Definitions that WordNet (the training data) also has are not evaluated.
   if (WNDEFS != "") while ((getline line < WNDEFS) > 0) WN[line] = 1
+  # Held-out WordNet lemmas that name one synset only: lemma -> synset id.
+  if (MONO != "") while ((getline line < MONO) > 0) { split(line, mf, "\t"); MONOSYN[mf[1]] = mf[2] }
   NQ_WANT = 2000; NDOC_WANT = 10000
   NE = 0
 }
@@ -153,7 +156,27 @@ END {
   printf "{\n  \"type\": \"retrieval\",\n  \"name\": \"gcide-define\",\n" > f
   printf "  \"instruction\": \"Given a word or phrase, retrieve its dictionary definition\",\n" > f
   printf "  \"languages\": [\"eng-Latn\"]\n}\n" > f
+  # gcide-wn-paraphrase: the Webster definition of a word whose only WordNet
+  # sense is held out retrieves that sense's WordNet definition among all of
+  # WordNet's (wordnet.awk wrote the corpus). Definition paraphrase across
+  # dictionaries: neither text was trained on, the distractors were.
+  dir = T "/eval/gcide-wn-paraphrase"
+  np_ = 0
+  for (i = 1; i <= NE; i++) if (EHW[i] in MONOSYN) PARA[++np_] = i
+  s = int(np_ / NQ_WANT); if (s < 1) s = 1
+  npq = 0
+  print "query-id\tcorpus-id\tscore" > (dir "/qrels/test.tsv")
+  for (j = 1; j <= np_ && npq < NQ_WANT; j += s) {
+    i = PARA[j]; npq++
+    print "{\"id\": \"p" i "\", \"text\": " js(EDEF[i]) "}" > (dir "/queries.jsonl")
+    print "p" i "\t" MONOSYN[EHW[i]] "\t1" > (dir "/qrels/test.tsv")
+  }
+  f = dir "/task.json"
+  printf "{\n  \"type\": \"retrieval\",\n  \"name\": \"gcide-wn-paraphrase\",\n" > f
+  printf "  \"instruction\": \"Given a dictionary definition, retrieve the definition of the same word sense from another dictionary\",\n" > f
+  printf "  \"languages\": [\"eng-Latn\"]\n}\n" > f
   print "gcide-define\t" nq > (T "/counts.gcide")
+  print "gcide-wn-paraphrase\t" npq > (T "/counts.gcide")
   print "gcide-define corpus\t" (nq + nd) > (T "/counts.gcide")
   print "gcide usable entries\t" NE > (T "/counts.gcide")
 }

@@ -49,7 +49,7 @@ gcide_pid=
 trap '[ -z "$gcide_pid" ] || kill "$gcide_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
 mkdir -p "$tmp/train" "$tmp/eval/fd-bitext"
-for t in gcide-define wn-define; do mkdir -p "$tmp/eval/$t/qrels"; done
+for t in gcide-define wn-define gcide-wn-paraphrase; do mkdir -p "$tmp/eval/$t/qrels"; done
 for t in wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts; do mkdir -p "$tmp/eval/$t"; done
 
 lib="$here/json.awk"
@@ -57,7 +57,7 @@ lib="$here/json.awk"
   "$wn/data.noun" "$wn/data.verb" "$wn/data.adj" "$wn/data.adv"
 
 # GCIDE and FreeDict are independent of each other: run them side by side.
-gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -f "$lib" -f "$here/gcide.awk" &
+gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -v MONO="$tmp/wn-held-mono.tsv" -f "$lib" -f "$here/gcide.awk" &
 gcide_pid=$!
 for entry in $freedict; do
   l=${entry%%:*}
@@ -80,6 +80,7 @@ cat >"$tmp/eval/suite.txt" <<'EOF'
 # Held-out evaluation tasks of the default experiment (examples/wordnet/prepare.sh);
 # paths are relative to this file.
 gcide-define
+gcide-wn-paraphrase
 wn-define
 wn-lexname-cls
 wn-lexname-clu
@@ -114,7 +115,7 @@ for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname $(for 
   [ -s "$tmp/train/$t.jsonl.zst" ] || { echo "$prog: error: no records for $t" >&2; exit 1; }
 done
 counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" $(for e in $freedict; do printf '%s ' "$tmp/counts.${e%%:*}"; done))
-rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt"
+rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt" "$tmp/wn-held-mono.tsv"
 
 # Replace the previous outputs only now that the new ones are complete.
 for item in train eval instructions.json; do

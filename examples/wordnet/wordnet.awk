@@ -369,8 +369,28 @@ END {
     print DEF[k] > (T "/wn-held.txt")
     for (j = 1; j <= NE[k]; j++) print EX[k, j] > (T "/wn-held.txt")
   }
+  # gcide-wn-paraphrase (gcide.awk writes its queries): every WordNet
+  # definition is a document, and a lemma naming one synset only, a held-out
+  # one, leads a GCIDE definition of that word to it (wn-held-mono.tsv).
+  # A definition several synsets share is one document (the first synset's id).
+  dir = T "/eval/gcide-wn-paraphrase"
+  for (i = 1; i <= N; i++) {
+    k = KEY[i]
+    if (!(DEF[k] in PARADOC)) {
+      PARADOC[DEF[k]] = k
+      print "{\"id\": \"" k "\", \"text\": " js(DEF[k]) "}" > (dir "/corpus.jsonl")
+      COUNT["gcide-wn-paraphrase corpus"]++
+    }
+    for (m = 1; m <= NL[k]; m++) SENSES[tolower(L[k, m])]++
+  }
+  for (i = 1; i <= N; i++) {
+    k = KEY[i]
+    if (!HELD[k]) continue
+    for (m = 1; m <= NL[k]; m++)
+      if (SENSES[tolower(L[k, m])] == 1) print tolower(L[k, m]) "\t" PARADOC[DEF[k]] > (T "/wn-held-mono.tsv")
+  }
   split("wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname wn-define wn-define_corpus " \
-        "wn-lexname-cls wn-lexname-cls_train wn-lexname-clu wn-pair wn-rerank wn-sts", ORDER, " ")
+        "wn-lexname-cls wn-lexname-cls_train wn-lexname-clu wn-pair wn-rerank wn-sts gcide-wn-paraphrase_corpus", ORDER, " ")
   for (i = 1; (i in ORDER); i++) {
     t = ORDER[i]; sub(/_/, " ", t)
     print t "\t" (COUNT[t] + 0) > (T "/counts.wn")

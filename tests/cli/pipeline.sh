@@ -52,6 +52,15 @@ if [ "$(readlink "$out/final")" != "models/$(basename "$(ls -d "$out"/models/*-s
   echo "FAIL: $out/final is not the soup: $(ls -l "$out/final")"; failures=$((failures + 1))
 fi
 expect_grep "trained with task instructions" "$report" "report states the instructions"
+# The 0-layer model pools without the instruction (include_prompt=false) and
+# has no attention for it to act through: one-word queries (gcide-define's
+# headwords) score the same with and without it.
+ft=$(ls -d "$out"/eval/finetune-*-mrl128_64_32 | head -1)
+checks=$((checks + 1))
+if [ -z "$ft" ] || [ "$(grep '^gcide-define ' "$ft/results.txt")" != "$(grep '^gcide-define ' "$ft-noinstr/results.txt")" ]; then
+  echo "FAIL: the instruction changed a 0-layer include_prompt=false model's gcide-define scores"
+  grep -h '^gcide-define ' "$ft/results.txt" "$ft-noinstr/results.txt"; failures=$((failures + 1))
+fi
 # Mining embedded each task's queries with that task's instruction (.meta.json).
 expect_grep '"instruction": "Given a word or a list of synonyms' "$(ls "$out"/mined-*/wn-lemma-def.jsonl.zst.meta.json | head -1)" \
   "mining's instruction"
