@@ -76,7 +76,7 @@ expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
 
 # The ablation target: fine-tune variants, one column each.
 expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" ablation -j2 || tail -20 "$tmp/out" "$tmp/err"
-for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal keep-duplicates; do
+for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal keep-duplicates include-prompt; do
   expect_grep "^\| task .* ablate-$variant \|" "$report" "ablation column $variant"
 done
 finish

@@ -189,4 +189,21 @@ fi
 
 echo "max weight difference: --teacher vs mined scores $diff_scored; vs mined without the instruction $diff_uninstructed"
 
+# --symmetric-loss and duplicate masking reach the loss: the metrics carry the
+# passage-to-query term, copies of positives in the toy batches are counted,
+# and the weights differ from the one-directional run's and from a run that
+# keeps the copies as negatives.
+base=(--init "$tmp/base" --stage finetune --num-negatives 2 --max-steps 2 "${common[@]}" "${long[@]}")
+expect_rc 0 "$train" "$fx/toy" "${base[@]}" -o "$tmp/sym0" --metrics "$tmp/sym0.jsonl"
+expect_rc 0 "$train" "$fx/toy" "${base[@]}" --symmetric-loss -o "$tmp/sym1" --metrics "$tmp/sym1.jsonl"
+expect_rc 0 "$train" "$fx/toy" "${base[@]}" --keep-duplicate-negatives -o "$tmp/sym2" --metrics "$tmp/sym2.jsonl"
+expect_grep '"backward": [0-9]' "$tmp/sym1.jsonl" "symmetric metrics"
+expect_grep '"masked_duplicates": [1-9]' "$tmp/sym0.jsonl" "duplicates masked in the toy batches"
+expect_grep '"masked_duplicates": 0[,}]' "$tmp/sym2.jsonl" "--keep-duplicate-negatives"
+for v in sym1 sym2; do
+  checks=$((checks + 1))
+  d=$(max_diff "$tmp/sym0/model.safetensors" "$tmp/$v/model.safetensors")
+  if ! awk -v d="$d" 'BEGIN { exit !(d > 1e-6) }'; then echo "FAIL: $v leaves the weights unchanged ($d)"; failures=$((failures + 1)); fi
+done
+
 finish

@@ -78,6 +78,8 @@ struct Batch {
   torch::Tensor group_cols;  // [B, G] int64: i·G + g
   torch::Tensor teacher_p;   // [B, G] P_t; undefined without teacher scores
   torch::Tensor teacher_logp;
+  torch::Tensor back_masked;  // [B, B] bool: query j left out of positive i's row (symmetric)
+  torch::Tensor back_weight;  // [B] float: 1 / (rows with in-batch negatives) for those rows, else 0
   bool mixing = false;
   std::int64_t synthetic = 0;  // K columns appended per row
   PairwiseDraws draws;         // pair-wise only
@@ -85,6 +87,7 @@ struct Batch {
 
 struct DimTerms {
   torch::Tensor infonce, focal, kl, loss;  // kl undefined without teacher scores
+  torch::Tensor backward;                  // undefined unless symmetric
   torch::Tensor p_pos, accuracy, focal_weight;
 };
 
@@ -131,6 +134,15 @@ DimTerms dim_terms(const torch::Tensor& q, const torch::Tensor& p, const Batch& 
   } else {
     r.focal = r.infonce;  // γ = 0 is plain InfoNCE, bit for bit
     r.focal_weight = torch::ones({}, q.options());
+  }
+
+  if (o.symmetric) {
+    // Each positive against every query: column i of scores[:, targets].
+    auto back = scores.index_select(1, bt.targets) / tau;  // [B (query j), B (positive i)]
+    if (bt.back_masked.defined()) back = back.masked_fill(bt.back_masked, -kInf);
+    auto nll_back = torch::logsumexp(back, 0) - back.diagonal();
+    r.backward = (nll_back * bt.back_weight).sum();
+    r.focal = 0.5 * (r.focal + r.backward);
   }
 
   if (bt.teacher_p.defined()) {
@@ -276,6 +288,7 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
 
   // False negatives: copies of a row's positive leave that row.
   double masked_duplicates = 0;
+  torch::Tensor duplicates_on_device;
   if (batch.duplicates.defined()) {
     const auto& dup = batch.duplicates;
     if (dup.dim() != 2 || dup.size(0) != bt.b || dup.size(1) != bt.n || dup.scalar_type() != torch::kBool)
@@ -292,8 +305,28 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
       if (masked_duplicates > 0) {
         auto on_device = model::upload(dup, device).logical_and(bt.pos_onehot.logical_not());
         bt.masked = bt.masked.defined() ? bt.masked.logical_or(on_device) : on_device;
+        duplicates_on_device = on_device;
       }
     }
+  }
+
+  if (options.symmetric) {
+    // Positive i against every query j: a query of a row scored in-group only
+    // (same-class texts) or whose positive is a copy of p_i is no negative.
+    torch::Tensor off;
+    if (!all_in_batch) off = in_batch.logical_not().unsqueeze(1).expand({bt.b, bt.b});
+    if (duplicates_on_device.defined()) {
+      auto copies = duplicates_on_device.index_select(1, bt.targets);  // [j, i]: q_j's positive is a copy of p_i
+      off = off.defined() ? off.logical_or(copies) : copies;
+    }
+    if (off.defined()) {
+      const auto diagonal = torch::eye(bt.b, torch::TensorOptions().dtype(torch::kBool).device(device));
+      bt.back_masked = off.logical_and(diagonal.logical_not());
+    }
+    // The mean over rows with in-batch negatives (a row without has no other query to rank against).
+    auto rows = all_in_batch ? torch::ones({bt.b}, torch::TensorOptions().dtype(ctype).device(device))
+                             : in_batch.to(ctype);
+    bt.back_weight = rows / rows.sum().clamp_min(1.0);
   }
 
   if (batch.teacher_scores.defined()) {
@@ -335,7 +368,7 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
   auto p = passages.to(ctype);
 
   LossOutput out;
-  torch::Tensor total, infonce_sum, focal_sum, kl_sum;
+  torch::Tensor total, infonce_sum, focal_sum, kl_sum, backward_sum;
   auto accumulate = [](torch::Tensor& acc, const torch::Tensor& value) {
     acc = acc.defined() ? acc + value : value;
   };
@@ -356,6 +389,10 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
     out.components["infonce" + at] = r.infonce.detach();
     out.components["focal" + at] = r.focal.detach();
     out.components["loss" + at] = r.loss.detach();
+    if (r.backward.defined()) {
+      accumulate(backward_sum, c * r.backward.detach());
+      out.components["backward" + at] = r.backward.detach();
+    }
     if (r.kl.defined()) {
       accumulate(kl_sum, c * r.kl.detach());
       out.components["kl" + at] = r.kl.detach();
@@ -373,6 +410,7 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
   out.components["infonce"] = infonce_sum;
   out.components["focal"] = focal_sum;
   if (kl_sum.defined()) out.components["kl"] = kl_sum;
+  if (backward_sum.defined()) out.components["backward"] = backward_sum;
   out.metrics["synthetic_negatives"] =
       torch::full({}, static_cast<double>(bt.mixing ? bt.synthetic : 0), q.options().requires_grad(false));
   out.metrics["masked_duplicates"] = torch::full({}, masked_duplicates, q.options().requires_grad(false));

@@ -205,6 +205,10 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_flag("--mix-gradient", f.mix_gradient,
                "Let gradient flow through the synthetic negatives into the negatives they mix (default: constants)")
       ->group(kLoss);
+  app.add_flag("--symmetric-loss", o.loss.symmetric,
+               "Average the InfoNCE loss with its passage-to-query twin (each positive against every query of the "
+               "batch), as sentence-transformers' MultipleNegativesSymmetricRankingLoss")
+      ->group(kLoss);
   app.add_flag("--keep-duplicate-negatives", f.keep_duplicate_negatives,
                "Score a passage identical to a query's positive as its negative (default: such copies, e.g. "
                "one definition that is the positive of two queries in a batch, are left out of that row)")

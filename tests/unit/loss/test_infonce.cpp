@@ -260,3 +260,36 @@ DOCTEST_TEST_CASE("InfoNCE leaves copies of a row's positive out of that row") {
   bad.duplicates = torch::zeros({2, 3}, torch::kBool);
   DOCTEST_CHECK_THROWS_AS(compute_loss(hand_q(), p, bad, o), kalm::UsageError);
 }
+
+DOCTEST_TEST_CASE("symmetric InfoNCE: each positive also ranks the batch's queries") {
+  auto o = plain_options(1.0);
+  o.symmetric = true;
+  // Hand case, passages p1+ = (1, 0), p2+ = (0, 1) against q1 = (1, 0), q2 = (0, 1):
+  // column i of [s(q_j, p_i+)] = identity, so back_i = log(e^1 + e^0) - 1 for both.
+  const double back = std::log(std::exp(1.0) + 1.0) - 1.0;
+  auto out = compute_loss(hand_q(), hand_p(), group_of(2), o);
+  const double forward = (in_batch_l1() + in_batch_l2()) / 2;
+  DOCTEST_CHECK(out.components.at("backward").item<double>() == doctest::Approx(back).epsilon(1e-14));
+  DOCTEST_CHECK(out.total.item<double>() == doctest::Approx((forward + back) / 2).epsilon(1e-14));
+
+  // A row scored in-group only takes no part: its query is no negative of the
+  // other positive, and its positive has no backward term (mean over 1 row).
+  auto mixed = compute_loss(hand_q(), hand_p(), group_of(2, bools({true, false})), o);
+  DOCTEST_CHECK(mixed.components.at("backward").item<double>() == doctest::Approx(0.0).epsilon(1e-14));
+  DOCTEST_CHECK(mixed.total.item<double>() ==
+                doctest::Approx(((in_batch_l1() + in_group_l2()) / 2 + 0.0) / 2).epsilon(1e-14));
+
+  // Two queries with the same positive text: neither query is a negative of the other's positive.
+  auto p = hand_p().clone();
+  p[2][0] = 1.0;
+  p[2][1] = 0.0;  // p2+ = p1+
+  BatchInfo dup = group_of(2);
+  dup.duplicates = kalm::loss::duplicate_positives({"same", "x", "same", "y"}, 2);
+  auto d = compute_loss(hand_q(), p, dup, o);
+  DOCTEST_CHECK(d.components.at("backward").item<double>() == doctest::Approx(0.0).epsilon(1e-14));
+
+  // Off by default: no backward component, the plain loss.
+  auto plain = compute_loss(hand_q(), hand_p(), group_of(2), plain_options(1.0));
+  DOCTEST_CHECK(plain.components.count("backward") == 0);
+  DOCTEST_CHECK(plain.total.item<double>() == doctest::Approx(forward).epsilon(1e-14));
+}

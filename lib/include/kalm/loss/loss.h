@@ -31,6 +31,11 @@
 //     P_s = softmax(s(q_i, ·)/τ_s) over the group (kGroup) or over the whole
 //     masked in-batch row (kInBatch; teacher mass is zero outside the group).
 //     Synthetic negatives never enter the KL.
+//   symmetric (sentence-transformers' MultipleNegativesSymmetricRankingLoss):
+//     back_d = mean over rows i with in-batch negatives of
+//     −log softmax_j(s(q_j, p_i+)/τ)[i], each positive against every query of
+//     the batch (queries of rows without in-batch negatives, and queries whose
+//     positive is a copy of p_i, left out); focal_d is then (focal_d + back_d)/2.
 //   loss_d = focal_d + α·kl_d   (kl term only with teacher scores; distill_only
 //     drops focal_d).
 // total = Σ_d c_d · loss_d: a weighted sum, not divided by Σ c_d (recipe §3.6:
@@ -108,6 +113,8 @@ struct LossOptions {
   // False negatives: columns of BatchInfo::duplicates are left out of their
   // rows (as sentence-transformers' and FlagEmbedding's duplicate masking).
   bool mask_duplicates = true;
+  // Symmetric InfoNCE: the passage-to-query term averaged with the query-to-passage one.
+  bool symmetric = false;
 };
 
 // What the loss needs to know about the batch besides the embeddings.
@@ -132,7 +139,8 @@ struct LossOutput {
   // Detached 0-dim tensors on the input device (call .item<double>() to log).
   // Per dim d (decimal): "infonce@d", "focal@d", "loss@d", and "kl@d" with
   // teacher scores. Aggregates weighted by c_d like total: "infonce", "focal",
-  // "kl" (with teacher scores). total == Σ c_d loss@d.
+  // "kl" (with teacher scores), and with symmetric "backward@d" / "backward"
+  // (the passage-to-query term). total == Σ c_d loss@d.
   std::map<std::string, torch::Tensor> components;
   // Detached 0-dim tensors, per dim "…@d" and unsuffixed for the largest dim:
   // "p_pos" mean softmax probability of the positive (synthetic negatives
