@@ -144,4 +144,9 @@ assert not bad, bad
 print("kalm-eval: instructed scores from the include_prompt=false model equal those from its embeddings:", len(keys), "metrics")
 PY
 
+# A text that is all instruction once truncated: kalm-eval exits 1 naming the file.
+expect_rc 1 "$KALM_BIN/kalm-eval" -q -m "$model" "$task" --max-length 4 --output-dir "$tmp/eval-short"
+expect_grep "queries.jsonl: text [0-9]+ has [0-9]+ tokens, all of them its instruction" "$tmp/err" "kalm-eval all-instruction text"
+expect_no_file "$tmp/eval-short/toy.json"
+
 finish

@@ -206,4 +206,20 @@ for v in sym1 sym2; do
   if ! awk -v d="$d" 'BEGIN { exit !(d > 1e-6) }'; then echo "FAIL: $v leaves the weights unchanged ($d)"; failures=$((failures + 1)); fi
 done
 
+# --include-prompt false: a template that does not end with {query} is refused
+# before anything is trained (exit 2); a query that is all instruction once cut
+# to --query-max-length is a data error naming its record (exit 1); neither
+# leaves anything in the output directory (not even the tokenizer it trained).
+tok=(--init-config "$fx/tiny_qwen2.json" --train-tokenizer 300 --instructions "$fx/instructions.json"
+     --include-prompt false --batch-size 8 --max-steps 1 --threads 1 -q)
+expect_rc 2 "$train" "$fx/toy" "${tok[@]}" --instruction-template "{query} -- {instruction}" -o "$tmp/ip_template"
+expect_grep "does not end with \{query\}" "$tmp/err" "template refusal"
+expect_rc 1 "$train" "$fx/toy" "${tok[@]}" --query-max-length 8 -o "$tmp/ip_short"
+expect_grep "retrieval.jsonl:[0-9]+ \(query\): .* are all instruction" "$tmp/err" "all-instruction query"
+for d in ip_template ip_short; do
+  checks=$((checks + 1))
+  if [ -n "$(ls -A "$tmp/$d" 2>/dev/null)" ]; then echo "FAIL: $d left $(ls -A "$tmp/$d")"; failures=$((failures + 1)); fi
+done
+expect_rc 2 "$train" "$fx/toy" "${tok[@]}" --include-prompt maybe -o "$tmp/ip_bad"
+
 finish

@@ -418,7 +418,8 @@ LossOutput compute_loss(const torch::Tensor& queries, const torch::Tensor& passa
 }
 
 torch::Tensor duplicate_positives(const std::vector<std::string>& passage_texts, std::int64_t group_size) {
-  if (group_size < 1) throw UsageError("duplicate_positives: group size must be >= 1 (got " + std::to_string(group_size) + ")");
+  if (group_size < 1)
+    throw UsageError("duplicate_positives: group size must be >= 1 (got " + std::to_string(group_size) + ")");
   const auto n = static_cast<std::int64_t>(passage_texts.size());
   if (n % group_size != 0)
     throw UsageError("duplicate_positives: " + std::to_string(n) + " passages are not groups of " +

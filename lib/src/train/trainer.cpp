@@ -239,6 +239,20 @@ void slice_texts(TrainBatch& batch, std::int64_t begin, std::int64_t end, std::i
   cut(batch.passage_sources, begin * g, end * g);
 }
 
+// Where --train-tokenizer writes the tokenizer while a run trains (one per rank).
+std::string temporary_tokenizer_dir(const TrainOptions& o) {
+  return (fs::path(o.output) / (".kalm-tokenizer" + (o.dist.rank > 0 ? "-" + std::to_string(o.dist.rank) : "")))
+      .string();
+}
+
+// include_prompt=false needs each instruction to be a prefix of its query.
+void require_prefix_prompts(const Dataset& data, const std::string& instruction_template) {
+  for (const auto& [task, instruction] : data.instructions)
+    if (!instruction.empty() && query_prompt(instruction_template, instruction).empty())
+      throw UsageError("--include-prompt false: the instruction template '" + instruction_template +
+                       "' does not end with {query}, so the instruction is no prefix the pooling could leave out");
+}
+
 class Trainer {
  public:
   explicit Trainer(const TrainOptions& o) : o_(o) {}
@@ -288,6 +302,16 @@ class Trainer {
   bool leader_ = true;  // rank 0: writes checkpoints, metrics, the export
   BatchingOptions global_batching_;
   io::OutputLock output_lock_;  // the leader's claim on --output for the whole run
+  // The tokenizer this run trained lives in the output directory until the
+  // export copies it; it goes when the run ends, finished, stopped or failed
+  // (a checkpoint carries its own copy for --resume). Declared after the lock,
+  // so it is removed while this run still holds the directory.
+  struct OwnedDirectory {
+    std::string path;
+    ~OwnedDirectory() {
+      if (!path.empty()) io::remove_tree_nothrow(path);
+    }
+  } temporary_tokenizer_;
 };
 
 void Trainer::resolve_options() {
@@ -353,7 +377,8 @@ void Trainer::prepare_model(const std::string& resume_dir) {
     model_include_prompt_ = loaded.sentence_transformers.include_prompt;
   } else {
     if (o_.train_tokenizer) {
-      tokenizer_dir_ = (fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : ""))).string();
+      tokenizer_dir_ = temporary_tokenizer_dir(o_);
+      temporary_tokenizer_.path = tokenizer_dir_;
       fs::create_directories(tokenizer_dir_);
       std::vector<std::string> texts;
       for (const auto& ex : data_.examples) {
@@ -468,9 +493,7 @@ void Trainer::set_up_prompt_pooling() {
     // Measured as kalm-embed and sentence-transformers measure it at inference.
     prompt_token_counts_.emplace(ex.prompt, encode::prompt_token_count(*tokenizer_, ex.prompt));
   }
-  if (prompt_token_counts_.empty() && !data_.instructions.empty())
-    throw UsageError("--include-prompt false: the instruction template '" + o_.data.instruction_template +
-                     "' does not end with {query}, so the instruction is no prefix the pooling could leave out");
+  require_prefix_prompts(data_, o_.data.instruction_template);  // a model that pools that way, from --init
 }
 
 void Trainer::write_model_files(const std::string& dir) {
@@ -558,6 +581,8 @@ TrainResult Trainer::run() {
   fs::create_directories(o_.output, ec);
   if (ec) throw IoError(o_.output + ": cannot create directory: " + ec.message());
   data_ = load_dataset(o_.data);
+  // Refused before anything is trained (the tokenizer included).
+  if (o_.include_prompt == false) require_prefix_prompts(data_, o_.data.instruction_template);
   // A named backend makes a group even for one process (a one-GPU NCCL run
   // is how the NCCL path is checked against a plain run).
   if (o_.dist.world_size > 1 || o_.dist.backend != "auto") {
@@ -784,12 +809,7 @@ TrainResult Trainer::run() {
   }
   result.steps = state_.step;
   result.encoder = encoder_;
-  if (!result.stopped) {
-    export_final();
-    io::remove_tree_nothrow(
-        (fs::path(o_.output) / (".kalm-tokenizer" + (o_.dist.rank > 0 ? "-" + std::to_string(o_.dist.rank) : "")))
-            .string());
-  }
+  if (!result.stopped) export_final();
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "
           << data_.examples.size() << " groups, final loss " << result.last_loss << ", "

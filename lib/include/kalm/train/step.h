@@ -32,9 +32,8 @@
 
 #include <torch/torch.h>
 
-#include <functional>
-
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
