@@ -70,6 +70,7 @@ expect_rc 0 make -q -f Makefile.pipeline "${knobs[@]}"
 # One knob changed: the distillation (and what follows) reruns, pre-training does not.
 expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
   expect_grep "kalm-distill" "$tmp/out" "make -n after DS_LR changed"
+  expect_grep "ln -sfn models/.*-lr1e-4-a[^ ]*-soup [^ ]*/final.tmp" "$tmp/out" "final follows the new soup"
   checks=$((checks + 1))
   if grep -q -- "--stage pretrain" "$tmp/out"; then echo "FAIL: DS_LR retrains the pretrain stage"; failures=$((failures + 1)); fi
 }
