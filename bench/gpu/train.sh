@@ -93,8 +93,27 @@ if cmp -s "$out/plain/model.safetensors" "$out/nccl1/model.safetensors"; then
 else
   echo "nccl world size 1: DIFFERENT weights from the plain run"
 fi
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/nccl1-flat" \
+  --metrics "$out/nccl1-flat.jsonl" --dist-backend nccl --grad-bucket-mb 0
+if cmp -s "$out/plain/model.safetensors" "$out/nccl1-flat/model.safetensors"; then
+  echo "nccl world size 1, one flat all-reduce: bit-identical to the plain run"
+else
+  echo "nccl world size 1, one flat all-reduce: DIFFERENT weights from the plain run"
+fi
 report "batch 32, plain" "$out/plain.jsonl"
-report "batch 32, one-rank NCCL group" "$out/nccl1.jsonl"
+report "batch 32, one-rank NCCL group, 25 MiB buckets during backward" "$out/nccl1.jsonl"
+report "batch 32, one-rank NCCL group, one flat all-reduce after backward" "$out/nccl1-flat.jsonl"
+echo "buckets launched during backward (last step): $(tail -1 "$out/nccl1.jsonl" | grep -o '"grad_buckets": [0-9]*, "grad_buckets_in_backward": [0-9]*')"
+# Two GPUs or more: 2 ranks x batch 16 against 1 rank x batch 32 (same global batch).
+gpus=$("$py" -c 'import torch; print(torch.cuda.device_count())')
+if [ "$gpus" -ge 2 ]; then
+  torchrun=$(dirname "$py")/torchrun
+  timeout 240 "$torchrun" --no-python --standalone --nproc-per-node 2 "$train" "$out/train.jsonl" "${common[@]}" \
+    --batch-size 16 --max-steps 10 -o "$out/nccl2" --metrics "$out/nccl2.jsonl"
+  report "batch 2 x 16, two ranks over NCCL" "$out/nccl2.jsonl"
+else
+  echo "one GPU: no 2-rank run"
+fi
 
 # Resume on CUDA: the same bytes as the uninterrupted run.
 timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/full"

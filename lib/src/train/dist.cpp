@@ -34,10 +34,15 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+#if KALM_HAVE_C10D
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#endif
 
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <sstream>
 
 #include "kalm/error.h"
@@ -114,6 +119,9 @@ DistOptions resolve_dist(const DistFlags& flags, const EnvLookup& env) {
   DistOptions d;
   d.timeout_s = flags.timeout_s;
   d.backend = flags.backend;
+  d.bucket_mb = flags.bucket_mb;
+  if (!(flags.bucket_mb >= 0) || !std::isfinite(flags.bucket_mb))
+    throw UsageError("--grad-bucket-mb must be a non-negative number of MiB, got " + seconds_text(flags.bucket_mb));
   if (!(flags.timeout_s > 0) || !std::isfinite(flags.timeout_s))
     throw UsageError("--dist-timeout must be a positive number of seconds, got " + seconds_text(flags.timeout_s));
 
@@ -167,6 +175,15 @@ torch::Tensor DataParallel::all_gather_rows(const torch::Tensor&) { KALM_ASSERT(
 void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>&) { KALM_ASSERT(false, "no data parallelism in this build"); }
 std::int64_t DataParallel::all_max(std::int64_t) { KALM_ASSERT(false, "no data parallelism in this build"); return 0; }
 void DataParallel::barrier(const char*) { KALM_ASSERT(false, "no data parallelism in this build"); }
+
+struct GradientBuckets::Impl {};
+GradientBuckets::GradientBuckets(DataParallel&, const std::vector<torch::Tensor>&, double) {
+  KALM_ASSERT(false, "no data parallelism in this build");
+}
+GradientBuckets::~GradientBuckets() = default;
+void GradientBuckets::arm() {}
+void GradientBuckets::finish() {}
+GradientBuckets::Counts GradientBuckets::last_counts() const { return {}; }
 
 #else
 
@@ -353,6 +370,148 @@ void DataParallel::barrier(const char* what) {
     }
     return 0;
   });
+}
+
+struct GradientBuckets::Impl {
+  struct Bucket {
+    std::vector<torch::Tensor> params;
+    std::int64_t pending = 0;               // parameters the armed backward has not finished
+    std::vector<torch::Tensor> grads;       // the gradients in the buffer, in its order
+    std::vector<torch::Tensor> buffer;      // one flat tensor (c10d takes a list)
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  DataParallel* group = nullptr;
+  std::vector<Bucket> buckets;
+  // Kept alive: a parameter whose accumulator is freed gets a new one, without the hook.
+  // (std::shared_ptr in older LibTorch, c10::intrusive_ptr in newer.)
+  using Accumulator = decltype(torch::autograd::impl::grad_accumulator(std::declval<const torch::Tensor&>()));
+  std::vector<Accumulator> accumulators;
+  std::vector<std::uintptr_t> hook_keys;
+  std::mutex mutex;
+  bool armed = false;
+  std::size_t next_launch = 0;  // buckets [0, next_launch) are launched
+  Counts counts, last;
+
+  // Flattens bucket k's defined gradients and launches its all-reduce. Caller holds the mutex.
+  void launch(std::size_t k, bool in_backward) {
+    Bucket& b = buckets[k];
+    b.grads.clear();
+    b.buffer.clear();
+    b.work.reset();
+    for (const auto& p : b.params)
+      if (p.grad().defined()) b.grads.push_back(p.grad());
+    if (!b.grads.empty()) {
+      guarded(group->options_, "all_reduce of gradients", [&] {
+        std::vector<torch::Tensor> views;
+        for (const auto& g : b.grads) views.push_back(g.reshape({-1}));
+        torch::Tensor flat = torch::cat(views);
+        if (!group->impl_->on_device) flat = flat.to(torch::kCPU);
+        b.buffer.push_back(flat);
+        b.work = group->impl_->group->allreduce(b.buffer);
+        return 0;
+      });
+    }
+    ++(in_backward ? counts.launched_in_backward : counts.launched_at_finish);
+  }
+
+  void launch_ready(bool in_backward) {
+    while (next_launch < buckets.size() && buckets[next_launch].pending == 0) launch(next_launch++, in_backward);
+  }
+
+  void finished(std::size_t k) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed) return;  // an earlier backward of the step: its gradients are not final
+    // One accumulation per parameter per backward; a second would change a
+    // gradient already in flight.
+    KALM_ASSERT(buckets[k].pending > 0, "a gradient was accumulated twice in one armed backward");
+    if (--buckets[k].pending == 0) launch_ready(true);
+  }
+};
+
+GradientBuckets::GradientBuckets(DataParallel& group, const std::vector<torch::Tensor>& params, double bucket_mb)
+    : impl_(std::make_unique<Impl>()) {
+  KALM_ASSERT(bucket_mb > 0, "gradient buckets need a positive size");
+  impl_->group = &group;
+  const double cap = bucket_mb * 1024.0 * 1024.0;
+  double filled = 0;
+  Impl& self = *impl_;
+  for (auto it = params.rbegin(); it != params.rend(); ++it) {
+    const torch::Tensor& p = *it;
+    if (!p.requires_grad()) continue;
+    const double bytes = static_cast<double>(p.numel() * p.element_size());
+    const bool start = self.buckets.empty() || filled + bytes > cap ||
+                       self.buckets.back().params.back().scalar_type() != p.scalar_type() ||
+                       self.buckets.back().params.back().device() != p.device();
+    if (start) {
+      self.buckets.emplace_back();
+      filled = 0;
+    }
+    self.buckets.back().params.push_back(p);
+    filled += bytes;
+  }
+  for (std::size_t k = 0; k < self.buckets.size(); ++k)
+    for (const auto& p : self.buckets[k].params) {
+      auto accumulator = torch::autograd::impl::grad_accumulator(p);
+      KALM_ASSERT(accumulator, "a trainable parameter without a gradient accumulator");
+      Impl* impl = impl_.get();
+      self.hook_keys.push_back(accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [impl, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            impl->finished(k);
+            return outputs;
+          })));
+      self.accumulators.push_back(std::move(accumulator));
+    }
+  self.counts.buckets = self.last.buckets = static_cast<std::int64_t>(self.buckets.size());
+}
+
+GradientBuckets::~GradientBuckets() {
+  for (std::size_t i = 0; i < impl_->accumulators.size(); ++i)
+    impl_->accumulators[i]->del_post_hook(impl_->hook_keys[i]);
+}
+
+void GradientBuckets::arm() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  for (auto& b : impl_->buckets) {
+    b.pending = static_cast<std::int64_t>(b.params.size());
+    b.work.reset();
+  }
+  impl_->next_launch = 0;
+  impl_->counts = Counts{};
+  impl_->counts.buckets = static_cast<std::int64_t>(impl_->buckets.size());
+  impl_->armed = true;
+}
+
+void GradientBuckets::finish() {
+  Impl& self = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(self.mutex);
+    KALM_ASSERT(self.armed, "GradientBuckets::finish without arm");
+    self.armed = false;
+    for (auto& b : self.buckets) b.pending = 0;
+    self.launch_ready(false);
+  }
+  guarded(self.group->options_, "all_reduce of gradients", [&] {
+    for (auto& b : self.buckets) {
+      if (!b.work) continue;
+      b.work->wait();
+      std::int64_t offset = 0;
+      for (auto& g : b.grads) {
+        const auto n = g.numel();
+        g.copy_(b.buffer[0].slice(0, offset, offset + n).view_as(g));
+        offset += n;
+      }
+      b.work.reset();
+      b.buffer.clear();
+      b.grads.clear();
+    }
+    return 0;
+  });
+  self.last = self.counts;
+}
+
+GradientBuckets::Counts GradientBuckets::last_counts() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->last;
 }
 
 #endif  // KALM_HAVE_C10D

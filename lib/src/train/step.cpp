@@ -282,7 +282,7 @@ torch::Tensor to_input_order(const torch::Tensor& packed_rows, const PackedToken
 // layers' gradients accumulate in .grad as usual; the token embeddings'
 // gradient goes into the table's .grad in place (see step.h).
 void backward_calls(model::EncoderImpl& encoder, const PackedTokens& packed, model::Pooling pooling,
-                    const torch::Tensor& grad_packed) {
+                    const torch::Tensor& grad_packed, GradientBuckets* final_backward) {
   torch::Tensor& table = encoder.embed_tokens->weight;
   const torch::Tensor table_values = table.detach();
   for (std::size_t c = 0; c < packed.plan.calls.size(); ++c) {
@@ -290,6 +290,7 @@ void backward_calls(model::EncoderImpl& encoder, const PackedTokens& packed, mod
     const torch::Tensor ids = packed.ids.narrow(0, packed.offsets[c], call.rows * call.length);
     torch::Tensor tokens = torch::embedding(table_values, ids).requires_grad_(table.requires_grad());
     const torch::Tensor rows = embed_call(encoder, packed, c, tokens, pooling);
+    if (final_backward && c + 1 == packed.plan.calls.size()) final_backward->arm();
     rows.backward(grad_packed.narrow(0, call.first, call.rows));
     if (!table.requires_grad()) continue;
     if (!table.grad().defined()) table.mutable_grad() = torch::zeros_like(table);
@@ -317,7 +318,7 @@ loss::LossOutput detach_total(loss::LossOutput out) {
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, const CallOptions& calls,
                                   torch::Generator generator, double loss_scale, bool bf16_autocast,
-                                  DataParallel* parallel) {
+                                  DataParallel* parallel, GradientBuckets* final_backward) {
   // Queries and passages share the calls: a call is filled by length, not by role.
   const PackedTokens packed = pack_tokens(encoder, {&batch.queries, &batch.passages}, calls);
   const std::int64_t nq = batch.queries.ids.size(0), np = batch.passages.ids.size(0);
@@ -335,6 +336,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   }
   if (!calls.grad_cache) {
     auto out = loss::compute_loss(q, p, batch.info, loss_options, generator);
+    if (final_backward) final_backward->arm();
     (out.total * loss_scale).backward();
     return detach_total(std::move(out));
   }
@@ -346,7 +348,7 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
   const torch::Tensor local_grad = torch::cat({q.grad().detach().narrow(0, r * nq, nq),
                                                p.grad().detach().narrow(0, r * np, np)}, 0);
   model::Autocast autocast(encoder.device(), bf16_autocast);
-  backward_calls(encoder, packed, pooling, local_grad.index_select(0, packed.order));
+  backward_calls(encoder, packed, pooling, local_grad.index_select(0, packed.order), final_backward);
   return detach_total(std::move(out));
 }
 

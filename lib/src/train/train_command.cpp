@@ -181,6 +181,12 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "process group even for one process")
       ->check(CLI::IsMember({"auto", "nccl", "gloo"}))
       ->group(cli::kGroupCompute);
+  app.add_option("--grad-bucket-mb", f.dist.bucket_mb,
+                 "Data parallel: gradients are summed over ranks in buckets of this many MiB, each launched as "
+                 "soon as backward has produced it (overlapping communication with backward, as PyTorch's DDP "
+                 "bucket_cap_mb); 0 = one all-reduce of all gradients after backward")
+      ->check(cli::non_negative_number())
+      ->group(cli::kGroupCompute);
   app.add_option("--dist-timeout", f.dist.timeout_s,
                  "Seconds the rendezvous and each collective wait for the other ranks before failing")
       ->check(cli::positive_number())

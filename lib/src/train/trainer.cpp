@@ -298,6 +298,7 @@ class Trainer {
   std::int64_t batches_per_epoch_ = 0;
   std::FILE* metrics_ = nullptr;
   std::unique_ptr<DataParallel> parallel_;
+  std::unique_ptr<GradientBuckets> buckets_;  // after parallel_: its hooks use the group
   std::unique_ptr<Teacher> teacher_;  // kalm-distill --teacher: scores each batch
   bool leader_ = true;  // rank 0: writes checkpoints, metrics, the export
   BatchingOptions global_batching_;
@@ -692,6 +693,9 @@ TrainResult Trainer::run() {
   const std::int64_t last_micro = total * o_.grad_accumulation - 1;
   std::int64_t tokens_total = 0;
   const auto params = encoder_->parameters();
+  // Gradients summed in buckets while the step's last backward runs
+  // (--grad-bucket-mb; 0 = one flat all-reduce after it).
+  if (parallel_ && o_.dist.bucket_mb > 0) buckets_ = std::make_unique<GradientBuckets>(*parallel_, params, o_.dist.bucket_mb);
 
   while (state_.step < total) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -731,7 +735,8 @@ TrainResult Trainer::run() {
         batch.info.teacher_scores = parallel_ ? parallel_->all_gather_rows(scores) : scores;
       }
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, calls_, generator_,
-                                  1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get());
+                                  1.0 / static_cast<double>(o_.grad_accumulation), bf16_, parallel_.get(),
+                                  a + 1 == o_.grad_accumulation ? buckets_.get() : nullptr);
       micro_losses.push_back(out.total.detach().to(torch::kDouble));
       micro_epoch.push_back(epoch);
       micro_batch.push_back(b);
@@ -743,7 +748,11 @@ TrainResult Trainer::run() {
       tokens += batch.queries.tokens + batch.passages.tokens;
       ++state_.micro_batches;
     }
-    if (parallel_) parallel_->all_reduce_gradients(params);
+    if (buckets_) {
+      buckets_->finish();
+    } else if (parallel_) {
+      parallel_->all_reduce_gradients(params);
+    }
     const double lr = learning_rate_at(state_.step, total, warmup, o_.learning_rate, schedule_);
     optimizer_->set_lr(lr);
     const torch::Tensor grad_norm_t = clip_gradients(params, o_.max_grad_norm);
@@ -784,6 +793,12 @@ TrainResult Trainer::run() {
         io::append_json_string(line, entry.first);
         line += ": ";
         io::append_json_number(line, std::isfinite(v / accum) ? v / accum : 0.0);
+      }
+      if (buckets_) {
+        // How much of the all-reduce overlapped backward (GradientBuckets).
+        const auto counts = buckets_->last_counts();
+        line += ", \"grad_buckets\": " + std::to_string(counts.buckets) +
+                ", \"grad_buckets_in_backward\": " + std::to_string(counts.launched_in_backward);
       }
       line += ", \"lr\": ";
       io::append_json_number(line, lr);

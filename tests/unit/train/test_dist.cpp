@@ -215,3 +215,70 @@ DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the ide
     exercise(group, cuda);
   }
 }
+
+DOCTEST_TEST_CASE("GradientBuckets: buckets launch in order while the armed backward runs; sums written back") {
+  if (!kalm::train::data_parallel_available()) return;  // the refusal is checked above
+  auto run = [](const torch::Device& device, const std::string& backend) {
+    DistOptions alone;
+    alone.backend = backend;
+    kalm::train::DataParallel group(alone, device);
+    const auto options = torch::TensorOptions().dtype(torch::kFloat).device(device);
+    // A chain x -> w1 -> w2 -> w3: backward produces w3's gradient first.
+    torch::manual_seed(3);
+    std::vector<torch::Tensor> params;
+    for (int i = 0; i < 3; ++i) params.push_back(torch::randn({4, 4}, options).requires_grad_(true));
+    const auto x = torch::randn({2, 4}, options);
+    auto loss_of = [&](const std::vector<torch::Tensor>& w) {
+      return x.matmul(w[0]).tanh().matmul(w[1]).tanh().matmul(w[2]).pow(2).sum();
+    };
+    std::vector<torch::Tensor> expected;
+    {
+      std::vector<torch::Tensor> copies;
+      for (const auto& p : params) copies.push_back(p.detach().clone().requires_grad_(true));
+      loss_of(copies).backward();
+      loss_of(copies).backward();  // two backward passes: the step's gradients accumulate
+      for (const auto& c : copies) expected.push_back(c.grad().clone());
+    }
+    // 64 bytes per bucket: one 4x4 float parameter each, three buckets.
+    kalm::train::GradientBuckets buckets(group, params, 64.0 / (1024.0 * 1024.0));
+    loss_of(params).backward();  // not armed: an earlier micro-batch
+    buckets.arm();
+    loss_of(params).backward();
+    buckets.finish();
+    auto counts = buckets.last_counts();
+    DOCTEST_CHECK(counts.buckets == 3);
+    DOCTEST_CHECK(counts.launched_in_backward == 3);
+    DOCTEST_CHECK(counts.launched_at_finish == 0);
+    for (int i = 0; i < 3; ++i) DOCTEST_CHECK(torch::allclose(params[i].grad().cpu(), expected[i].cpu(), 0, 0));
+
+    // Bucket 0 (the last-registered parameter) gets no gradient from the armed
+    // backward: no later bucket may go first (every rank must issue the same
+    // collectives in the same order), so all launch at finish.
+    auto unused = torch::zeros({4}, options).requires_grad_(true);
+    unused.mutable_grad() = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f}).to(device);
+    std::vector<torch::Tensor> with_unused = params;
+    with_unused.push_back(unused);
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    kalm::train::GradientBuckets blocked(group, with_unused, 64.0 / (1024.0 * 1024.0));
+    blocked.arm();
+    loss_of(params).backward();
+    blocked.finish();
+    counts = blocked.last_counts();
+    DOCTEST_CHECK(counts.buckets == 4);
+    DOCTEST_CHECK(counts.launched_in_backward == 0);
+    DOCTEST_CHECK(counts.launched_at_finish == 4);
+    DOCTEST_CHECK(torch::equal(unused.grad().cpu(), torch::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
+
+    // One large bucket: launched by the hook of its last parameter.
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    kalm::train::GradientBuckets one(group, params, 25);
+    one.arm();
+    loss_of(params).backward();
+    one.finish();
+    counts = one.last_counts();
+    DOCTEST_CHECK(counts.buckets == 1);
+    DOCTEST_CHECK(counts.launched_in_backward == 1);
+  };
+  if (kalm::train::gloo_available()) run(torch::Device(torch::kCPU), "gloo");
+  if (kalm::train::nccl_available() && torch::cuda::is_available()) run(torch::Device(torch::kCUDA, 0), "nccl");
+}

@@ -6,7 +6,7 @@
 //         headers are found (pip's torch: the nvidia-nccl wheel beside it).
 //   gloo  CPU ranks, and CUDA ranks of a build without NCCL: Gloo works on
 //         host memory, so a GPU rank's embeddings and gradients are staged
-//         through the CPU (one flat buffer per step).
+//         through the CPU.
 // auto (the default) is nccl when the device is CUDA and this build has it,
 // else gloo.
 //
@@ -22,7 +22,8 @@
 // embeddings so the loss sees every rank's negatives (cross-device negatives,
 // KaLM's negatives_cross_device), backpropagates into its own slice, and sums
 // the gradients over ranks (the loss is the global mean, so the sum of the
-// ranks' partial gradients is its gradient). Weights stay identical on every
+// ranks' partial gradients is its gradient) in buckets launched during
+// backward (GradientBuckets) or in one flat buffer after it. Weights stay identical on every
 // rank; rank 0 alone writes checkpoints, metrics and the export.
 //
 // Failure: the store and every collective give up after DistOptions::timeout_s,
@@ -64,6 +65,7 @@ struct DistOptions {
   double timeout_s = 300;        // store operations and collectives
   std::string source = "flags";  // where rank/world came from: flags | RANK/WORLD_SIZE | SLURM | default
   std::string backend = "auto";  // auto | nccl | gloo (resolve_backend)
+  double bucket_mb = 25;         // gradient buckets reduced during backward (MiB); 0 = one all-reduce after it
 };
 
 // What the command line said (unset = not given).
@@ -73,6 +75,7 @@ struct DistFlags {
   std::string store_path;         // --dist-store
   double timeout_s = 300;         // --dist-timeout
   std::string backend = "auto";   // --dist-backend
+  double bucket_mb = 25;          // --grad-bucket-mb
 };
 
 // getenv-like lookup (nullptr = unset); tests pass their own.
@@ -130,10 +133,61 @@ class DataParallel {
   void barrier(const char* what = "barrier");
 
  private:
+  friend class GradientBuckets;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DistOptions options_;
   DistBackend backend_ = DistBackend::kGloo;
+};
+
+// Gradients summed over ranks while backward still runs, as PyTorch's DDP
+// does: the parameters are split into buckets of about bucket_mb MiB, in the
+// reverse of their registration order (the order backward produces them: last
+// layer first); a hook on each parameter's gradient accumulator counts the
+// gradients the armed backward has finished, and a bucket whose parameters are
+// all done is flattened and its all-reduce launched asynchronously, so the
+// collective runs while backward computes earlier layers. Buckets are launched
+// strictly in bucket order (bucket k waits for 0..k-1), so every rank issues
+// the same collectives in the same order, which c10d requires.
+//
+// Use: arm() right before the step's last backward (the one after which each
+// gradient is final: the last micro-batch, GradCache's last call), finish()
+// after it. finish() launches the buckets whose parameters the armed backward
+// did not reach (e.g. an embedding table whose gradient GradCache accumulates
+// by hand), waits for every bucket and writes the sums back into .grad.
+// Earlier backward passes of the step (gradient accumulation, GradCache's
+// other calls) run with the hooks disarmed: nothing is launched before the
+// gradients are final. A parameter whose gradient is undefined at launch is
+// left out of its bucket's buffer, as all_reduce_gradients does; every rank
+// runs the same model and graph, so they agree on which.
+//
+// Results equal all_reduce_gradients' up to the order of floating-point
+// additions across ranks (bit-identical for two ranks).
+// Thread safety: hooks run on the autograd engine's threads (a CUDA device
+// thread for GPU graphs); the bucket state is guarded by a mutex. arm() and
+// finish() are called from the training thread.
+class GradientBuckets {
+ public:
+  // Registers the hooks; `params` as Module::parameters() lists them. bucket_mb > 0.
+  GradientBuckets(DataParallel& group, const std::vector<torch::Tensor>& params, double bucket_mb);
+  ~GradientBuckets();  // removes the hooks
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+
+  void arm();
+  void finish();
+
+  // What the last finish() saw, for tests and benchmarks.
+  struct Counts {
+    std::int64_t buckets = 0;               // buckets of the model
+    std::int64_t launched_in_backward = 0;  // of those, launched by a hook (overlapping backward)
+    std::int64_t launched_at_finish = 0;    // launched by finish()
+  };
+  Counts last_counts() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace kalm::train

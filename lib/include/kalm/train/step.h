@@ -140,10 +140,14 @@ struct TrainBatch {
 // batch.info describes the global batch; embeddings are all-gathered before
 // the loss (dist.h). Gradients are NOT summed over ranks here (the caller does
 // it once per optimiser step).
+// final_backward: set for the optimiser step's last micro-batch when gradients
+// are summed in buckets during backward (GradientBuckets): it is armed right
+// before the backward pass after which every gradient is final (GradCache:
+// the last call's); the caller finishes it.
 loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch& batch, model::Pooling pooling,
                                   const loss::LossOptions& loss_options, const CallOptions& calls,
                                   torch::Generator generator, double loss_scale = 1.0, bool bf16_autocast = false,
-                                  DataParallel* parallel = nullptr);
+                                  DataParallel* parallel = nullptr, GradientBuckets* final_backward = nullptr);
 
 // Samples the groups of `indices` (in order, from `rng`; see sample_group),
 // tokenises queries to query_max_length and passages to passage_max_length,
