@@ -31,9 +31,10 @@ results_of() { echo "$out/eval/$(basename "$1")/results.txt"; }
 seconds_of() { if [ -f "$1.seconds" ]; then cat "$1.seconds"; else echo "-"; fi; }
 
 # scores.tsv: label, task, split, metric, dim, value (kalm-eval's table,
-# columns dim=N and bm25; "-" where a column does not apply).
+# columns dim=N, bm25 and tfidf; "-" where a column does not apply). A
+# task has one of the two lexical baselines, so both become dim "baseline".
 scores_of() {  # LABEL RESULTS
-  awk -v label="$1" 'NR == 1 { for (i = 5; i <= NF; i++) col[i] = $i; next }
+  awk -v label="$1" 'NR == 1 { for (i = 5; i <= NF; i++) { col[i] = $i; if ($i == "bm25" || $i == "tfidf") col[i] = "baseline" }; next }
     NF >= 5 { for (i = 5; i <= NF; i++) if ($i != "-") { c = col[i]; sub(/^dim=/, "", c); print label "\t" $1 "\t" $3 "\t" $4 "\t" c "\t" $i } }' "$2"
 }
 : > "$work/scores.tsv"
@@ -57,16 +58,16 @@ while IFS=$'\t' read -r variant model; do
 done < "$ablations"
 
 label_dir() { awk -F'\t' -v l="$1" '$1 == l { print $2 }' "$work/stages.tsv"; }
-full_dim=$(awk -F'\t' '$5 != "bm25" { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$work/scores.tsv")
+full_dim=$(awk -F'\t' '$5 != "baseline" { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$work/scores.tsv")
 
 # table LABEL... : rows task (split) metric, a column per label at full width;
-# "bm25" is a label too.
+# "baseline" is a label too.
 table() {
   awk -F'\t' -v labels="$*" -v full="${TABLE_DIM:-$full_dim}" '
     BEGIN { n = split(labels, L, " ") }
     { key = $2 "\t" $3 "\t" $4
       if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
-      if ($5 == "bm25") v["bm25", key] = $6
+      if ($5 == "baseline") v["baseline", key] = $6
       else if ($5 == full) v[$1, key] = $6 }
     END {
       printf "| task | split | metric |"; for (i = 1; i <= n; i++) printf " %s |", L[i]; print ""
@@ -101,30 +102,33 @@ final_dir=$(label_dir soup)
   echo
   echo "## Every stage"
   echo
-  echo "Full width ($full_dim dims). \`bm25\` is Lucene's BM25 on the same queries and documents (retrieval and reranking only)."
+  echo "Full width ($full_dim dims). \`baseline\` needs no model: Lucene's BM25 on the same queries and documents for retrieval and reranking, TF-IDF vectors put through the task's own protocol for the other types (words; character trigrams for bitext), as kalm-eval(1) defines them."
   echo "\`untrained\` is the default model's initialisation with its trained tokenizer; \`$final\` is the final model."
   echo
-  table bm25 $stage_labels
+  table baseline $stage_labels
   echo
-  echo "### The final model against BM25"
+  echo "### The final model against the lexical baselines"
   echo
-  awk -F'\t' -v full="$full_dim" -v fin="$final" '
-    $5 == "bm25" { b[$2 "\t" $3] = $6 }
-    $1 == fin && $5 == full { s[$2 "\t" $3] = $6; m[$2 "\t" $3] = $4 }
-    END { for (k in b) if (k in s && b[k] > 0) { split(k, t, "\t")
-            printf "- %s (%s): %s %.2f against BM25 %.2f, %+.0f%%\n", t[1], m[k], fin, s[k], b[k], 100 * (s[k] / b[k] - 1) } }' \
-    "$work/scores.tsv" | sort
+  for fin_label in "$final" "$final-noinstr"; do
+    awk -F'\t' -v full="$full_dim" -v fin="$fin_label" '
+      $5 == "baseline" { b[$2 "\t" $3] = $6; how[$2 "\t" $3] = ($4 == "ndcg_at_10" || $4 == "map") ? "BM25" : "TF-IDF" }
+      $1 == fin && $5 == full { s[$2 "\t" $3] = $6; m[$2 "\t" $3] = $4 }
+      END { for (k in b) if (k in s) { split(k, t, "\t")
+              printf "- %s (%s): %s %.2f against %s %.2f: %s\n", t[1], m[k], fin, s[k], how[k], b[k],
+                     (s[k] > b[k]) ? "ahead" : "**behind**" } }' \
+      "$work/scores.tsv" | sort
+  done
   echo
-  for d in $(awk -F'\t' -v full="$full_dim" '$5 != "bm25" && $5 != full { print $5 }' "$work/scores.tsv" | sort -nru); do
+  for d in $(awk -F'\t' -v full="$full_dim" '$5 != "baseline" && $5 != full { print $5 }' "$work/scores.tsv" | sort -nru); do
     echo "### Every stage at $d dims (Matryoshka prefix)"
     echo
-    TABLE_DIM=$d table bm25 $stage_labels
+    TABLE_DIM=$d table baseline $stage_labels
     echo
   done
   echo "## Matryoshka: the final model at each width"
   echo
   awk -F'\t' -v fin="$final" '
-    $1 == fin && $5 != "bm25" { key = $2 "\t" $3 "\t" $4; if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
+    $1 == fin && $5 != "baseline" { key = $2 "\t" $3 "\t" $4; if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
       if (!($5 in dseen)) { dseen[$5] = 1; dims[++nd] = $5 } v[$5, key] = $6 }
     END {
       printf "| task | split | metric |"; for (i = 1; i <= nd; i++) printf " %s |", dims[i]; print ""
@@ -220,7 +224,7 @@ ntasks=$(head -1 "$work/stages.dat" | awk -F'\t' '{ print NF - 1 }')
 gnuplot -e "set terminal pngcairo size 1000,550; set output '$work/stages.png'; set datafile separator '\t'; set datafile missing 'NaN'; set ylabel 'score (main metric x 100)'; set key outside right; set grid; set xtics rotate by -30; plot for [i=2:$((ntasks + 1))] '$work/stages.dat' using 0:i:xtic(1) with linespoints title columnheader(i)"
 
 # Score per Matryoshka width for the final model.
-awk -F'\t' -v fin="$final" '$1 == fin && $5 != "bm25" { print $2 "/" $3 "\t" $5 "\t" $6 }' "$work/scores.tsv" |
+awk -F'\t' -v fin="$final" '$1 == fin && $5 != "baseline" { print $2 "/" $3 "\t" $5 "\t" $6 }' "$work/scores.tsv" |
   sort -t$'\t' -k1,1 -k2,2n > "$work/mrl.dat"
 gnuplot -e "set terminal pngcairo size 900,500; set output '$work/matryoshka.png'; set datafile separator '\t'; set xlabel 'embedding dimensions'; set ylabel 'score (main metric x 100)'; set logscale x 2; set key outside right; set grid; tasks = system(\"cut -f1 '$work/mrl.dat' | uniq | tr '\\\\n' ' '\"); plot for [t in tasks] '$work/mrl.dat' using (strcol(1) eq t ? \$2 : NaN):3 with linespoints title t"
 

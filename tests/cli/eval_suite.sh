@@ -12,13 +12,13 @@ cp "$src/tests/fixtures/tokenizers/tiny_bytelevel/"tokenizer*.json "$model/"
 
 expect_rc 0 "$exe" -m "$model" --max-length 64 --threads 2 --dim 64,16 --suite "$src/examples/eval/suite.txt" \
   --output-dir "$tmp/results" && {
-  expect_grep "^task +type +split +metric +dim=64 +dim=16 +bm25" "$tmp/out" "table header"
+  expect_grep "^task +type +split +metric +dim=64 +dim=16 +bm25 +tfidf" "$tmp/out" "table header"
   for t in LicenseRetrieval LicenseReranking LicenseSTS LicensePairs LicenseClassification LicenseClustering CoreutilsBitext; do
     expect_grep "^$t " "$tmp/out" "table row $t"
   done
   expect_grep "LicenseRetrieval: [0-9]+ texts embedded" "$tmp/err" "summary line"
   checks=$((checks + 1))
-  if ! "$PY" - "$tmp/results" <<'PYEOF'
+  if ! "$PY" - "$tmp/results" "$src" <<'PYEOF'
 import json, math, os, sys
 d = sys.argv[1]
 files = sorted(os.listdir(d))
@@ -40,8 +40,30 @@ for f in files:
     if r["task_type"] in ("retrieval", "reranking"):
         b = r["bm25"]["test"]["main_score"]
         assert 0.5 < b <= 1, (f, b)  # word overlap makes these easy for BM25
+        assert "tfidf" not in r
     else:
         assert "bm25" not in r
+        t = r["tfidf"]["test"]
+        assert t["features"] == ("char-trigrams" if r["task_type"] == "bitext" else "words"), (f, t)
+        assert t["width"] > 20 and 0 < t["main_score"] <= 1 and t["main_score"] == t[r["main_metric"]], (f, t)
+# Oracle: scikit-learn's TfidfVectorizer (defaults: smooth idf, l2 rows) on
+# kalm's tokens (NFKC case-folded runs of letters and digits: for these ASCII
+# texts, [^\W_]+ of the lower-cased text) and scipy's Spearman of the pairs'
+# cosines give the STS baseline's score.
+import re
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.feature_extraction.text import TfidfVectorizer
+pairs = [json.loads(l) for l in open(os.path.join(sys.argv[2], "examples/eval/sts/test.jsonl"))]
+texts = [p["sentence1"] for p in pairs] + [p["sentence2"] for p in pairs]
+x = TfidfVectorizer(analyzer=lambda s: re.findall(r"[^\W_]+", s.lower())).fit_transform(texts).toarray()
+n = len(pairs)
+cos = (x[:n] * x[n:]).sum(1)  # rows are unit
+want = spearmanr(cos, [p["score"] for p in pairs]).correlation
+got = json.load(open(os.path.join(d, "LicenseSTS.json")))["tfidf"]["test"]
+assert abs(got["cosine_spearman"] - want) < 1e-9, (got["cosine_spearman"], want)
+assert got["width"] == x.shape[1], (got["width"], x.shape)
+print(f"STS TF-IDF baseline: kalm {got['cosine_spearman']:.12f}, scikit-learn + scipy {want:.12f}")
 retr = json.load(open(os.path.join(d, "LicenseRetrieval.json")))["scores"]["test"][0]
 for k in ("ndcg_at_10", "map_at_10", "recall_at_100", "precision_at_10", "mrr_at_10"):
     assert 0 <= retr[k] <= 1, k

@@ -14,15 +14,20 @@ expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" -j2 || tail -20 "$tmp/out" "
 report="$out/report/report.md"
 checks=$((checks + 1))
 if [ ! -s "$report" ]; then echo "FAIL: no report"; failures=$((failures + 1)); else cat "$report"; fi
-for stage in bm25 untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
+for stage in baseline untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
   expect_grep "^\| task \| split \| metric \|.* $stage \|" "$report" "report header ($stage)"
 done
 for task in gcide-define gcide-wn-paraphrase wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
   expect_grep "^\| $task \| [a-z-]+ \| [a-z_0-9]+ \| [0-9.]+ \|" "$report" "report row ($task)"
 done
-# Every stage scored: no '-' in the full-width table except BM25's column.
+# The final model against each task's lexical baseline (BM25 or TF-IDF), with and without instructions.
+for task in gcide-define:BM25 wn-rerank:BM25 wn-sts:TF-IDF wn-pair:TF-IDF wn-lexname-cls:TF-IDF wn-lexname-clu:TF-IDF fd-bitext:TF-IDF; do
+  expect_grep "^- ${task%%:*} \([a-z_0-9]+\): soup [0-9.]+ against ${task#*:} [0-9.]+: (ahead|\*\*behind\*\*)$" "$report" "baseline line (${task%%:*})"
+  expect_grep "^- ${task%%:*} \([a-z_0-9]+\): soup-noinstr [0-9.]+ against ${task#*:} [0-9.]+: " "$report" "baseline line (${task%%:*}, noinstr)"
+done
+# Every stage and the baseline scored: no '-' in the full-width table.
 checks=$((checks + 1))
-if awk '/^## Every stage/ { on = 1 } /^### / { on = 0 } on && /^\| [a-z]/ && !/^\| task/ { n = split($0, c, "|"); for (i = 6; i < n; i++) if (c[i] ~ /^ *- *$/) bad = 1 } END { exit !bad }' "$report"; then
+if awk '/^## Every stage/ { on = 1 } /^### / { on = 0 } on && /^\| [a-z]/ && !/^\| task/ { n = split($0, c, "|"); for (i = 5; i < n; i++) if (c[i] ~ /^ *- *$/) bad = 1 } END { exit !bad }' "$report"; then
   echo "FAIL: a stage has no score in the report"; failures=$((failures + 1))
 fi
 for png in loss stages matryoshka; do

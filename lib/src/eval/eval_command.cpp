@@ -168,7 +168,9 @@ void add_eval_flags(cli::Tool& tool, EvalOptions& o) {
       ->group(cli::kGroupOutput);
   app.add_option("--dim", o.dim, "Matryoshka widths to score, comma-separated, e.g. 896,256,64 (default: the model's)")
       ->group(cli::kGroupOutput);
-  app.add_flag("--bm25,!--no-bm25", o.bm25, "Score BM25 beside retrieval and reranking tasks")
+  app.add_flag("--bm25,--baselines,!--no-bm25,!--no-baselines", o.bm25,
+               "Score the lexical baselines: BM25 beside retrieval and reranking, TF-IDF vectors beside the other "
+               "task types (default on)")
       ->group(cli::kGroupOutput);
   app.add_option("--top-k", o.top_k, "Retrieval: documents ranked per query")
       ->check(cli::positive_number())
@@ -270,11 +272,12 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
     if (!o.output_dir.empty())
       write_text((fs::path(o.output_dir) / (spec.name + ".json")).string(), task_result_json(r, meta));
     char summary[256];
-    std::snprintf(summary, sizeof summary, "%s: %llu texts embedded; %s (encode %s, search %s, metrics %s, bm25 %s)",
+    std::snprintf(summary, sizeof summary,
+                  "%s: %llu texts embedded; %s (encode %s, search %s, metrics %s, bm25 %s, tfidf %s)",
                   spec.name.c_str(), static_cast<unsigned long long>(progress.count()),
                   cli::format_seconds(r.seconds).c_str(), cli::format_seconds(r.timing.encode).c_str(),
                   cli::format_seconds(r.timing.search).c_str(), cli::format_seconds(r.timing.metrics).c_str(),
-                  cli::format_seconds(r.timing.bm25).c_str());
+                  cli::format_seconds(r.timing.bm25).c_str(), cli::format_seconds(r.timing.tfidf).c_str());
     progress.finish(summary);
     results.push_back(std::move(r));
   }

@@ -1,5 +1,6 @@
 #include "kalm/eval/runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "kalm/eval/kmeans.h"
 #include "kalm/eval/reranking_metrics.h"
 #include "kalm/eval/retrieval_metrics.h"
+#include "kalm/eval/tfidf.h"
 #include "kalm/io/json_writer.h"
 #include "kalm/search/topk.h"
 
@@ -188,7 +190,7 @@ void require_two_labels(const std::vector<std::int64_t>& labels, const std::stri
 SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextEncoder& enc, const RunnerOptions& o,
                       TaskTiming& timing) {
   const std::string prefix = query_prefix(spec, o);
-  const auto dims = resolve_dims(o, enc.dim());
+  if (enc.dim() > 0) resolve_dims(o, enc.dim());  // a bad --dim fails before anything is embedded
   SplitResult split;
   split.split = split_name;
   auto add = [&](std::int64_t d, Metrics m) {
@@ -215,7 +217,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         qe = enc.encode(qtexts, spec.dir + "/queries.jsonl", prefix);
         ce = enc.encode(data.corpus_texts, spec.dir + "/corpus.jsonl", "");
       }
-      SplitResult r = score_retrieval(spec, data, queries, qe, ce, dims, o, timing);
+      SplitResult r = score_retrieval(spec, data, queries, qe, ce, resolve_dims(o, qe.size(1)), o, timing);
       r.split = split_name;
       return r;
     }
@@ -245,7 +247,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         qe = enc.encode(queries, split_path(spec, split_name) + " (queries)", prefix);
         de = enc.encode(docs, split_path(spec, split_name) + " (candidates)", "");
       }
-      for (auto d : dims) {
+      for (auto d : resolve_dims(o, qe.size(1))) {
         torch::Tensor sim;
         {
           Stopwatch w(timing.search);
@@ -289,7 +291,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         Stopwatch w(timing.encode);
         std::tie(a, b) = encode_two(enc, prefix, data.first, second_prefix, data.second, split_path(spec, split_name));
       }
-      for (auto d : dims) {
+      for (auto d : resolve_dims(o, a.size(1))) {
         torch::Tensor ad = at_dim(a, d), bd = at_dim(b, d);
         Stopwatch w(timing.metrics);
         if (spec.type == TaskKind::kSts) {
@@ -327,7 +329,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         std::tie(tr, te) = encode_two(enc, prefix, train.texts, prefix, test.texts,
                                       split_path(spec, spec.train_split) + " + " + split_path(spec, split_name));
       }
-      for (auto d : dims) {
+      for (auto d : resolve_dims(o, tr.size(1))) {
         Stopwatch w(timing.metrics);
         ClassificationProtocol p;
         p.n_experiments = spec.n_experiments;
@@ -360,7 +362,7 @@ SplitResult run_split(const TaskSpec& spec, const std::string& split_name, TextE
         Stopwatch w(timing.encode);
         e = enc.encode(all, split_path(spec, split_name), prefix);
       }
-      for (auto d : dims) {
+      for (auto d : resolve_dims(o, e.size(1))) {
         Stopwatch w(timing.metrics);
         torch::Tensor ed = at_dim(e, d);
         std::vector<double> v;
@@ -419,6 +421,42 @@ std::string score_text(double v) {
   return buf;
 }
 
+// TF-IDF vectors as a TextEncoder: fitted on each list it is given, which
+// run_split passes whole (one encode call per split without instructions).
+class TfidfEncoder : public TextEncoder {
+ public:
+  explicit TfidfEncoder(TfidfFeatures features) : features_(features) {}
+  torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what, const std::string&) override {
+    const std::int64_t budget = (std::int64_t{1} << 27) / std::max<std::int64_t>(1, static_cast<std::int64_t>(texts.size()));
+    auto v = tfidf_vectors(texts, features_, std::clamp<std::int64_t>(budget, 1, 65536), what);
+    width_ = v.size(1);
+    return v;
+  }
+  std::int64_t dim() const override { return 0; }
+  std::int64_t width() const { return width_; }
+
+ private:
+  TfidfFeatures features_;
+  std::int64_t width_ = 0;
+};
+
+// The split's lexical baseline for the types that compare vectors (see runner.h).
+void add_tfidf_baseline(const TaskSpec& spec, SplitResult& split, const RunnerOptions& o, TaskTiming& timing) {
+  const auto start = Clock::now();
+  TfidfEncoder tfidf(spec.type == TaskKind::kBitext ? TfidfFeatures::kCharTrigrams : TfidfFeatures::kWords);
+  RunnerOptions plain = o;
+  plain.dims.clear();
+  plain.use_instructions = false;
+  TaskTiming ignored;
+  SplitResult b = run_split(spec, split.split, tfidf, plain, ignored);
+  split.tfidf = b.dims.at(0).metrics;
+  split.tfidf_main_score = b.dims.at(0).main_score;
+  split.tfidf_width = tfidf.width();
+  split.tfidf_features = std::string(tfidf_features_name(spec.type == TaskKind::kBitext ? TfidfFeatures::kCharTrigrams
+                                                                                       : TfidfFeatures::kWords));
+  timing.tfidf += std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 }  // namespace
 
 double metric_value(const Metrics& metrics, const std::string& name) {
@@ -433,8 +471,11 @@ TaskResult run_task(const TaskSpec& spec, TextEncoder& encoder, const RunnerOpti
   const auto start = Clock::now();
   TaskResult result;
   result.spec = spec;
-  for (const auto& split : splits_of(spec, options))
+  for (const auto& split : splits_of(spec, options)) {
     result.splits.push_back(run_split(spec, split, encoder, options, result.timing));
+    if (options.bm25 && spec.type != TaskKind::kRetrieval && spec.type != TaskKind::kReranking)
+      add_tfidf_baseline(spec, result.splits.back(), options, result.timing);
+  }
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return result;
 }
@@ -529,7 +570,8 @@ std::string task_result_json(const TaskResult& r, const ResultMeta& meta) {
                                                     {"encode", r.timing.encode},
                                                     {"search", r.timing.search},
                                                     {"metrics", r.timing.metrics},
-                                                    {"bm25", r.timing.bm25}};
+                                                    {"bm25", r.timing.bm25},
+                                                    {"tfidf", r.timing.tfidf}};
   for (std::size_t i = 0; i < std::size(timings); ++i) {
     if (i) out += ", ";
     append_key(out, timings[i].first);
@@ -593,23 +635,54 @@ std::string task_result_json(const TaskResult& r, const ResultMeta& meta) {
     }
     out += "\n  }";
   }
+  bool any_tfidf = false;
+  for (const auto& s : r.splits) any_tfidf = any_tfidf || s.tfidf.has_value();
+  if (any_tfidf) {
+    out += ",\n  ";
+    append_key(out, "tfidf");
+    out += "{";
+    bool first = true;
+    for (const auto& s : r.splits) {
+      if (!s.tfidf) continue;
+      out += first ? "\n    " : ",\n    ";
+      first = false;
+      append_key(out, s.split);
+      out += "{\n";
+      const std::string indent = "      ";
+      header(s, indent);
+      out += ",\n" + indent;
+      append_key(out, "features");
+      io::append_json_string(out, s.tfidf_features);
+      out += ",\n" + indent;
+      append_key(out, "width");
+      out += std::to_string(s.tfidf_width);
+      out += ",\n" + indent;
+      append_key(out, "main_score");
+      append_value(out, s.tfidf_main_score);
+      append_metrics(out, *s.tfidf, indent);
+      out += "\n    }";
+    }
+    out += "\n  }";
+  }
   out += "\n}\n";
   return out;
 }
 
 std::string results_table(const std::vector<TaskResult>& results) {
   std::vector<std::int64_t> dims;
-  bool any_bm25 = false;
+  bool any_bm25 = false, any_tfidf = false;
   for (const auto& r : results)
     for (const auto& s : r.splits) {
       for (const auto& d : s.dims)
         if (std::find(dims.begin(), dims.end(), d.dim) == dims.end()) dims.push_back(d.dim);
       any_bm25 = any_bm25 || s.bm25.has_value();
+      any_tfidf = any_tfidf || s.tfidf.has_value();
     }
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> head = {"task", "type", "split", "metric"};
   for (auto d : dims) head.push_back("dim=" + std::to_string(d));
   if (any_bm25) head.push_back("bm25");
+  if (any_tfidf) head.push_back("tfidf");
   rows.push_back(head);
   for (const auto& r : results)
     for (const auto& s : r.splits) {
@@ -621,6 +694,7 @@ std::string results_table(const std::vector<TaskResult>& results) {
         row.push_back(cell);
       }
       if (any_bm25) row.push_back(s.bm25 ? score_text(s.bm25_main_score) : "-");
+      if (any_tfidf) row.push_back(s.tfidf ? score_text(s.tfidf_main_score) : "-");
       rows.push_back(row);
     }
   std::vector<std::size_t> width(head.size(), 0);

@@ -242,7 +242,18 @@ DOCTEST_TEST_CASE("runners: every example task, two Matryoshka widths, BM25 besi
       DOCTEST_CHECK(d.main_score <= 1.0);
     }
     DOCTEST_CHECK(r.splits[0].bm25.has_value() == (task == "reranking"));
+    // The other types get the TF-IDF baseline, scored by the same protocol.
+    DOCTEST_REQUIRE(r.splits[0].tfidf.has_value() == (task != "reranking"));
+    if (task == "reranking") continue;
+    DOCTEST_CHECK(r.splits[0].tfidf_features == (task == "bitext" ? "char-trigrams" : "words"));
+    DOCTEST_CHECK(r.splits[0].tfidf_width > 10);
+    DOCTEST_CHECK(r.splits[0].tfidf_main_score == metric_value(*r.splits[0].tfidf, load_task_spec(kExamples + "/" + task).main_score));
+    DOCTEST_CHECK(r.splits[0].tfidf_main_score > least);
+    DOCTEST_CHECK(r.splits[0].tfidf_main_score <= 1.0);
   }
+  RunnerOptions no_baselines = o;
+  no_baselines.bm25 = false;
+  DOCTEST_CHECK(!run_task(load_task_spec(kExamples + "/sts"), enc, no_baselines).splits[0].tfidf.has_value());
   // Without instructions the texts reach the encoder unchanged.
   RunnerOptions plain = o;
   plain.use_instructions = false;
@@ -304,6 +315,16 @@ DOCTEST_TEST_CASE("results JSON and table") {
                           "\"main_metric\": \"ndcg_at_10\"", "\"split\": \"test\"", "\"languages\": [\"eng-Latn\"]",
                           "\"dim\": 32,", "\"dim\": 8,", "\"main_score\": ", "\"ndcg_at_10\": ", "\"bm25\": {"})
     DOCTEST_CHECK_MESSAGE(json.find(key) != std::string::npos, key);
+  DOCTEST_CHECK(json.find("\"tfidf\": {") == std::string::npos);
+  auto sts = run_task(load_task_spec(kExamples + "/sts"), enc, o);
+  const auto sts_json = task_result_json(sts, {"models/tiny", "0.1.0 (git x)", "kalm-eval x", std::nullopt});
+  for (const char* key : {"\"tfidf\": {", "\"features\": \"words\"", "\"width\": ", "\"cosine_spearman\": "})
+    DOCTEST_CHECK_MESSAGE(sts_json.find(key) != std::string::npos, key);
+  const auto both = results_table({r, sts});
+  const auto header = both.substr(0, both.find('\n'));
+  DOCTEST_CHECK(header.find("bm25") != std::string::npos);
+  DOCTEST_CHECK(header.find("tfidf") > header.find("bm25"));
+  DOCTEST_CHECK(header.find("tfidf") != std::string::npos);
   auto table = results_table({r});
   DOCTEST_CHECK(table.rfind("task", 0) == 0);
   DOCTEST_CHECK(table.find("dim=32") != std::string::npos);

@@ -40,7 +40,7 @@ struct EvalOptions {
   std::vector<std::string> splits;             // override every task's splits
   std::string instruction_template = "Instruct: {instruction} \n Query: ";  // KaLM's query template
   bool instructions = true;                    // apply the tasks' instructions
-  bool bm25 = true;                            // BM25 baseline beside retrieval and reranking
+  bool bm25 = true;                            // lexical baselines: BM25 (retrieval, reranking), TF-IDF (others)
   std::int64_t top_k = 1000;                   // retrieval: documents ranked per query
   std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = the model's, else 512
   std::int64_t batch_tokens = 16384;           // padded tokens per forward pass

@@ -1,7 +1,8 @@
 #pragma once
 // Task runners: one task directory (task.h) + an embedding model -> mteb-style
-// scores, for one or more Matryoshka dimensions, plus a BM25 baseline for
-// retrieval and reranking.
+// scores, for one or more Matryoshka dimensions, plus a lexical baseline that
+// needs no model: BM25 for retrieval and reranking, TF-IDF vectors (tfidf.h)
+// scored by the task's own protocol for the others.
 //
 // Protocols (mteb 1.x evaluators unless noted; details in man/kalm-eval.1.md):
 // - retrieval: queries of the split's qrels embedded with the instruction,
@@ -19,6 +20,15 @@
 // - clustering: per set, minibatch k-means (kmeans.h) and V-measure; v_measure
 //   (main) = mean over sets, v_measure_std.
 // - bitext: bitext_mining: f1 (main), precision, recall, accuracy.
+// Lexical baselines (RunnerOptions::bm25): retrieval and reranking are also
+// ranked by BM25 (bm25.h); sts, pair_classification, classification and
+// clustering are also scored on word TF-IDF vectors and bitext on character-
+// trigram TF-IDF vectors (the baselines of mteb-style comparisons: TF-IDF +
+// logistic regression, TF-IDF + k-means, trigram matching), through the same
+// protocol and metrics as the embeddings, without instructions. The TF-IDF
+// vocabulary and idf are fitted on the split's texts that the task embeds
+// (classification: train and test together), with at most
+// min(65536, 2^27 / texts) features so the dense vectors stay within 512 MiB.
 // Symmetric tasks (sts, pair_classification, bitext) instruct both sides when
 // the task's instruction_both_sides is true (KaLM V2); classification and
 // clustering texts are all instructed (they are queries in KaLM's scheme).
@@ -57,6 +67,8 @@ class TextEncoder {
   // pools the rest only, as sentence-transformers' encode(prompt=...) does.
   virtual torch::Tensor encode(const std::vector<std::string>& texts, const std::string& what,
                                const std::string& prompt) = 0;
+  // The embeddings' width; 0 when it is known only once texts are encoded (the
+  // TF-IDF baseline's vocabulary).
   virtual std::int64_t dim() const = 0;
 };
 
@@ -64,7 +76,7 @@ struct RunnerOptions {
   std::vector<std::int64_t> dims;                               // Matryoshka widths; empty = full width
   std::string instruction_template = "Instruct: {instruction} \n Query: ";  // KaLM's query template
   bool use_instructions = true;                                 // false: never prefix texts
-  bool bm25 = true;                                             // BM25 baseline (retrieval, reranking)
+  bool bm25 = true;                                             // lexical baselines: BM25 / TF-IDF
   std::int64_t top_k = 1000;                                    // retrieval: documents ranked per query
   search::SearchPrecision search_precision = search::SearchPrecision::F32;  // retrieval's top-k products
   std::uint64_t seed = 42;                                      // classification / clustering draws
@@ -87,6 +99,10 @@ struct SplitResult {
   std::vector<DimResult> dims;      // in the order of RunnerOptions::dims
   std::optional<Metrics> bm25;      // retrieval / reranking when asked for
   double bm25_main_score = 0;
+  std::optional<Metrics> tfidf;     // the other task types when asked for
+  double tfidf_main_score = 0;
+  std::string tfidf_features;       // "words" | "char-trigrams"
+  std::int64_t tfidf_width = 0;     // the TF-IDF vectors' width (features kept)
 };
 
 struct TaskTiming {
@@ -95,6 +111,7 @@ struct TaskTiming {
   double search = 0;   // top-k search / similarity computation
   double metrics = 0;  // scoring (metrics, probes, clustering)
   double bm25 = 0;     // indexing + BM25 search
+  double tfidf = 0;    // TF-IDF vectors + their scoring
 };
 
 struct TaskResult {
@@ -126,12 +143,14 @@ struct ResultMeta {
 //    "main_metric", "dims": [..], "evaluation_time", "timing": {...},
 //    "scores": {"<split>": [{"dim", "split", "languages", "hf_subset",
 //                            "main_score", <metric>: value, ...}, ...]},
-//    "bm25": {"<split>": {"split", "languages", "main_score", ...}}   (when run)}
+//    "bm25": {"<split>": {"split", "languages", "main_score", ...}}   (retrieval, reranking; when run)
+//    "tfidf": {"<split>": {"split", "languages", "features": "words" | "char-trigrams", "width",
+//                          "main_score", ...}}   (the other types; when run)}
 // Non-finite values (an undefined correlation) are written as null.
 std::string task_result_json(const TaskResult& result, const ResultMeta& meta);
 
 // The terminal table: one row per task and split; columns task, type, split,
-// metric, one per dimension ("dim=D"), and "bm25" when any task has it.
+// metric, one per dimension ("dim=D"), "bm25" and "tfidf" when any task has it.
 // Scores are printed x100 with two decimals, as the MTEB leaderboard shows them.
 std::string results_table(const std::vector<TaskResult>& results);
 
