@@ -114,7 +114,7 @@ final_dir=$(label_dir soup)
       $5 == "baseline" { b[$2 "\t" $3] = $6; how[$2 "\t" $3] = ($4 == "ndcg_at_10" || $4 == "map") ? "BM25" : "TF-IDF" }
       $1 == fin && $5 == full { s[$2 "\t" $3] = $6; m[$2 "\t" $3] = $4 }
       END { for (k in b) if (k in s) { split(k, t, "\t")
-              printf "- %s (%s): %s %.2f against %s %.2f: %s\n", t[1], m[k], fin, s[k], how[k], b[k],
+              printf "- %s%s (%s): %s %.2f against %s %.2f: %s\n", t[1], (t[2] == "test" ? "" : " " t[2]), m[k], fin, s[k], how[k], b[k],
                      (s[k] > b[k]) ? "ahead" : "**behind**" } }' \
       "$work/scores.tsv" | sort
   done

@@ -22,8 +22,8 @@ for task in gcide-define gcide-wn-paraphrase wn-define wn-lexname-cls wn-lexname
 done
 # The final model against each task's lexical baseline (BM25 or TF-IDF), with and without instructions.
 for task in gcide-define:BM25 wn-rerank:BM25 wn-sts:TF-IDF wn-pair:TF-IDF wn-lexname-cls:TF-IDF wn-lexname-clu:TF-IDF fd-bitext:TF-IDF; do
-  expect_grep "^- ${task%%:*} \([a-z_0-9]+\): soup [0-9.]+ against ${task#*:} [0-9.]+: (ahead|\*\*behind\*\*)$" "$report" "baseline line (${task%%:*})"
-  expect_grep "^- ${task%%:*} \([a-z_0-9]+\): soup-noinstr [0-9.]+ against ${task#*:} [0-9.]+: " "$report" "baseline line (${task%%:*}, noinstr)"
+  expect_grep "^- ${task%%:*}( [a-z-]+)? \([a-z_0-9]+\): soup [0-9.]+ against ${task#*:} [0-9.]+: (ahead|\*\*behind\*\*)$" "$report" "baseline line (${task%%:*})"
+  expect_grep "^- ${task%%:*}( [a-z-]+)? \([a-z_0-9]+\): soup-noinstr [0-9.]+ against ${task#*:} [0-9.]+: " "$report" "baseline line (${task%%:*}, noinstr)"
 done
 # Every stage and the baseline scored: no '-' in the full-width table.
 checks=$((checks + 1))

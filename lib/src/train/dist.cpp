@@ -485,7 +485,11 @@ void GradientBuckets::finish() {
   Impl& self = *impl_;
   {
     std::lock_guard<std::mutex> lock(self.mutex);
-    KALM_ASSERT(self.armed, "GradientBuckets::finish without arm");
+    if (!self.armed) {  // no backward was armed (nothing to overlap): reduce every bucket now
+      self.next_launch = 0;
+      self.counts = Counts{};
+      self.counts.buckets = static_cast<std::int64_t>(self.buckets.size());
+    }
     self.armed = false;
     for (auto& b : self.buckets) b.pending = 0;
     self.launch_ready(false);

@@ -269,6 +269,11 @@ DOCTEST_TEST_CASE("GradientBuckets: buckets launch in order while the armed back
     DOCTEST_CHECK(counts.launched_at_finish == 4);
     DOCTEST_CHECK(torch::equal(unused.grad().cpu(), torch::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
 
+    // finish() without arm(): every bucket reduced there.
+    blocked.finish();
+    DOCTEST_CHECK(blocked.last_counts().launched_at_finish == 4);
+    DOCTEST_CHECK(torch::equal(unused.grad().cpu(), torch::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
+
     // One large bucket: launched by the hook of its last parameter.
     for (auto& p : params) p.mutable_grad() = torch::Tensor();
     kalm::train::GradientBuckets one(group, params, 25);

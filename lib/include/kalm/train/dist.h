@@ -154,7 +154,8 @@ class DataParallel {
 // gradient is final: the last micro-batch, GradCache's last call), finish()
 // after it. finish() launches the buckets whose parameters the armed backward
 // did not reach (e.g. an embedding table whose gradient GradCache accumulates
-// by hand), waits for every bucket and writes the sums back into .grad.
+// by hand), waits for every bucket and writes the sums back into .grad
+// (without a preceding arm(), it reduces every bucket there and then).
 // Earlier backward passes of the step (gradient accumulation, GradCache's
 // other calls) run with the hooks disarmed: nothing is launched before the
 // gradients are final. A parameter whose gradient is undefined at launch is
