@@ -612,58 +612,46 @@ std::string task_result_json(const TaskResult& r, const ResultMeta& meta) {
     out += "]";
   }
   out += "\n  }";
-  bool any_bm25 = false;
-  for (const auto& s : r.splits) any_bm25 = any_bm25 || s.bm25.has_value();
-  if (any_bm25) {
-    out += ",\n  ";
-    append_key(out, "bm25");
-    out += "{";
+  // A baseline's section: one object per split that has it; `extra` writes
+  // keys of its own before the main score.
+  auto baseline_section = [&](const char* key, auto has, auto main_score, auto metrics, auto extra) {
     bool first = true;
     for (const auto& s : r.splits) {
-      if (!s.bm25) continue;
-      out += first ? "\n    " : ",\n    ";
+      if (!has(s)) continue;
+      out += first ? ",\n  " : ",\n    ";
+      if (first) {
+        append_key(out, key);
+        out += "{\n    ";
+      }
       first = false;
       append_key(out, s.split);
       out += "{\n";
       const std::string indent = "      ";
       header(s, indent);
+      extra(s, indent);
       out += ",\n" + indent;
       append_key(out, "main_score");
-      append_value(out, s.bm25_main_score);
-      append_metrics(out, *s.bm25, indent);
+      append_value(out, main_score(s));
+      append_metrics(out, metrics(s), indent);
       out += "\n    }";
     }
-    out += "\n  }";
-  }
-  bool any_tfidf = false;
-  for (const auto& s : r.splits) any_tfidf = any_tfidf || s.tfidf.has_value();
-  if (any_tfidf) {
-    out += ",\n  ";
-    append_key(out, "tfidf");
-    out += "{";
-    bool first = true;
-    for (const auto& s : r.splits) {
-      if (!s.tfidf) continue;
-      out += first ? "\n    " : ",\n    ";
-      first = false;
-      append_key(out, s.split);
-      out += "{\n";
-      const std::string indent = "      ";
-      header(s, indent);
-      out += ",\n" + indent;
-      append_key(out, "features");
-      io::append_json_string(out, s.tfidf_features);
-      out += ",\n" + indent;
-      append_key(out, "width");
-      out += std::to_string(s.tfidf_width);
-      out += ",\n" + indent;
-      append_key(out, "main_score");
-      append_value(out, s.tfidf_main_score);
-      append_metrics(out, *s.tfidf, indent);
-      out += "\n    }";
-    }
-    out += "\n  }";
-  }
+    if (!first) out += "\n  }";
+  };
+  baseline_section(
+      "bm25", [](const SplitResult& s) { return s.bm25.has_value(); },
+      [](const SplitResult& s) { return s.bm25_main_score; }, [](const SplitResult& s) -> const Metrics& { return *s.bm25; },
+      [](const SplitResult&, const std::string&) {});
+  baseline_section(
+      "tfidf", [](const SplitResult& s) { return s.tfidf.has_value(); },
+      [](const SplitResult& s) { return s.tfidf_main_score; }, [](const SplitResult& s) -> const Metrics& { return *s.tfidf; },
+      [&](const SplitResult& s, const std::string& indent) {
+        out += ",\n" + indent;
+        append_key(out, "features");
+        io::append_json_string(out, s.tfidf_features);
+        out += ",\n" + indent;
+        append_key(out, "width");
+        out += std::to_string(s.tfidf_width);
+      });
   out += "\n}\n";
   return out;
 }
