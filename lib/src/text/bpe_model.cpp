@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <queue>
+#include <random>
 
 #include "kalm/text/unicode.h"
 
@@ -179,7 +180,22 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
   }
 }
 
-void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
+void BpeModel::tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
+                                     std::mt19937_64& rng) const {
+  if (word.empty()) return;
+  if (ignore_merges_) {
+    // As HF: a pre-token that is a whole vocab entry is taken before any merge.
+    auto it = vocab_.find(word);
+    if (it != vocab_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  merge_word(word, out, p, &rng);
+}
+
+void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out, double dropout,
+                          std::mt19937_64* rng) const {
   struct Symbol {
     int32_t id;
     int32_t prev;
@@ -269,10 +285,22 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
       heap.push_back({m->rank, static_cast<int32_t>(k), m->new_id});
   }
   std::make_heap(heap.begin(), heap.end(), std::greater<Merge>());
+  // BPE dropout: merges drawn for skipping, queued again once another merge applies.
+  thread_local std::vector<Merge> skipped;
+  skipped.clear();
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<Merge>());
     const Merge top = heap.back();
     heap.pop_back();
+    // Dropout is drawn for every entry taken from the queue, before the checks
+    // below, as HF's Word::merge_all does.
+    if (dropout > 0 && uniform(*rng) < dropout) {
+      skipped.push_back(top);
+      continue;
+    }
+    for (const Merge& s : skipped) push(s);
+    skipped.clear();
     Symbol& cur = symbols[top.pos];
     if (!cur.alive || cur.next < 0) continue;
     const int32_t next_pos = cur.next;
@@ -300,6 +328,7 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
   constexpr std::size_t kKeep = 1 << 16;
   if (symbols.capacity() > kKeep) std::vector<Symbol>().swap(symbols);
   if (heap.capacity() > kKeep) std::vector<Merge>().swap(heap);
+  if (skipped.capacity() > kKeep) std::vector<Merge>().swap(skipped);
 }
 
 }  // namespace kalm::text::detail

@@ -74,13 +74,18 @@ class BpeModel final : public SubwordModel {
   // Appends the ids of one pre-token (non-empty, valid UTF-8) to `out`.
   // Throws ModelError when the unk token is needed but missing from the vocab.
   void tokenize(std::string_view word, std::vector<int32_t>& out) const override;
+  // HF's BPE dropout: a merge drawn for skipping waits until the next merge is
+  // applied, then competes again; never cached.
+  void tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
+                             std::mt19937_64& rng) const override;
 
   std::optional<int32_t> token_to_id(std::string_view token) const override;
   const std::string_view* id_to_token(int32_t id) const override;
   std::size_t id_limit() const override { return id_to_token_.size(); }
 
  private:
-  void merge_word(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_word(std::string_view word, std::vector<int32_t>& out, double dropout = 0,
+                  std::mt19937_64* rng = nullptr) const;
   int32_t char_id(std::string_view ch) const;
 
   std::deque<std::string> storage_;  // stable backing store for the views below

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "added_vocabulary.h"
@@ -17,6 +18,10 @@
 namespace kalm::text {
 
 namespace {
+
+void check_dropout(double p) {
+  if (!(p >= 0 && p <= 1)) throw UsageError("BPE dropout must be in [0, 1], got " + std::to_string(p));
+}
 
 using namespace detail;
 
@@ -97,9 +102,13 @@ class HfTokenizer final : public Tokenizer {
     if (pre_tokenizer_) pre_tokenizer_->pre_tokenize(pieces);
     Encoding enc;
     enc.ids.reserve(text.size() / 3 + 4);
+    check_dropout(options.bpe_dropout);
+    std::mt19937_64 dropout_rng(options.dropout_seed);
     for (const Piece& p : pieces) {
       if (p.id >= 0) {
         enc.ids.push_back(p.id);
+      } else if (options.bpe_dropout > 0 && enc.ids.size() >= options.dropout_after) {
+        model_->tokenize_with_dropout(p.text, enc.ids, options.bpe_dropout, dropout_rng);
       } else {
         model_->tokenize(p.text, enc.ids);
       }

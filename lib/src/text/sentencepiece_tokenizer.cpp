@@ -96,6 +96,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   Encoding encode(std::string_view text, const EncodeOptions& options) const override {
     check_utf8(text, "text");
+    if (options.bpe_dropout != 0)
+      throw UsageError("BPE dropout needs a BPE tokenizer; " + source_ + " is a SentencePiece model");
     const std::size_t n_special = options.add_special_tokens ? num_special_tokens_added() : 0;
     if (options.max_length && *options.max_length < n_special) {
       throw UsageError("max_length " + std::to_string(*options.max_length) + " cannot hold the " +

@@ -1,9 +1,14 @@
 #include "subword_model.h"
 
 #include "bpe_model.h"
+#include "kalm/error.h"
 #include "unigram_model.h"
 
 namespace kalm::text::detail {
+
+void SubwordModel::tokenize_with_dropout(std::string_view, std::vector<int32_t>&, double, std::mt19937_64&) const {
+  throw UsageError("BPE dropout needs a BPE tokenizer; this one's model has no merges to skip");
+}
 
 std::unique_ptr<SubwordModel> make_subword_model(JsonElement model, const std::string& ctx) {
   const auto type = json_opt_string(model, "type", ctx);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,10 @@ class SubwordModel {
   // Appends the ids of one pre-token (valid UTF-8) to `out`. Throws ModelError
   // when the text needs an unk token the model does not have.
   virtual void tokenize(std::string_view word, std::vector<int32_t>& out) const = 0;
+  // The same with BPE dropout: each merge skipped with probability p (0 < p <= 1),
+  // drawing from rng. Models without merges throw UsageError.
+  virtual void tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
+                                     std::mt19937_64& rng) const;
   virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
   // nullptr when no vocab entry has this id.
   virtual const std::string_view* id_to_token(int32_t id) const = 0;

@@ -41,6 +41,11 @@ bool is_file(const std::string& path) {
 
 std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts,
                                               const EncodeOptions& options) const {
+  return encode_batch(texts, [&options](std::size_t) { return options; });
+}
+
+std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts,
+                                              const std::function<EncodeOptions(std::size_t)>& options_for) const {
   std::vector<Encoding> out(texts.size());
   const auto n = static_cast<int64_t>(texts.size());
   int64_t first_error = n;
@@ -48,7 +53,8 @@ std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& te
 #pragma omp parallel for schedule(dynamic, 8)
   for (int64_t i = 0; i < n; ++i) {
     try {
-      out[static_cast<std::size_t>(i)] = encode(texts[static_cast<std::size_t>(i)], options);
+      const auto k = static_cast<std::size_t>(i);
+      out[k] = encode(texts[k], options_for(k));
     } catch (...) {
 #pragma omp critical(kalm_text_encode_batch_error)
       {

@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <random>
 
 #include "kalm/error.h"
 #include "kalm/model/device.h"
@@ -12,12 +13,28 @@
 namespace kalm::train {
 
 TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts,
-                          std::int64_t max_length, const std::vector<std::string>& sources) {
+                          std::int64_t max_length, const std::vector<std::string>& sources,
+                          const TextDropout& dropout) {
   if (max_length < 1) throw UsageError("maximum length must be at least 1 token, got " + std::to_string(max_length));
+  if (!dropout.keep_leading.empty() && dropout.keep_leading.size() != texts.size())
+    throw InternalError("tokenize_batch: " + std::to_string(dropout.keep_leading.size()) + " prompt lengths for " +
+                        std::to_string(texts.size()) + " texts");
   text::EncodeOptions eo;
   eo.add_special_tokens = true;
   eo.max_length = static_cast<std::size_t>(max_length);
-  auto encodings = tokenizer.encode_batch(texts, eo);
+  eo.bpe_dropout = dropout.p;
+  auto encodings = tokenizer.encode_batch(texts, [&](std::size_t i) {
+    text::EncodeOptions o = eo;
+    if (dropout.p > 0) {
+      // One generator per text, so the ids do not depend on the thread count.
+      std::seed_seq seq{static_cast<std::uint32_t>(dropout.seed), static_cast<std::uint32_t>(dropout.seed >> 32),
+                        static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(std::uint64_t{i} >> 32)};
+      std::mt19937_64 mix(seq);
+      o.dropout_seed = mix();
+      if (!dropout.keep_leading.empty()) o.dropout_after = dropout.keep_leading[i];
+    }
+    return o;
+  });
   const auto n = static_cast<std::int64_t>(texts.size());
   std::int64_t longest = 1;
   for (std::size_t i = 0; i < encodings.size(); ++i) {
@@ -355,9 +372,11 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
 TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
                        bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,
                        std::int64_t query_max_length, std::int64_t passage_max_length,
-                       const PromptTokenCount& prompt_tokens) {
+                       const PromptTokenCount& prompt_tokens, double bpe_dropout,
+                       const PromptTokenCount& prompt_model_ids) {
   std::vector<std::string> queries, passages, query_sources, passage_sources, types;
   std::vector<std::int64_t> query_pool_from;
+  TextDropout query_dropout, passage_dropout;
   std::vector<double> scores;
   for (auto index : indices) {
     auto group = sample_group(data, index, num_negatives, with_scores, rng);
@@ -365,6 +384,12 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
     queries.push_back(std::move(group.query));
     query_sources.push_back(ex.source + " (query)");
     if (prompt_tokens) query_pool_from.push_back(ex.prompt.empty() ? 0 : prompt_tokens(ex.prompt));
+    if (bpe_dropout > 0) {
+      if (!ex.prompt.empty() && !prompt_model_ids)
+        throw InternalError("build_batch: BPE dropout on a query with a prompt needs prompt_model_ids");
+      query_dropout.keep_leading.push_back(
+          ex.prompt.empty() ? 0 : static_cast<std::size_t>(prompt_model_ids(ex.prompt)));
+    }
     for (auto& p : group.passages) {
       passages.push_back(std::move(p));
       passage_sources.push_back(ex.source + " (passage)");
@@ -376,8 +401,13 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
                         "' group is scored against its own group only, which has no negative without hard "
                         "negatives (--num-negatives 0, e.g. --stage pretrain)");
   }
+  if (bpe_dropout > 0) {
+    query_dropout.p = passage_dropout.p = bpe_dropout;
+    query_dropout.seed = rng();
+    passage_dropout.seed = rng();
+  }
   TrainBatch batch;
-  batch.queries = tokenize_batch(tokenizer, queries, query_max_length, query_sources);
+  batch.queries = tokenize_batch(tokenizer, queries, query_max_length, query_sources, query_dropout);
   if (std::any_of(query_pool_from.begin(), query_pool_from.end(), [](std::int64_t n) { return n > 0; })) {
     for (std::size_t i = 0; i < query_pool_from.size(); ++i)
       if (query_pool_from[i] >= batch.queries.lengths[i])
@@ -387,7 +417,7 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
                           "of the query is left to pool");
     batch.queries.pool_from = std::move(query_pool_from);
   }
-  batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources);
+  batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources, passage_dropout);
   batch.query_texts = std::move(queries);
   batch.passage_texts = std::move(passages);
   batch.query_sources = std::move(query_sources);

@@ -95,6 +95,12 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "(SentencePiece); without --train-tokenizer it has no effect")
       ->check(CLI::IsMember({"bpe", "unigram"}))
       ->group(cli::kGroupModel);
+  app.add_option("--bpe-dropout", o.bpe_dropout,
+                 "BPE dropout on the training texts: each merge skipped with this probability, so that words also "
+                 "reach the model as the pieces they are made of (instruction prompts kept whole; the saved "
+                 "tokenizer has none); 0 = off. Needs a BPE tokenizer")
+      ->check(CLI::Range(0.0, 0.99))
+      ->group(cli::kGroupModel);
   app.add_option("--include-prompt", o.include_prompt,
                  "false: queries pool without their instruction prefix, as sentence-transformers' include_prompt "
                  "(written to 1_Pooling/config.json, so kalm-embed and sentence-transformers embed the same way); "

@@ -100,6 +100,7 @@ struct Fingerprint {
   std::int64_t batch_size = 0, grad_accumulation = 0, total_steps = 0, num_examples = 0, num_negatives = 0;
   std::string stage;
   std::string teacher;  // "" = none
+  double bpe_dropout = 0;
 };
 
 std::string stage_name(Stage s) {
@@ -126,6 +127,12 @@ std::string state_json(const SavedState& s, const std::string& command_line) {
   num("num_examples", s.fingerprint.num_examples);
   num("num_negatives", s.fingerprint.num_negatives);
   out += "  \"stage\": \"" + s.fingerprint.stage + "\",\n";
+  if (s.fingerprint.bpe_dropout != 0) {
+    // %.17g: the value read back compares equal.
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", s.fingerprint.bpe_dropout);
+    out += "  \"bpe_dropout\": " + std::string(buf) + ",\n";
+  }
   if (!s.fingerprint.teacher.empty()) {
     out += "  \"teacher\": ";
     io::append_json_string(out, s.fingerprint.teacher);
@@ -171,6 +178,10 @@ SavedState read_state(const std::string& path) {
   // Absent in runs without a teacher (and in checkpoints older than the flag).
   std::string_view teacher;
   if (doc["teacher"].get_string().get(teacher) == simdjson::SUCCESS) s.fingerprint.teacher = std::string(teacher);
+  // Absent without dropout (and in checkpoints older than the flag).
+  if (doc["bpe_dropout"].error() != simdjson::NO_SUCH_FIELD &&
+      doc["bpe_dropout"].get_double().get(s.fingerprint.bpe_dropout) != simdjson::SUCCESS)
+    throw FormatError(path + ": field 'bpe_dropout' is not a number");
   return s;
 }
 
@@ -191,6 +202,8 @@ void check_fingerprint(const Fingerprint& saved, const Fingerprint& now, const s
   if (saved.num_negatives != now.num_negatives)
     mismatch("--num-negatives", std::to_string(saved.num_negatives), std::to_string(now.num_negatives));
   if (saved.stage != now.stage) mismatch("--stage", saved.stage, now.stage);
+  if (saved.bpe_dropout != now.bpe_dropout)
+    mismatch("--bpe-dropout", std::to_string(saved.bpe_dropout), std::to_string(now.bpe_dropout));
   if (saved.teacher != now.teacher)
     mismatch("--teacher", saved.teacher.empty() ? "(none)" : saved.teacher, now.teacher.empty() ? "(none)" : now.teacher);
 }
@@ -282,7 +295,10 @@ class Trainer {
   bool include_prompt_ = true;
   bool model_include_prompt_ = true;  // the --init / resumed model's (a new one pools everything)
   std::map<std::string, std::int64_t> prompt_token_counts_;
+  // --bpe-dropout: each instruction prompt's ids without special tokens.
+  std::map<std::string, std::int64_t> prompt_model_ids_;
   void set_up_prompt_pooling();
+  void set_up_bpe_dropout();
   Schedule schedule_ = Schedule::kLinear;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::string tokenizer_dir_;
@@ -497,6 +513,25 @@ void Trainer::set_up_prompt_pooling() {
   require_prefix_prompts(data_, o_.data.instruction_template);  // a model that pools that way, from --init
 }
 
+void Trainer::set_up_bpe_dropout() {
+  // Refuse a tokenizer without merges before the first batch, naming the flag.
+  text::EncodeOptions probe;
+  probe.bpe_dropout = o_.bpe_dropout;
+  try {
+    tokenizer_->encode("a", probe);
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("--bpe-dropout: ") + e.what());
+  }
+  // A query's prompt keeps its own ids (counted without special tokens, as
+  // the tokenizer's model stage yields them), so the pooling's count holds.
+  text::EncodeOptions plain;
+  plain.add_special_tokens = false;
+  for (const auto& ex : data_.examples) {
+    if (ex.prompt.empty() || prompt_model_ids_.count(ex.prompt)) continue;
+    prompt_model_ids_.emplace(ex.prompt, static_cast<std::int64_t>(tokenizer_->encode(ex.prompt, plain).ids.size()));
+  }
+}
+
 void Trainer::write_model_files(const std::string& dir) {
   model::save_model(dir, *encoder_);
   copy_tokenizer_files(tokenizer_dir_, dir);
@@ -613,6 +648,7 @@ TrainResult Trainer::run() {
   loss::validate_options(loss_);
   include_prompt_ = o_.include_prompt.value_or(model_include_prompt_);
   if (!include_prompt_) set_up_prompt_pooling();
+  if (o_.bpe_dropout > 0) set_up_bpe_dropout();
 
   batches_per_epoch_ = static_cast<std::int64_t>(plan_epoch(data_, global_batching_, o_.seed, 0).batches.size());
   const std::int64_t total =
@@ -625,7 +661,8 @@ TrainResult Trainer::run() {
                       : static_cast<std::int64_t>(std::ceil(o_.warmup_ratio * static_cast<double>(total)));
 
   Fingerprint fp{o_.seed,       global_batching_.batch_size, o_.grad_accumulation, total,
-                 static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage), o_.teacher};
+                 static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage), o_.teacher,
+                 o_.bpe_dropout};
   state_.fingerprint = fp;
 
   AdamWOptions adamw;
@@ -680,11 +717,16 @@ TrainResult Trainer::run() {
   PromptTokenCount prompt_tokens;
   if (!include_prompt_)
     prompt_tokens = [this](const std::string& prompt) { return prompt_token_counts_.at(prompt); };
-  auto build_micro_batch = [this, prompt_tokens](std::shared_ptr<const EpochPlan> epoch_plan, std::int64_t micro) {
+  PromptTokenCount prompt_model_ids;
+  if (o_.bpe_dropout > 0)
+    prompt_model_ids = [this](const std::string& prompt) { return prompt_model_ids_.at(prompt); };
+  auto build_micro_batch = [this, prompt_tokens, prompt_model_ids](std::shared_ptr<const EpochPlan> epoch_plan,
+                                                                   std::int64_t micro) {
     const std::int64_t epoch = micro / batches_per_epoch_, b = micro % batches_per_epoch_;
     auto rng = batch_rng(o_.seed, static_cast<std::uint64_t>(epoch), static_cast<std::uint64_t>(b));
     return build_batch(data_, epoch_plan->batches[static_cast<std::size_t>(b)], num_negatives_, with_scores_, rng,
-                       *tokenizer_, o_.query_max_length, o_.passage_max_length, prompt_tokens);
+                       *tokenizer_, o_.query_max_length, o_.passage_max_length, prompt_tokens, o_.bpe_dropout,
+                       prompt_model_ids);
   };
   // The next micro-batch, sampled and tokenised on a background thread while
   // the device runs this one (prefetch_); its errors surface when it is taken.

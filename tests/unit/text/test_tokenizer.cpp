@@ -374,3 +374,66 @@ DOCTEST_TEST_CASE("load_tokenizer picks tokenizer.json, else tokenizer.model, el
   DOCTEST_CHECK_THROWS_AS(kalm::text::load_hf_tokenizer_json((dir.path / "missing.json").string()),
                           kalm::ModelError);
 }
+
+DOCTEST_TEST_CASE("BPE dropout: skipped merges, seeded, prompt kept whole, refused without merges") {
+  auto t = kalm::text::parse_hf_tokenizer_json(abc_model(R"([["a", "b"], ["ab", "c"]])"));
+  auto with = [&](const std::string& text, double p, std::uint64_t seed, std::size_t after = 0) {
+    EncodeOptions o{false, std::nullopt};
+    o.bpe_dropout = p;
+    o.dropout_seed = seed;
+    o.dropout_after = after;
+    return t->encode(text, o).ids;
+  };
+  DOCTEST_CHECK(enc(*t, "abc") == Ids{6});
+  DOCTEST_CHECK(with("abc", 0.0, 1) == Ids{6});
+  // Every merge skipped: the characters (HF's dropout 1.0).
+  DOCTEST_CHECK(with("abc", 1.0, 1) == Ids{1, 2, 3});
+  // p = 0.5: only the three segmentations the merges allow, each one drawn;
+  // the same seed gives the same ids.
+  int whole = 0, half = 0, chars = 0;
+  for (std::uint64_t seed = 0; seed < 400; ++seed) {
+    const Ids ids = with("abc", 0.5, seed);
+    DOCTEST_CHECK(ids == with("abc", 0.5, seed));
+    if (ids == Ids{6}) ++whole;
+    else if (ids == Ids{4, 3}) ++half;
+    else if (ids == Ids{1, 2, 3}) ++chars;
+    else DOCTEST_FAIL("not a segmentation of abc");
+  }
+  // A skipped merge competes again only once another merge applies: skipping
+  // a+b (1/2) leaves nothing to merge, so chars ~ 1/2; then ab+c is kept or
+  // skipped, 1/4 each.
+  DOCTEST_CHECK(chars > 150);
+  DOCTEST_CHECK(chars < 250);
+  DOCTEST_CHECK(whole > 60);
+  DOCTEST_CHECK(half > 60);
+
+  // dropout_after: the pre-tokens that produce the first ids stay whole.
+  auto bl = kalm::text::load_hf_tokenizer_json(kTiny + "tiny_bytelevel/tokenizer.json",
+                                               kTiny + "tiny_bytelevel/tokenizer_config.json");
+  EncodeOptions o{false, std::nullopt};
+  o.bpe_dropout = 1.0;
+  DOCTEST_CHECK(bl->encode("hello world", o).ids == Ids{104, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100});
+  o.dropout_after = 1;
+  DOCTEST_CHECK(bl->encode("hello world", o).ids == Ids{259, 32, 119, 111, 114, 108, 100});
+  // The batch form: text i under its own options.
+  auto batch = bl->encode_batch({"hello", "hello"}, [](std::size_t i) {
+    EncodeOptions b{false, std::nullopt};
+    b.bpe_dropout = i == 0 ? 0.0 : 1.0;
+    return b;
+  });
+  DOCTEST_CHECK(batch[0].ids == Ids{259});
+  DOCTEST_CHECK(batch[1].ids == Ids{104, 101, 108, 108, 111});
+
+  o.bpe_dropout = 1.5;
+  DOCTEST_CHECK_THROWS_AS(bl->encode("hello", o), kalm::UsageError);
+  o.bpe_dropout = -0.1;
+  DOCTEST_CHECK_THROWS_AS(bl->encode("hello", o), kalm::UsageError);
+  // A Unigram model has no merges to skip.
+  auto uni = kalm::text::parse_hf_tokenizer_json(
+      R"({"version": "1.0", "model": {"type": "Unigram", "vocab": [["<unk>", 0], ["a", -1], ["b", -2]], "unk_id": 0}})",
+      {});
+  EncodeOptions u{false, std::nullopt};
+  u.bpe_dropout = 0.1;
+  DOCTEST_CHECK_THROWS_WITH_AS(uni->encode("ab", u), doctest::Contains("BPE dropout needs a BPE tokenizer"),
+                               kalm::UsageError);
+}

@@ -698,3 +698,51 @@ DOCTEST_TEST_CASE("--train-tokenizer: the exported Llama tokenizer gives sentenc
   DOCTEST_CHECK(plain->encode("\xef\xbd\x86\xef\xbd\x95\xef\xbd\x8c\xef\xbd\x8c", eo).ids !=
                 plain->encode("full", eo).ids);
 }
+
+DOCTEST_TEST_CASE("build_batch with BPE dropout: same groups, seeded ids, instruction prompts whole") {
+  DataOptions dopt;
+  dopt.inputs = {kFixtures + "/toy"};
+  dopt.instructions_file = kFixtures + "/instructions.json";
+  dopt.instruction_template = "Instruct: {instruction}\nQuery:\n{query}";
+  Dataset data = load_dataset(dopt);
+  std::vector<std::string> texts;
+  for (const auto& ex : data.examples) {
+    texts.push_back(ex.query);
+    texts.insert(texts.end(), ex.pos.begin(), ex.pos.end());
+  }
+  kalm::text::ByteLevelBpeTrainOptions bo;
+  bo.vocab_size = 400;
+  auto tok = kalm::text::parse_hf_tokenizer_json(kalm::text::train_byte_level_bpe(texts, bo));
+  kalm::text::EncodeOptions plain_options;
+  plain_options.add_special_tokens = false;
+  PromptTokenCount prompt_ids = [&](const std::string& prompt) {
+    return static_cast<std::int64_t>(tok->encode(prompt, plain_options).ids.size());
+  };
+  const std::vector<std::size_t> indices{8, 9, 10, 11, 24, 25, 0, 1};
+  auto build = [&](double p) {
+    auto rng = batch_rng(5, 0, 0);
+    return build_batch(data, indices, 3, false, rng, *tok, 64, 64, prompt_ids, p, prompt_ids);
+  };
+  const auto plain = build(0), a = build(0.5), b = build(0.5);
+  DOCTEST_CHECK(a.query_texts == plain.query_texts);
+  DOCTEST_CHECK(a.passage_texts == plain.passage_texts);
+  DOCTEST_CHECK(torch::equal(a.queries.ids, b.queries.ids));
+  DOCTEST_CHECK(torch::equal(a.passages.ids, b.passages.ids));
+  DOCTEST_CHECK(a.queries.pool_from == plain.queries.pool_from);
+  // Dropout splits words: more tokens than the deterministic encoding.
+  DOCTEST_CHECK(a.passages.tokens > plain.passages.tokens);
+  int with_prompt = 0;
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    const auto n = a.queries.pool_from[i];
+    if (n == 0) continue;
+    ++with_prompt;
+    const auto row = static_cast<std::int64_t>(i);
+    DOCTEST_CHECK(torch::equal(a.queries.ids[row].narrow(0, 0, n), plain.queries.ids[row].narrow(0, 0, n)));
+    DOCTEST_CHECK(a.queries.lengths[i] > n);
+  }
+  DOCTEST_CHECK(with_prompt >= 4);
+  // Without prompt_model_ids a prompted query cannot keep its prompt whole.
+  auto rng = batch_rng(5, 0, 0);
+  DOCTEST_CHECK_THROWS_AS(build_batch(data, indices, 3, false, rng, *tok, 64, 64, prompt_ids, 0.5),
+                          kalm::InternalError);
+}

@@ -30,11 +30,13 @@
 // without byte_fallback or unk_token is dropped (HF does the same; Qwen and Gemma
 // cover every byte, so real models never hit it); added-token ids are assigned as
 // HF's AddedVocabulary does (vocab id of the content, else the next free id).
-// Deliberate differences: BPE dropout and the file's "truncation"/"padding" are
-// ignored (transformers also ignores the latter unless asked); EncodeOptions decide.
+// Deliberate differences: the file's BPE "dropout", "truncation" and "padding" are
+// ignored (transformers also ignores the latter unless asked); EncodeOptions decide,
+// BPE dropout included (EncodeOptions::bpe_dropout, for training only).
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +59,17 @@ struct EncodeOptions {
   // direction right, stride 0). Throws UsageError when it cannot even hold the
   // special tokens. nullopt: no truncation.
   std::optional<std::size_t> max_length;
+  // BPE dropout (Provilkov et al. 2020, as HF tokenizers' BPE "dropout"): each
+  // merge is skipped with this probability, so that words also reach a model
+  // as the smaller pieces they are made of. For training only (kalm-train
+  // --bpe-dropout); 0 = the deterministic encoding every other tool uses. A
+  // tokenizer whose model is not BPE refuses a non-zero value (UsageError).
+  double bpe_dropout = 0;
+  // Which merges are skipped is a function of this seed and the text alone.
+  std::uint64_t dropout_seed = 0;
+  // The pre-tokens that produce the first `dropout_after` ids (an instruction
+  // prompt, whose token count the pooling relies on) are encoded without dropout.
+  std::size_t dropout_after = 0;
 };
 
 class Tokenizer {
@@ -72,6 +85,9 @@ class Tokenizer {
   // the text's index in the message.
   std::vector<Encoding> encode_batch(const std::vector<std::string>& texts,
                                      const EncodeOptions& options) const;
+  // The same with text i encoded under options_for(i) (e.g. its own dropout seed).
+  std::vector<Encoding> encode_batch(const std::vector<std::string>& texts,
+                                     const std::function<EncodeOptions(std::size_t)>& options_for) const;
 
   // Ids -> text. skip_special drops special tokens (HF `skip_special_tokens`).
   // Throws FormatError for an id outside [0, vocab_size()).

@@ -64,8 +64,18 @@ struct TokenBatch {
 // on the right with the tokenizer's pad id (0 when it has none; masked anyway).
 // Throws UsageError for max_length < 1 and FormatError naming sources[i] (or
 // the index) when a text yields no token at all (its embedding is undefined).
+// BPE dropout on the texts of a training batch (kalm-train --bpe-dropout).
+struct TextDropout {
+  double p = 0;            // each merge skipped with this probability; 0 = none
+  std::uint64_t seed = 0;  // text i draws from a generator seeded by (seed, i)
+  // Per text, the leading ids (an instruction prompt's, counted without special
+  // tokens) encoded without dropout. Empty = none kept.
+  std::vector<std::size_t> keep_leading;
+};
+
 TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts,
-                          std::int64_t max_length, const std::vector<std::string>& sources = {});
+                          std::int64_t max_length, const std::vector<std::string>& sources = {},
+                          const TextDropout& dropout = {});
 
 // Rows [begin, end) of a batch, trimmed to the longest row in that range
 // (host tensors; no device read).
@@ -159,11 +169,17 @@ loss::LossOutput forward_backward(model::EncoderImpl& encoder, const TrainBatch&
 // the token count of its instruction prefix (Example::prompt) as
 // prompt_tokens measures it; a query whose tokens are all prompt is a
 // FormatError naming its source.
+// bpe_dropout > 0: queries and passages are tokenised with BPE dropout, the
+// seeds drawn from `rng` after the groups (so the sampled groups do not depend
+// on it); prompt_model_ids gives each instruction prompt's id count without
+// special tokens, the part of a query kept whole (it must be set then when
+// some query has a prompt).
 using PromptTokenCount = std::function<std::int64_t(const std::string& prompt)>;
 TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indices, std::int64_t num_negatives,
                        bool with_scores, std::mt19937_64& rng, const text::Tokenizer& tokenizer,
                        std::int64_t query_max_length, std::int64_t passage_max_length,
-                       const PromptTokenCount& prompt_tokens = {});
+                       const PromptTokenCount& prompt_tokens = {}, double bpe_dropout = 0,
+                       const PromptTokenCount& prompt_model_ids = {});
 
 enum class Schedule {
   kLinear,    // linear warm-up, then linear decay to 0 (HF get_linear_schedule_with_warmup)

@@ -74,6 +74,10 @@ struct TrainOptions {
   std::string tokenizer;                     // tokenizer directory (default: --init)
   std::optional<std::int64_t> train_tokenizer;  // or: train a tokenizer of this vocabulary size
   std::string tokenizer_model = "bpe";       // what --train-tokenizer trains: bpe (byte-level) or unigram
+  // BPE dropout on the training texts (each merge skipped with this
+  // probability; instruction prompts kept whole); 0 = none. Only what the
+  // model sees while training changes: the exported tokenizer has no dropout.
+  double bpe_dropout = 0;
   // With init_config: copy the token embeddings (and the final norm) of this
   // trained model into the new one, which must have the same width; the
   // vocabulary size and the tokenizer default to this model's. Seeds a deeper model from a
