@@ -38,6 +38,17 @@ void make_soup(const SoupOptions& o) {
     if (model::config_to_json(m.config, m.encoder->attention()) != first_config)
       throw ModelError("soup: " + o.inputs[i] + "/config.json differs from " + o.inputs[0] +
                        "/config.json: only checkpoints of one architecture can be averaged");
+    // The soup takes the first input's pooling files: a checkpoint that pools
+    // otherwise was trained for other embeddings.
+    const auto& st0 = first.sentence_transformers;
+    const auto& st = m.sentence_transformers;
+    if (st.include_prompt != st0.include_prompt)
+      throw ModelError("soup: " + o.inputs[i] + " pools with include_prompt " + (st.include_prompt ? "true" : "false") +
+                       " and " + o.inputs[0] + " with " + (st0.include_prompt ? "true" : "false") +
+                       " (1_Pooling/config.json): only checkpoints that embed queries the same way can be averaged");
+    if (st.pooling != st0.pooling)
+      throw ModelError("soup: " + o.inputs[i] + " and " + o.inputs[0] +
+                       " pool differently (1_Pooling/config.json): only checkpoints with one pooling can be averaged");
     for (const auto& [name, t] : m.encoder->hf_tensors()) {
       auto it = acc.find(name);
       if (it == acc.end() || it->second.sizes() != t.sizes())

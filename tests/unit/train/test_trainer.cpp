@@ -394,6 +394,23 @@ DOCTEST_TEST_CASE("model soup: weighted average, checked shapes and configs") {
   s.weights.clear();
   s.inputs = {t.sub("a"), std::string(KALM_FIXTURES_DIR) + "/models/qwen2_bidir"};
   DOCTEST_CHECK_THROWS_AS(make_soup(s), kalm::ModelError);
+  // A checkpoint that leaves the instruction out of the pooling embeds queries
+  // otherwise: refused, naming the setting.
+  fs::copy(t.sub("b"), t.sub("c"), fs::copy_options::recursive);
+  const std::string pooling = (fs::path(t.sub("c")) / "1_Pooling" / "config.json").string();
+  std::string text;
+  {
+    std::ifstream in(pooling);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto at = text.find("\"include_prompt\": true");
+  DOCTEST_REQUIRE(at != std::string::npos);
+  text.replace(at, 22, "\"include_prompt\": false");
+  std::ofstream(pooling) << text;
+  s.inputs = {t.sub("a"), t.sub("c")};
+  s.output = t.sub("soup2");
+  DOCTEST_CHECK_THROWS_WITH_AS(make_soup(s), doctest::Contains("include_prompt false"), kalm::ModelError);
+  DOCTEST_CHECK(!fs::exists(fs::path(s.output) / "config.json"));
 }
 
 DOCTEST_TEST_CASE("bad options are usage errors") {
