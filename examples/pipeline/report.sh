@@ -58,7 +58,12 @@ while IFS=$'\t' read -r variant model; do
 done < "$ablations"
 
 label_dir() { awk -F'\t' -v l="$1" '$1 == l { print $2 }' "$work/stages.tsv"; }
-full_dim=$(awk -F'\t' '$5 != "baseline" { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$work/scores.tsv")
+# Full width: the final model's. A wider model (the teacher) is scored at its
+# own full width, which the full-width tables show in its column.
+full_dim=$(awk -F'\t' '$1 == "soup" && $5 != "baseline" { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$work/scores.tsv")
+wider=$(awk -F'\t' -v full="$full_dim" '$5 != "baseline" && $5 + 0 > full { w[$1] = $5 } END { for (l in w) print l " (" w[l] ")" }' "$work/scores.tsv" | sort | tr '\n' ' ')
+awk -F'\t' -v OFS='\t' -v full="$full_dim" '$5 != "baseline" && $5 + 0 > full { $5 = full } { print }' "$work/scores.tsv" > "$work/scores.tmp"
+mv "$work/scores.tmp" "$work/scores.tsv"
 
 # table LABEL... : rows task (split) metric, a column per label at full width;
 # "baseline" is a label too.
@@ -78,6 +83,20 @@ table() {
         print ""
       }
     }' "$work/scores.tsv"
+}
+
+# gain WITH WITHOUT WHAT: one line of what a technique adds: the mean of
+# WITH - WITHOUT over the task splits both scored at full width, and on how
+# many WITH is higher; a technique that does not help says so.
+gain() {
+  awk -F'\t' -v a="$1" -v b="$2" -v what="$3" -v full="$full_dim" '
+    $5 == full && $1 == a { va[$2 "\t" $3] = $6 } $5 == full && $1 == b { vb[$2 "\t" $3] = $6 }
+    END {
+      for (k in va) if (k in vb) { n++; d = va[k] - vb[k]; s += d; if (d > 0) up++ }
+      if (!n) exit
+      m = s / n
+      printf "- %s (`%s` against `%s`): %+.2f on average over %d task splits, higher on %d", what, a, b, m, n, up + 0
+      print (m > 0.05 ? "" : ": **does not help at this scale**") }' "$work/scores.tsv"
 }
 
 stage_labels=$(cut -f1 "$work/stages.tsv" | tr '\n' ' ')
@@ -102,7 +121,7 @@ final_dir=$(label_dir soup)
   echo
   echo "## Every stage"
   echo
-  echo "Full width ($full_dim dims). \`baseline\` needs no model: Lucene's BM25 on the same queries and documents for retrieval and reranking, TF-IDF vectors put through the task's own protocol for the other types (words; character trigrams for bitext), as kalm-eval(1) defines them."
+  echo "Full width ($full_dim dims${wider:+; wider models at their own: ${wider% }}). \`baseline\` needs no model: Lucene's BM25 on the same queries and documents for retrieval and reranking, TF-IDF vectors put through the task's own protocol for the other types (words; character trigrams for bitext), as kalm-eval(1) defines them."
   echo "\`untrained\` is the default model's initialisation with its trained tokenizer; \`$final\` is the final model."
   echo
   table baseline $stage_labels
@@ -181,6 +200,28 @@ final_dir=$(label_dir soup)
       echo
       echo "The default model has no transformer layers, so causal and bidirectional attention compute the same thing: the \`causal\` column repeats \`finetune\` (set LAYERS to see the difference)."
     fi
+  fi
+  echo
+  echo "## What each stage and technique adds"
+  echo
+  echo "The difference of the main scores at full width, averaged over the task splits (the techniques of the fine-tune stage from \`make -f Makefile.pipeline ablation\`, each fine-tune against the same with that one switched off)."
+  echo
+  gain finetune pretrain "fine-tuning (mined hard negatives, focal, mixing, Matryoshka, classification groups)"
+  if [ -s "$work/ablations.tsv" ]; then
+    while read -r variant; do
+      case $variant in
+        no-pretrain) what="pre-training" ;; no-focal) what="focal reweighting" ;; no-mixing) what="hard-negative mixing" ;;
+        no-matryoshka) what="Matryoshka training (scored at full width)" ;; no-hard-negatives) what="hard negatives (and the classification groups)" ;;
+        causal) what="bidirectional attention" ;; keep-duplicates) what="masking duplicate in-batch negatives" ;;
+        include-prompt) what="leaving the instruction out of the pooling" ;; *) what=$variant ;;
+      esac
+      gain finetune "ablate-$variant" "$what"
+    done < <(cut -f1 "$work/ablations.tsv")
+  fi
+  gain distill finetune "distillation"
+  gain soup distill "the soup"
+  if grep -q '^ladder-' "$work/stages.tsv"; then
+    for l in $(grep -o '^ladder-L[0-9]*' "$work/stages.tsv"); do gain "$l" pretrain "depth ($l, pre-trained fewer steps from the base model's token embeddings)"; done
   fi
   echo
   echo "## Plots"

@@ -9,8 +9,11 @@
 # either one line of comma-separated alternatives or senses numbered `1. x`.
 # The first alternative of the first sense is the translation, without the
 # grammar and domain labels of the Ding-derived sets (eng-deu: `Aal <masc>`,
-# `[coll.] Aalmolche <pl> [zool.]`). EVERY=k keeps every k-th entry (in file
-# order, before the split) of a set too large for the experiment's budget.
+# `[coll.] Aalmolche <pl> [zool.]`). A training entry gives one group per
+# translation, its first ALTS (default 1) distinct alternatives over all its
+# senses; a held-out entry gives one evaluation pair, its first translation.
+# EVERY=k keeps every k-th entry (in file order, before the split) of a set too
+# large for the experiment's budget.
 #
 # Split: an entry is held out when (sum over the headword's bytes of byte value
 # x 1-based position) % 10 == 3.
@@ -18,6 +21,7 @@
 BEGIN {
   json_init(); STARTED = 0; ENTRY = 0
   if (EVERY == "") EVERY = 1
+  if (ALTS == "") ALTS = 1
   # Held-out WordNet texts never reach a training file, from any source.
   if (HELDFILE != "") while ((getline line < HELDFILE) > 0) HELDTEXT[line] = 1
 }
@@ -28,7 +32,7 @@ function held(w,    i, h) {
   return h % 10 == 3
 }
 
-function finish(    w, t) {
+function finish(    w, t, i) {
   if (HW == "" || TR == "") { HW = ""; return }
   w = HW; t = TR; HW = ""
   if (ENTRY++ % EVERY != 0) return
@@ -40,25 +44,46 @@ function finish(    w, t) {
     print "{\"sentence1\": " js(w) ", \"sentence2\": " js(t) "}" > (T "/eval/fd-bitext/eng-" LANG_ ".jsonl")
     NEV++
   } else {
-    if ((w in HELDTEXT) || (t in HELDTEXT)) return
-    line = "{\"query\": " js(w) ", \"pos\": [" js(t) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
-    if (line in SEEN) return
-    SEEN[line] = 1
-    print line > (T "/train/fd-eng-" LANG_ ".jsonl")
-    NTR++
+    if (w in HELDTEXT) return
+    # Every translation of a training entry (up to ALTS) is a group of its own.
+    for (i = 1; i <= NALT; i++) {
+      t = ALT[i]
+      if (t in HELDTEXT) continue
+      line = "{\"query\": " js(w) ", \"pos\": [" js(t) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
+      if (line in SEEN) continue
+      SEEN[line] = 1
+      print line > (T "/train/fd-eng-" LANG_ ".jsonl")
+      NTR++
+    }
+  }
+}
+
+# The translations of an entry line, labels removed, into ALT[1..NALT]
+# (distinct, in order, at most ALTS).
+function add_alternatives(line,    parts, n, i, t, j, dup) {
+  sub(/^ *[0-9]+\. */, "", line)
+  gsub(/<[^>]*>/, "", line); gsub(/\[[^]]*\]/, "", line); gsub(/\{[^}]*\}/, "", line)
+  n = split(line, parts, ",")
+  for (i = 1; i <= n && NALT < ALTS; i++) {
+    t = norm(parts[i])
+    if (t == "") continue
+    dup = 0
+    for (j = 1; j <= NALT; j++) if (ALT[j] == t) dup = 1
+    if (!dup) ALT[++NALT] = t
   }
 }
 
 / \/[^\/]*\/$/ && $0 !~ /^00-database/ {
   finish()
   STARTED = 1
-  HW = norm(substr($0, 1, index($0, " /") - 1)); TR = ""
+  HW = norm(substr($0, 1, index($0, " /") - 1)); TR = ""; NALT = 0
   next
 }
 
 !STARTED || HW == "" { next }
 
 {
+  add_alternatives($0)
   if (TR != "") next
   t = $0
   sub(/^ *[0-9]+\. */, "", t)

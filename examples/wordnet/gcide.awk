@@ -20,6 +20,8 @@ BEGIN {
   if (WNDEFS != "") while ((getline line < WNDEFS) > 0) WN[line] = 1
   # Held-out WordNet lemmas that name one synset only: lemma -> synset id.
   if (MONO != "") while ((getline line < MONO) > 0) { split(line, mf, "\t"); MONOSYN[mf[1]] = mf[2] }
+  # Training WordNet lemmas that name one synset only: lemma -> its definition.
+  if (TRAINMONO != "") while ((getline line < TRAINMONO) > 0) { split(line, mf, "\t"); TRAINDEF[mf[1]] = mf[2] }
   NQ_WANT = 2000; NDOC_WANT = 10000
   NE = 0
 }
@@ -150,7 +152,7 @@ END {
       print "q" i "\tg" i "\t1" > (dir "/qrels/test.tsv")
       isdoc = 1
     } else if (c++ % s2 == 0 && nd < NDOC_WANT - nq) { isdoc = 1; nd++ }
-    if (isdoc) print "{\"id\": \"g" i "\", \"text\": " js(EDEF[i]) "}" > (dir "/corpus.jsonl")
+    if (isdoc) { GDOC[i] = 1; print "{\"id\": \"g" i "\", \"text\": " js(EDEF[i]) "}" > (dir "/corpus.jsonl") }
   }
   f = dir "/task.json"
   printf "{\n  \"type\": \"retrieval\",\n  \"name\": \"gcide-define\",\n" > f
@@ -171,6 +173,16 @@ END {
     print "{\"id\": \"p" i "\", \"text\": " js(EDEF[i]) "}" > (dir "/queries.jsonl")
     print "p" i "\t" MONOSYN[EHW[i]] "\t1" > (dir "/qrels/test.tsv")
   }
+  # gcide-wn-def, the training twin of gcide-wn-paraphrase: the Webster
+  # definition of a word whose only WordNet sense is a training synset, paired
+  # with that synset's definition. Entries gcide-define evaluates (queries and
+  # distractors) are left out, so none of its texts is trained on.
+  ntr = 0
+  for (i = 1; i <= NE; i++) {
+    if ((i in GDOC) || !(EHW[i] in TRAINDEF)) continue
+    print "{\"query\": " js(EDEF[i]) ", \"pos\": [" js(TRAINDEF[EHW[i]]) "], \"task\": \"gcide-wn-def\", \"type\": \"retrieval\"}" > (T "/train/gcide-wn-def.jsonl")
+    ntr++
+  }
   f = dir "/task.json"
   printf "{\n  \"type\": \"retrieval\",\n  \"name\": \"gcide-wn-paraphrase\",\n" > f
   printf "  \"instruction\": \"Given a dictionary definition, retrieve the definition of the same word sense from another dictionary\",\n" > f
@@ -178,5 +190,6 @@ END {
   print "gcide-define\t" nq > (T "/counts.gcide")
   print "gcide-wn-paraphrase\t" npq > (T "/counts.gcide")
   print "gcide-define corpus\t" (nq + nd) > (T "/counts.gcide")
+  print "gcide-wn-def\t" ntr > (T "/counts.gcide")
   print "gcide usable entries\t" NE > (T "/counts.gcide")
 }

@@ -30,6 +30,11 @@ start=$(date +%s)
 # 447,000 entries, 50 times the others: a tenth of it still gives German the
 # largest share of the bitext pairs without crowding out the rest).
 freedict="fra:1 spa:1 deu:10 ita:1 nld:1 por:1 swe:1"
+# Training groups per entry: its first FREEDICT_ALTS translations, each a group
+# (more pairs to learn the languages' pieces from; the evaluation pairs keep
+# the first translation only).
+alts=${FREEDICT_ALTS:-3}
+case $alts in '' | 0 | *[!0-9]*) echo "$prog: error: FREEDICT_ALTS must be a positive integer, got '$alts'" >&2; exit 2 ;; esac
 packages="wordnet-base dict-gcide"
 for entry in $freedict; do packages="$packages dict-freedict-eng-${entry%%:*}"; done
 
@@ -57,12 +62,12 @@ lib="$here/json.awk"
   "$wn/data.noun" "$wn/data.verb" "$wn/data.adj" "$wn/data.adv"
 
 # GCIDE and FreeDict are independent of each other: run them side by side.
-gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -v MONO="$tmp/wn-held-mono.tsv" -f "$lib" -f "$here/gcide.awk" &
+gzip -dc "$dictd/gcide.dict.dz" | "$awk" -v T="$tmp" -v WNDEFS="$tmp/wn-defs.txt" -v MONO="$tmp/wn-held-mono.tsv" -v TRAINMONO="$tmp/wn-train-mono.tsv" -f "$lib" -f "$here/gcide.awk" &
 gcide_pid=$!
 for entry in $freedict; do
   l=${entry%%:*}
   gzip -dc "$dictd/freedict-eng-$l.dict.dz" |
-    "$awk" -v T="$tmp" -v LANG_=$l -v EVERY=${entry#*:} -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
+    "$awk" -v T="$tmp" -v LANG_=$l -v EVERY=${entry#*:} -v ALTS="$alts" -v HELDFILE="$tmp/wn-held.txt" -f "$lib" -f "$here/freedict.awk"
 done
 wait $gcide_pid
 gcide_pid=
@@ -95,6 +100,7 @@ cat >"$tmp/instructions.json" <<'EOF'
   "wn-example-def": "Given an example sentence, retrieve the definition of the word sense it illustrates",
   "wn-related-def": "Given a dictionary definition, retrieve the definition of a more general concept",
   "wn-synonym": "Given a word, retrieve a synonym",
+  "gcide-wn-def": "Given a dictionary definition, retrieve the definition of the same word sense from another dictionary",
   "wn-lexname": "Classify the semantic category of a dictionary definition",
   "fd-eng-fra": "Given an English word, retrieve its French translation",
   "fd-eng-spa": "Given an English word, retrieve its Spanish translation",
@@ -111,11 +117,11 @@ for f in "$tmp"/train/*.jsonl; do
   zstd -q -T1 -9 --rm "$f" -o "$f.zst"
 done
 
-for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname $(for e in $freedict; do printf 'fd-eng-%s ' "${e%%:*}"; done); do
+for t in wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname gcide-wn-def $(for e in $freedict; do printf 'fd-eng-%s ' "${e%%:*}"; done); do
   [ -s "$tmp/train/$t.jsonl.zst" ] || { echo "$prog: error: no records for $t" >&2; exit 1; }
 done
 counts=$(cat "$tmp/counts.wn" "$tmp/counts.gcide" $(for e in $freedict; do printf '%s ' "$tmp/counts.${e%%:*}"; done))
-rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt" "$tmp/wn-held-mono.tsv"
+rm -f "$tmp"/counts.* "$tmp/wn-defs.txt" "$tmp/wn-held.txt" "$tmp/wn-held-mono.tsv" "$tmp/wn-train-mono.tsv"
 
 # Replace the previous outputs only now that the new ones are complete.
 for item in train eval instructions.json; do

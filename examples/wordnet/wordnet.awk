@@ -389,6 +389,14 @@ END {
     for (m = 1; m <= NL[k]; m++)
       if (SENSES[tolower(L[k, m])] == 1) print tolower(L[k, m]) "\t" PARADOC[DEF[k]] > (T "/wn-held-mono.tsv")
   }
+  # The same for training synsets (lemma -> definition): gcide.awk pairs a
+  # GCIDE definition of such a word with it, the gcide-wn-def training task.
+  for (i = 1; i <= N; i++) {
+    k = KEY[i]
+    if (HELD[k] || (DEF[k] in HT)) continue
+    for (m = 1; m <= NL[k]; m++)
+      if (SENSES[tolower(L[k, m])] == 1) print tolower(L[k, m]) "\t" DEF[k] > (T "/wn-train-mono.tsv")
+  }
   split("wn-lemma-def wn-example-def wn-related-def wn-synonym wn-lexname wn-define wn-define_corpus " \
         "wn-lexname-cls wn-lexname-cls_train wn-lexname-clu wn-pair wn-rerank wn-sts gcide-wn-paraphrase_corpus", ORDER, " ")
   for (i = 1; (i in ORDER); i++) {

@@ -14,7 +14,7 @@ expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" -j2 || tail -20 "$tmp/out" "
 report="$out/report/report.md"
 checks=$((checks + 1))
 if [ ! -s "$report" ]; then echo "FAIL: no report"; failures=$((failures + 1)); else cat "$report"; fi
-for stage in baseline untrained pretrain ladder-L1 ladder-L2 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
+for stage in baseline untrained pretrain ladder-L1 finetune teacher-pretrain teacher distill soup finetune-noinstr soup-noinstr; do
   expect_grep "^\| task \| split \| metric \|.* $stage \|" "$report" "report header ($stage)"
 done
 for task in gcide-define gcide-wn-paraphrase wn-define wn-lexname-cls wn-lexname-clu wn-pair wn-rerank wn-sts fd-bitext; do
@@ -40,7 +40,7 @@ done
 checks=$((checks + 1))
 emb=$(ls "$out"/embeddings/*.safetensors 2>/dev/null | head -1)
 # The safetensors header is JSON after an 8-byte length; the shape is in it.
-if [ -z "$emb" ] || ! head -c 4096 "$emb" | tr -d '\000 ' | grep -q '"embeddings":{[^}]*"shape":\[10000,128\]'; then
+if [ -z "$emb" ] || ! head -c 4096 "$emb" | tr -d '\000 ' | grep -q '"embeddings":{[^}]*"shape":\[10000,256\]'; then
   echo "FAIL: embeddings missing or wrong shape: $(head -c 4096 "$emb" 2>/dev/null | tr -d '\000' | head -c 300)"
   failures=$((failures + 1))
 fi
@@ -60,7 +60,7 @@ expect_grep "trained with task instructions" "$report" "report states the instru
 # The 0-layer model pools without the instruction (include_prompt=false) and
 # has no attention for it to act through: one-word queries (gcide-define's
 # headwords) score the same with and without it.
-ft=$(ls -d "$out"/eval/finetune-*-mrl128_64_32 | head -1)
+ft=$(ls -d "$out"/eval/finetune-*-mrl[0-9_]* | grep -v -e '-noinstr$' -e '-ablate-' | head -1)
 checks=$((checks + 1))
 if [ -z "$ft" ] || [ "$(grep '^gcide-define ' "$ft/results.txt")" != "$(grep '^gcide-define ' "$ft-noinstr/results.txt")" ]; then
   echo "FAIL: the instruction changed a 0-layer include_prompt=false model's gcide-define scores"
@@ -79,10 +79,19 @@ expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
   checks=$((checks + 1))
   if grep -q -- "--stage pretrain" "$tmp/out"; then echo "FAIL: DS_LR retrains the pretrain stage"; failures=$((failures + 1)); fi
 }
+# PRESET=gpu (not run here: no GPU): a 4-layer model on cuda in bf16, its own
+# output directory, a ladder from 0 to 8 layers; an unknown preset is refused.
+expect_rc 0 make -n -f Makefile.pipeline PRESET=gpu OUT="$tmp/gpu" BIN="$KALM_BIN" && {
+  expect_grep "kalm-train .*--init-config $tmp/gpu/configs/qwen2-L4-d384-h6-kv2-f1536-v16000.json" "$tmp/out" "PRESET=gpu model"
+  expect_grep "^ *--train-tokenizer 16000 .*--batch-size 1024 --bpe-dropout 0.1 .*--device cuda --dtype bf16" "$tmp/out" "PRESET=gpu pre-training"
+  expect_grep "pretrain-L8-d384-.*-seeded" "$tmp/out" "PRESET=gpu ladder"
+  expect_grep "teacher-pretrain-L8-d512-" "$tmp/out" "PRESET=gpu teacher"
+}
+expect_rc 2 make -n -f Makefile.pipeline PRESET=tpu OUT="$tmp/tpu" && expect_grep "PRESET must be cpu or gpu" "$tmp/err"
 
 # The ablation target: fine-tune variants, one column each.
 expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" ablation -j2 || tail -20 "$tmp/out" "$tmp/err"
-for variant in no-focal no-mixing no-matryoshka no-hard-negatives causal keep-duplicates include-prompt; do
+for variant in no-pretrain no-focal no-mixing no-matryoshka no-hard-negatives causal keep-duplicates include-prompt; do
   expect_grep "^\| task .* ablate-$variant \|" "$report" "ablation column $variant"
 done
 finish

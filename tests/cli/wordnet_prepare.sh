@@ -38,10 +38,12 @@ def jsonl(path):
 # Training groups: schema, no duplicates, counts.
 want = {"wn-lemma-def": ("retrieval", 90000, 120000), "wn-example-def": ("retrieval", 35000, 50000),
         "wn-related-def": ("retrieval", 70000, 100000), "wn-synonym": ("retrieval", 100000, 140000),
-        "wn-lexname": ("classification", 90000, 115000), "fd-eng-fra": ("bitext", 7000, 8800),
-        "fd-eng-spa": ("bitext", 4500, 5900), "fd-eng-deu": ("bitext", 38000, 42000),
-        "fd-eng-ita": ("bitext", 3500, 4500), "fd-eng-nld": ("bitext", 6000, 7700),
-        "fd-eng-por": ("bitext", 6500, 8300), "fd-eng-swe": ("bitext", 4000, 5500)}
+        "wn-lexname": ("classification", 90000, 115000), "gcide-wn-def": ("retrieval", 11000, 14500),
+        # FreeDict: a group for each of an entry's first 3 translations.
+        "fd-eng-fra": ("bitext", 11500, 13000), "fd-eng-spa": ("bitext", 6800, 8000),
+        "fd-eng-deu": ("bitext", 92000, 103000), "fd-eng-ita": ("bitext", 5000, 6000),
+        "fd-eng-nld": ("bitext", 13000, 15000), "fd-eng-por": ("bitext", 15000, 17000),
+        "fd-eng-swe": ("bitext", 7000, 8000)}
 assert sorted(os.listdir(f"{out}/train")) == sorted(t + ".jsonl.zst" for t in want), os.listdir(f"{out}/train")
 instructions = json.load(open(f"{out}/instructions.json"))
 assert sorted(instructions) == sorted(want) and all(instructions.values()), instructions
@@ -105,6 +107,8 @@ def retrieval(t, qlo, qhi, clo, chi):
     return corpus, queries, qrels
 
 corpus, queries, qrels = retrieval("gcide-define", 2000, 2000, 10000, 10000)
+# gcide-wn-def trains on other GCIDE definitions: none that gcide-define scores.
+assert not set(corpus.values()) & train_texts, "a gcide-define document in training"
 for q, d, _ in qrels:
     hw, text = queries[q], corpus[d]
     assert len(text.split()) >= 3, text
@@ -116,6 +120,8 @@ for q, d, _ in qrels:
 corpus, queries, qrels = retrieval("gcide-wn-paraphrase", 1500, 2000, 100000, 117659)
 assert all(corpus[d] in held for _, d, _ in qrels)
 assert not set(queries.values()) & train_texts
+# Its training twin pairs GCIDE definitions with training synsets' definitions.
+assert not {p for r in jsonl(f"{out}/train/gcide-wn-def.jsonl.zst") for p in r["pos"]} & held
 corpus, queries, qrels = retrieval("wn-define", 2000, 3000, 7000, 8300)
 assert set(corpus.values()) <= held
 
@@ -163,7 +169,7 @@ then echo "FAIL: prepared files"; failures=$((failures + 1)); fi
 expect_rc 0 "$prep" "$tmp/a"
 (cd "$tmp/a" && find . -type f | sort | xargs sha256sum) >"$tmp/b.sha"
 checks=$((checks + 1))
-if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 45 ]; then
+if ! cmp -s "$tmp/a.sha" "$tmp/b.sha" || [ "$(wc -l <"$tmp/a.sha")" -ne 46 ]; then
   echo "FAIL: two runs differ (or a file is missing or left over)"; diff "$tmp/a.sha" "$tmp/b.sha" | head -5
   failures=$((failures + 1))
 fi
@@ -245,6 +251,7 @@ PYEOF
 
 # Bad input: usage, a missing dictionary, a malformed WordNet line; nothing left behind.
 expect_rc 2 "$prep" && expect_grep "usage: prepare.sh OUT_DIR" "$tmp/err"
+expect_rc 2 env FREEDICT_ALTS=0 "$prep" "$tmp/c" && expect_grep "FREEDICT_ALTS must be a positive integer" "$tmp/err"
 expect_rc 1 env DICTD_DIR="$tmp/none" "$prep" "$tmp/c" && expect_grep "cannot read .*gcide.dict.dz" "$tmp/err"
 mkdir -p "$tmp/badwn"
 cp "$wn/data.verb" "$wn/data.adj" "$wn/data.adv" "$tmp/badwn/"
