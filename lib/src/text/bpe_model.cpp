@@ -148,15 +148,16 @@ int32_t BpeModel::char_id(std::string_view ch) const {
   return it == vocab_.end() ? -1 : it->second;
 }
 
+bool BpeModel::take_whole(std::string_view word, std::vector<int32_t>& out) const {
+  if (!ignore_merges_) return false;
+  auto it = vocab_.find(word);
+  if (it == vocab_.end()) return false;
+  out.push_back(it->second);
+  return true;
+}
+
 void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const {
-  if (word.empty()) return;
-  if (ignore_merges_) {
-    auto it = vocab_.find(word);
-    if (it != vocab_.end()) {
-      out.push_back(it->second);
-      return;
-    }
-  }
+  if (word.empty() || take_whole(word, out)) return;
   const bool cacheable = word.size() < kMaxCachedWordBytes;
   Shard* shard = nullptr;
   uint64_t key = 0;
@@ -182,15 +183,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
 
 void BpeModel::tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
                                      std::mt19937_64& rng) const {
-  if (word.empty()) return;
-  if (ignore_merges_) {
-    // As HF: a pre-token that is a whole vocab entry is taken before any merge.
-    auto it = vocab_.find(word);
-    if (it != vocab_.end()) {
-      out.push_back(it->second);
-      return;
-    }
-  }
+  // As HF: with ignore_merges a whole vocab entry is taken before any merge.
+  if (word.empty() || take_whole(word, out)) return;
   merge_word(word, out, p, &rng);
 }
 

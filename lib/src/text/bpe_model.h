@@ -87,6 +87,8 @@ class BpeModel final : public SubwordModel {
   void merge_word(std::string_view word, std::vector<int32_t>& out, double dropout = 0,
                   std::mt19937_64* rng = nullptr) const;
   int32_t char_id(std::string_view ch) const;
+  // ignore_merges: a pre-token that is a vocab entry is appended whole (true).
+  bool take_whole(std::string_view word, std::vector<int32_t>& out) const;
 
   std::deque<std::string> storage_;  // stable backing store for the views below
   std::unordered_map<std::string_view, int32_t> vocab_;
