@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -103,12 +104,14 @@ class HfTokenizer final : public Tokenizer {
     Encoding enc;
     enc.ids.reserve(text.size() / 3 + 4);
     check_dropout(options.bpe_dropout);
-    std::mt19937_64 dropout_rng(options.dropout_seed);
+    // Seeded only for dropout: every other encode (kalm-embed's hot path) skips it.
+    std::optional<std::mt19937_64> dropout_rng;
+    if (options.bpe_dropout > 0) dropout_rng.emplace(options.dropout_seed);
     for (const Piece& p : pieces) {
       if (p.id >= 0) {
         enc.ids.push_back(p.id);
-      } else if (options.bpe_dropout > 0 && enc.ids.size() >= options.dropout_after) {
-        model_->tokenize_with_dropout(p.text, enc.ids, options.bpe_dropout, dropout_rng);
+      } else if (dropout_rng && enc.ids.size() >= options.dropout_after) {
+        model_->tokenize_with_dropout(p.text, enc.ids, options.bpe_dropout, *dropout_rng);
       } else {
         model_->tokenize(p.text, enc.ids);
       }

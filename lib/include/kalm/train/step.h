@@ -60,10 +60,6 @@ struct TokenBatch {
   std::vector<std::int64_t> pool_from;
 };
 
-// Tokenises `texts` (special tokens added, truncated to max_length) and pads
-// on the right with the tokenizer's pad id (0 when it has none; masked anyway).
-// Throws UsageError for max_length < 1 and FormatError naming sources[i] (or
-// the index) when a text yields no token at all (its embedding is undefined).
 // BPE dropout on the texts of a training batch (kalm-train --bpe-dropout).
 struct TextDropout {
   double p = 0;            // each merge skipped with this probability; 0 = none
@@ -73,6 +69,11 @@ struct TextDropout {
   std::vector<std::size_t> keep_leading;
 };
 
+// Tokenises `texts` (special tokens added, truncated to max_length) and pads
+// on the right with the tokenizer's pad id (0 when it has none; masked anyway).
+// Throws UsageError for max_length < 1 and FormatError naming sources[i] (or
+// the index) when a text yields no token at all (its embedding is undefined).
+// `dropout`: BPE dropout per text (TextDropout).
 TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts,
                           std::int64_t max_length, const std::vector<std::string>& sources = {},
                           const TextDropout& dropout = {});
