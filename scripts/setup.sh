@@ -32,7 +32,9 @@ packages=(
   python3 python3-venv
   # the default experiment: its driver, data, plots
   make wordnet-base dict-gcide dict-freedict-eng-fra dict-freedict-eng-spa dict-freedict-eng-deu
-  dict-freedict-eng-ita dict-freedict-eng-nld dict-freedict-eng-por dict-freedict-eng-swe gnuplot-nox
+  dict-freedict-eng-ita dict-freedict-eng-nld dict-freedict-eng-por dict-freedict-eng-swe
+  dict-freedict-fra-eng dict-freedict-spa-eng dict-freedict-ita-eng dict-freedict-nld-eng
+  dict-freedict-por-eng dict-freedict-swe-eng gnuplot-nox
   # Makefile.pipeline (a task's instruction from instructions.json) and a
   # man-page example (kalm-mine-negatives) that tests/cli/man_examples.sh runs
   jq

@@ -1,12 +1,14 @@
-# FreeDict English-X (dictd text, decompressed) -> a bitext training group and
-# the held-out part of the fd-bitext evaluation task. Run by prepare.sh:
+# FreeDict English-X, and optionally X-English, (dictd text, decompressed) ->
+# bitext training groups and the held-out part of the fd-bitext evaluation
+# task. Run by prepare.sh:
 #   awk -v T=DIR -v LANG_=fra [-v EVERY=k] -v HELDFILE=DIR/wn-held.txt -f json.awk -f freedict.awk \
-#       freedict-eng-fra.dict
+#       freedict-eng-fra.dict [freedict-fra-eng.dict]
 # Writes DIR/train/fd-eng-LANG_.jsonl, DIR/eval/fd-bitext/eng-LANG_.jsonl and
 # DIR/counts.LANG_.
 #
-# An entry is a headword line `word /ipa/` followed by translation lines,
-# either one line of comma-separated alternatives or senses numbered `1. x`.
+# An entry is a headword line `word /ipa/`, possibly followed by grammar labels
+# (`Aaron /ɑːærən/ <s>`: most of eng-por, all of fra-eng), then translation
+# lines, either one line of comma-separated alternatives or senses numbered `1. x`.
 # The first alternative of the first sense is the translation, without the
 # grammar and domain labels of the Ding-derived sets (eng-deu: `Aal <masc>`,
 # `[coll.] Aalmolche <pl> [zool.]`). A training entry gives one group per
@@ -17,6 +19,12 @@
 #
 # Split: an entry is held out when (sum over the headword's bytes of byte value
 # x 1-based position) % 10 == 3.
+#
+# The second file, X-English, only adds training groups, reversed (an English
+# translation -> the X headword, as the task asks), each of the entry's first
+# ALTS translations. None reaches the evaluation: a pair is left out when its
+# English side is held out by the rule above (so no held-out English word is
+# trained in either direction) or its X side is a held-out pair's translation.
 
 BEGIN {
   json_init(); STARTED = 0; ENTRY = 0
@@ -32,29 +40,38 @@ function held(w,    i, h) {
   return h % 10 == 3
 }
 
+function train_group(query, pos,    line) {
+  line = "{\"query\": " js(query) ", \"pos\": [" js(pos) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
+  if (line in SEEN) return
+  SEEN[line] = 1
+  print line > (T "/train/fd-eng-" LANG_ ".jsonl")
+  NTR++
+}
+
 function finish(    w, t, i) {
   if (HW == "" || TR == "") { HW = ""; return }
   w = HW; t = TR; HW = ""
+  if (REVERSE) {
+    # w is the X headword, ALT[] its English translations.
+    if ((w in HELDTEXT) || (tolower(w) in HELDTARGET)) return
+    for (i = 1; i <= NALT; i++)
+      if (!held(ALT[i]) && !(ALT[i] in HELDTEXT)) train_group(ALT[i], w)
+    return
+  }
   if (ENTRY++ % EVERY != 0) return
   if (held(w)) {
     # Evaluation pairs: one gold target per source, and no pair a copy could
     # solve (Amsterdam -> Amsterdam).
     if (tolower(w) == tolower(t) || (t in TSEEN)) return
     TSEEN[t] = 1
+    HELDTARGET[tolower(t)] = 1
     print "{\"sentence1\": " js(w) ", \"sentence2\": " js(t) "}" > (T "/eval/fd-bitext/eng-" LANG_ ".jsonl")
     NEV++
   } else {
     if (w in HELDTEXT) return
     # Every translation of a training entry (up to ALTS) is a group of its own.
-    for (i = 1; i <= NALT; i++) {
-      t = ALT[i]
-      if (t in HELDTEXT) continue
-      line = "{\"query\": " js(w) ", \"pos\": [" js(t) "], \"task\": \"fd-eng-" LANG_ "\", \"type\": \"bitext\"}"
-      if (line in SEEN) continue
-      SEEN[line] = 1
-      print line > (T "/train/fd-eng-" LANG_ ".jsonl")
-      NTR++
-    }
+    for (i = 1; i <= NALT; i++)
+      if (!(ALT[i] in HELDTEXT)) train_group(w, ALT[i])
   }
 }
 
@@ -73,7 +90,10 @@ function add_alternatives(line,    parts, n, i, t, j, dup) {
   }
 }
 
-/ \/[^\/]*\/$/ && $0 !~ /^00-database/ {
+# The second file: the X-English dictionary.
+FNR == 1 && NR > 1 { finish(); REVERSE = 1; STARTED = 0 }
+
+/ \/[^\/]*\/( <[^>]*>)*$/ && $0 !~ /^00-database/ {
   finish()
   STARTED = 1
   HW = norm(substr($0, 1, index($0, " /") - 1)); TR = ""; NALT = 0
