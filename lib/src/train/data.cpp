@@ -204,7 +204,45 @@ Dataset load_dataset(const DataOptions& options) {
     for (const auto& input : options.inputs) names += (names.empty() ? "" : ", ") + display_name(input);
     throw FormatError(names + ": no training groups (the input is empty)");
   }
+  for (const auto& [task, factor] : options.oversample) {
+    if (task_index.count(task) == 0) {
+      std::string names;
+      for (const auto& t : data.tasks) names += (names.empty() ? "" : ", ") + t;
+      throw UsageError("--oversample " + task + "=" + std::to_string(factor) + ": no input has task '" + task +
+                       "' (tasks: " + names + ")");
+    }
+    if (factor < 1)
+      throw UsageError("--oversample " + task + "=" + std::to_string(factor) + ": the factor must be at least 1");
+  }
+  if (!options.oversample.empty()) {
+    const std::size_t loaded = data.examples.size();
+    std::vector<std::int64_t> factor(data.tasks.size(), 1);
+    for (const auto& [task, k] : options.oversample) factor[static_cast<std::size_t>(task_index.at(task))] = k;
+    for (std::int64_t copy = 1;; ++copy) {
+      bool any = false;
+      for (std::size_t i = 0; i < loaded; ++i) {
+        if (factor[static_cast<std::size_t>(data.examples[i].task)] <= copy) continue;
+        data.examples.push_back(data.examples[i]);
+        any = true;
+      }
+      if (!any) break;
+    }
+  }
   return data;
+}
+
+std::pair<std::string, std::int64_t> parse_oversample(const std::string& spec) {
+  const auto eq = spec.rfind('=');
+  const auto bad = [&](const std::string& why) {
+    return UsageError("--oversample '" + spec + "': " + why + " (want TASK=K, K an integer from 1 to 1000)");
+  };
+  if (eq == std::string::npos || eq == 0) throw bad("no task name");
+  const std::string number = spec.substr(eq + 1);
+  if (number.empty() || number.size() > 4 || number.find_first_not_of("0123456789") != std::string::npos)
+    throw bad("'" + number + "' is not a whole number");
+  const std::int64_t k = std::stoll(number);
+  if (k < 1 || k > 1000) throw bad("the factor " + number + " is out of range");
+  return {spec.substr(0, eq), k};
 }
 
 EpochPlan plan_epoch(const Dataset& data, const BatchingOptions& options, std::uint64_t seed, std::uint64_t epoch) {

@@ -54,6 +54,9 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
       ->group(cli::kGroupInput);
   app.add_option("--instruction-template", o.data.instruction_template, "How an instruction prefixes a query")
       ->group(cli::kGroupInput);
+  app.add_option("--oversample", f.oversample,
+                 "TASK=K: the task's groups enter every epoch K times (repeatable; weights a small task up)")
+      ->group(cli::kGroupInput);
   app.add_option("--batch-size", o.batching.batch_size, "Groups (queries) per contrastive batch")
       ->check(cli::positive_number())
       ->group(cli::kGroupInput);
@@ -287,6 +290,11 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   if (f.no_grad_clip) o.max_grad_norm.reset();
   o.loss.mix_detach = !f.mix_gradient;
   o.loss.mask_duplicates = !f.keep_duplicate_negatives;
+  for (const auto& spec : f.oversample) {
+    auto [task, factor] = parse_oversample(spec);
+    if (!o.data.oversample.emplace(task, factor).second)
+      throw UsageError("--oversample names task '" + task + "' twice");
+  }
   o.loss.distill_scope = f.distill_scope == "in-batch" ? loss::DistillScope::kInBatch : loss::DistillScope::kGroup;
   if (!f.matryoshka_dims.empty()) {
     o.loss.matryoshka_dims = parse_list<std::int64_t>(f.matryoshka_dims, "--matryoshka-dims");

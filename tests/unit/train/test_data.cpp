@@ -116,6 +116,54 @@ DOCTEST_TEST_CASE("load_dataset: task field, template, and bad input") {
   DOCTEST_CHECK_THROWS_AS(load_dataset(bad_instr), kalm::FormatError);
 }
 
+DOCTEST_TEST_CASE("load_dataset: --oversample repeats a task's groups, after all inputs, in order") {
+  DataOptions o;
+  o.inputs = {kToy};
+  o.instructions_file = kInstructions;
+  o.oversample = {{"sts", 3}, {"classification", 1}};
+  Dataset d = load_dataset(o);
+  Dataset plain = toy();
+  std::map<std::int32_t, int> before, after;
+  for (const auto& e : plain.examples) before[e.task]++;
+  for (const auto& e : d.examples) after[e.task]++;
+  DOCTEST_REQUIRE(before.size() == 3);
+  DOCTEST_CHECK(after[0] == before[0]);      // classification x1
+  DOCTEST_CHECK(after[1] == before[1]);      // retrieval, not named
+  DOCTEST_CHECK(after[2] == 3 * before[2]);  // sts x3
+  DOCTEST_REQUIRE(d.examples.size() == plain.examples.size() + 2 * static_cast<std::size_t>(before[2]));
+  // The loaded examples first, unchanged; then each copy of the sts groups in order.
+  std::vector<std::size_t> sts;
+  for (std::size_t i = 0; i < plain.examples.size(); ++i) {
+    DOCTEST_CHECK(d.examples[i].query == plain.examples[i].query);
+    if (plain.examples[i].task == 2) sts.push_back(i);
+  }
+  for (std::size_t c = 0; c < 2; ++c)
+    for (std::size_t j = 0; j < sts.size(); ++j) {
+      const Example& copy = d.examples[plain.examples.size() + c * sts.size() + j];
+      const Example& original = plain.examples[sts[j]];
+      DOCTEST_CHECK(copy.query == original.query);
+      DOCTEST_CHECK(copy.pos == original.pos);
+      DOCTEST_CHECK(copy.source == original.source);
+      DOCTEST_CHECK(copy.task == 2);
+    }
+
+  o.oversample = {{"nope", 2}};
+  DOCTEST_CHECK_THROWS_WITH_AS(load_dataset(o),
+                               "--oversample nope=2: no input has task 'nope' (tasks: classification, retrieval, sts)",
+                               kalm::UsageError);
+  o.oversample = {{"sts", 0}};
+  DOCTEST_CHECK_THROWS_WITH_AS(load_dataset(o), "--oversample sts=0: the factor must be at least 1", kalm::UsageError);
+
+  DOCTEST_CHECK(parse_oversample("fd-eng-fra=3") == std::pair<std::string, std::int64_t>{"fd-eng-fra", 3});
+  DOCTEST_CHECK(parse_oversample("a=b=12") == std::pair<std::string, std::int64_t>{"a=b", 12});  // last '=' splits
+  DOCTEST_CHECK(parse_oversample("t=1000").second == 1000);
+  for (const char* bad : {"fd-eng-fra", "=3", "t=", "t=0", "t=1001", "t=-2", "t=2.5", "t=3x", "t= 3", "t=99999"})
+    DOCTEST_CHECK_THROWS_AS(parse_oversample(bad), kalm::UsageError);
+  DOCTEST_CHECK_THROWS_WITH_AS(parse_oversample("t=2.5"),
+                               "--oversample 't=2.5': '2.5' is not a whole number (want TASK=K, K an integer from 1 to 1000)",
+                               kalm::UsageError);
+}
+
 DOCTEST_TEST_CASE("plan_epoch: homogeneous batches hold one task; ratio mixes the tail") {
   Dataset d = toy();
   BatchingOptions b;

@@ -41,6 +41,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kalm::train {
@@ -67,11 +68,21 @@ struct DataOptions {
   std::vector<std::string> inputs;  // files or directories (no stdin: tasks need names)
   std::string instructions_file;    // JSON object task -> instruction; "" = none
   std::string instruction_template = "Instruct: {instruction} \n Query: {query}";
+  // Task -> K >= 1: the task's groups enter every epoch K times (a small task
+  // weighted up against large ones; a copy in the same batch as its original
+  // is a duplicate positive, which the loss masks unless told not to).
+  std::map<std::string, std::int64_t> oversample;
 };
 
-// Reads every input. Throws UsageError (no inputs, stdin, bad template, task
-// missing from the instructions file), IoError, FormatError (file:line).
+// Reads every input, then repeats the oversampled tasks' groups (after all of
+// the inputs, in input order). Throws UsageError (no inputs, stdin, bad
+// template, task missing from the instructions file, an oversampled task no
+// input has or a factor below 1), IoError, FormatError (file:line).
 Dataset load_dataset(const DataOptions& options);
+
+// One --oversample value, "TASK=K" (K an integer from 1 to 1000). Throws
+// UsageError naming the value otherwise.
+std::pair<std::string, std::int64_t> parse_oversample(const std::string& spec);
 
 // Replaces {instruction} and {query} in `instruction_template`. Throws
 // UsageError when either placeholder is missing.

@@ -8,6 +8,7 @@
 // Not thread-safe; one per process.
 
 #include <string>
+#include <vector>
 
 #include "kalm/cli/tool.h"
 #include "kalm/train/dist.h"
@@ -27,6 +28,7 @@ struct TrainFlags {
   bool no_grad_clip = false;
   bool keep_duplicate_negatives = false;
   bool mix_gradient = false;       // --mix-gradient: options.loss.mix_detach = false
+  std::vector<std::string> oversample;  // --oversample TASK=K, repeatable
   DistFlags dist;                  // --world-size/--rank/--dist-store/--dist-timeout, resolved with the environment
   CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)
   SoupOptions soup_options;
