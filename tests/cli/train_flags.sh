@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# kalm-train / kalm-distill: --focal-detach and --mix-gradient reach the loss
+# kalm-train / kalm-distill: --oversample repeats a task (= its file given twice),
+# --focal-detach and --mix-gradient reach the loss
 # (they change the weights after 2 steps exactly where the loss tests say they
 # matter, and nothing elsewhere), and kalm-distill --teacher: it trains on
 # groups without scores, and gives the weights of scoring the groups first with
-# kalm-mine-negatives --scores -m TEACHER and distilling from the records, and
+# kalm-mine-negatives --scores -m TEACHER and distilling from the records (also
+# for a teacher that leaves the instruction out of its pooling), and
 # with two data-parallel ranks follows one process.
 source "$(dirname "$0")/lib.sh"
 unset RANK WORLD_SIZE LOCAL_RANK SLURM_PROCID SLURM_NTASKS SLURM_LOCALID MASTER_ADDR MASTER_PORT  # a launcher around ctest
@@ -89,6 +91,22 @@ differ mix mix_gradient "--mix-gradient with pair-wise mixing"
 ft plain_gradient --focal-gamma 0 --mix none --mix-gradient
 same plain plain_gradient "--mix-gradient without mixing"
 
+# --oversample sts=2 is sts.jsonl given twice (the same groups in the same
+# order: the copies follow all the inputs), so the same weights, and not the
+# plain run's. Bad values are usage errors (exit 2).
+ft over_flag --focal-gamma 0 --mix none --oversample sts=2
+expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "$fx/toy/sts.jsonl" "$fx/toy/sts.jsonl" --init "$tmp/base" \
+  "${common[@]}" "${short[@]}" --num-negatives 3 --max-steps 2 -o "$tmp/over_files" --focal-gamma 0 --mix none
+same over_flag over_files "--oversample sts=2 against sts.jsonl given twice"
+differ over_flag plain "--oversample sts=2"
+expect_rc 2 "$train" "$fx/toy/sts.jsonl" --init "$tmp/base" "${common[@]}" --oversample sts -o "$tmp/over_bad"
+expect_grep "--oversample 'sts': no task name \(want TASK=K" "$tmp/err" "--oversample without a factor"
+expect_rc 2 "$train" "$fx/toy/sts.jsonl" --init "$tmp/base" "${common[@]}" --oversample retrieval=2 -o "$tmp/over_bad"
+expect_grep "--oversample retrieval=2: no input has task 'retrieval' \(tasks: sts\)" "$tmp/err" "--oversample of a task not given"
+expect_rc 2 "$train" "$fx/toy/sts.jsonl" --init "$tmp/base" "${common[@]}" --oversample sts=2 --oversample sts=3 -o "$tmp/over_bad"
+expect_grep "names task 'sts' twice" "$tmp/err" "--oversample twice"
+expect_rc 2 "$train" "$fx/toy/sts.jsonl" --init "$tmp/base" "${common[@]}" --oversample sts=0 -o "$tmp/over_bad"
+
 # kalm-distill takes --focal-detach too (its loss has focal gamma 0.5).
 dist() {
   local name=$1; shift
@@ -163,6 +181,32 @@ diff_uninstructed=$(max_diff "$tmp/d_teacher/model.safetensors" "$tmp/d_uninstru
 checks=$((checks + 1))
 $py -c "import sys; sys.exit(0 if float('$diff_uninstructed') > 1e-5 else 1)" ||
   { echo "FAIL: scores without the instruction should move the weights: $diff_uninstructed"; failures=$((failures + 1)); }
+# (c) A teacher that pools with include_prompt=false leaves the instruction
+# out as kalm-mine-negatives does: the same weights as its mined scores, within
+# the bound of (b); not those of (b)'s teacher pooling the instruction in.
+expect_rc 0 "$train" "$fx/toy/retrieval.jsonl" "${common[@]}" "${long[@]}" --init-config "$fx/tiny_qwen2.json" \
+  --train-tokenizer 300 --stage pretrain --max-steps 3 --seed 9 --include-prompt false -o "$tmp/teacher_np"
+expect_grep '"include_prompt": false' "$tmp/teacher_np/1_Pooling/config.json"
+expect_rc 0 "$distill" "$tmp/groups" --teacher "$tmp/teacher_np" --init "$tmp/base" "${common[@]}" "${long[@]}" --adam-eps 1e-6 \
+  --num-negatives 1 --epochs 2 -o "$tmp/d_teacher_np"
+mkdir -p "$tmp/scored_np"
+expect_rc 0 "$mine" "$tmp/groups/retrieval.jsonl" -m "$tmp/teacher_np" --existing keep --negatives 1 --scores \
+  --max-length 128 --instruction "$instruction" -o "$tmp/scored_np/retrieval.jsonl" --threads 1 -q
+expect_rc 0 "$distill" "$tmp/scored_np/retrieval.jsonl" --init "$tmp/base" "${common[@]}" "${long[@]}" --adam-eps 1e-6 \
+  --num-negatives 1 --epochs 2 -o "$tmp/d_scored_np"
+diff_np=$(max_diff "$tmp/d_teacher_np/model.safetensors" "$tmp/d_scored_np/model.safetensors")
+diff_np_pooled=$(max_diff "$tmp/d_teacher_np/model.safetensors" "$tmp/d_teacher/model.safetensors")
+checks=$((checks + 1))
+$py -c "import sys; sys.exit(0 if float('$diff_np') <= 1e-6 and float('$diff_np_pooled') > 1e-5 else 1)" ||
+  { echo "FAIL: include_prompt=false teacher: vs its mined scores $diff_np (want <= 1e-6), vs (b) $diff_np_pooled (want > 1e-5)"
+    failures=$((failures + 1)); }
+# A query cut to 8 tokens is all instruction for that teacher: a data error
+# naming the record (the student pools the instruction in, so it has no such
+# limit).
+expect_rc 1 "$distill" "$tmp/groups" --teacher "$tmp/teacher_np" --init "$tmp/base" "${common[@]}" \
+  --query-max-length 8 --passage-max-length 128 --num-negatives 1 --max-steps 1 -o "$tmp/x_np"
+expect_grep "groups/retrieval.jsonl:[0-9]+ \(query\): the query's 8 tokens under the teacher .* are all instruction" "$tmp/err" \
+  "all-instruction query for the teacher"
 if data_parallel_built; then
 # Data parallel: each rank scores its own groups and the labels are gathered;
 # two ranks of batch 4 follow one process of batch 8 (losses and KL to 1e-4
@@ -187,7 +231,7 @@ for x, y in zip(a, b):
 PY
 fi
 
-echo "max weight difference: --teacher vs mined scores $diff_scored; vs mined without the instruction $diff_uninstructed"
+echo "max weight difference: --teacher vs mined scores $diff_scored; vs mined without the instruction $diff_uninstructed; include_prompt=false teacher vs its mined scores $diff_np, vs the teacher pooling the instruction in $diff_np_pooled"
 
 # --symmetric-loss and duplicate masking reach the loss: the metrics carry the
 # passage-to-query term, copies of positives in the toy batches are counted,

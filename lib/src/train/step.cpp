@@ -374,7 +374,7 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
                        std::int64_t query_max_length, std::int64_t passage_max_length,
                        const PromptTokenCount& prompt_tokens, double bpe_dropout,
                        const PromptTokenCount& prompt_model_ids) {
-  std::vector<std::string> queries, passages, query_sources, passage_sources, types;
+  std::vector<std::string> queries, passages, query_sources, passage_sources, types, batch_prompts;
   std::vector<std::int64_t> query_pool_from;
   TextDropout query_dropout, passage_dropout;
   std::vector<double> scores;
@@ -383,6 +383,7 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
     const Example& ex = data.examples[index];
     queries.push_back(std::move(group.query));
     query_sources.push_back(ex.source + " (query)");
+    batch_prompts.push_back(ex.prompt);
     if (prompt_tokens) query_pool_from.push_back(ex.prompt.empty() ? 0 : prompt_tokens(ex.prompt));
     if (bpe_dropout > 0) {
       if (!ex.prompt.empty() && !prompt_model_ids)
@@ -419,6 +420,7 @@ TrainBatch build_batch(const Dataset& data, const std::vector<std::size_t>& indi
   }
   batch.passages = tokenize_batch(tokenizer, passages, passage_max_length, passage_sources, passage_dropout);
   batch.query_texts = std::move(queries);
+  batch.query_prompts = std::move(batch_prompts);
   batch.passage_texts = std::move(passages);
   batch.query_sources = std::move(query_sources);
   batch.passage_sources = std::move(passage_sources);

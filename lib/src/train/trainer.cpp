@@ -247,6 +247,7 @@ void slice_texts(TrainBatch& batch, std::int64_t begin, std::int64_t end, std::i
     v = std::vector<std::string>(v.begin() + from, v.begin() + to);
   };
   cut(batch.query_texts, begin, end);
+  cut(batch.query_prompts, begin, end);
   cut(batch.query_sources, begin, end);
   cut(batch.passage_texts, begin * g, end * g);
   cut(batch.passage_sources, begin * g, end * g);
@@ -773,7 +774,7 @@ TrainResult Trainer::run() {
       if (teacher_) {
         // Each rank scores its own groups; the loss needs the global rows.
         auto scores = teacher_->scores(batch.query_texts, batch.passage_texts, batch.info.group_size,
-                                       batch.query_sources, batch.passage_sources);
+                                       batch.query_sources, batch.passage_sources, batch.query_prompts);
         batch.info.teacher_scores = parallel_ ? parallel_->all_gather_rows(scores) : scores;
       }
       auto out = forward_backward(*encoder_, batch, pooling_, loss_, calls_, generator_,

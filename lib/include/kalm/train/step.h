@@ -130,6 +130,7 @@ struct TrainBatch {
   // The texts behind the rows and where each came from ("file:line (query)"),
   // for a teacher that scores the batch itself (teacher.h).
   std::vector<std::string> query_texts;      // B, instruction applied
+  std::vector<std::string> query_prompts;    // B, each query's instruction prefix (Example::prompt; "" = none)
   std::vector<std::string> passage_texts;    // B·G, group-major
   std::vector<std::string> query_sources;    // B
   std::vector<std::string> passage_sources;  // B·G

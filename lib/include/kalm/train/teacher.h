@@ -9,7 +9,10 @@
 // the directory's own tokenizer, pooling and attention, float32 on the given
 // device (the student's; kalm-mine-negatives --device), no graph, outside the student's bf16 autocast, through the encoding engine
 // (length-sorted, token-budget batches) and L2-normalised. Queries arrive with
-// their instruction already applied (the student's query text); queries and
+// their instruction already applied (the student's query text), with the
+// instruction's prefix beside them: a teacher that pools with
+// include_prompt=false leaves that prefix's tokens out (counted as
+// kalm-mine-negatives and sentence-transformers count a prompt); queries and
 // passages are truncated to the student's query / passage max lengths.
 //
 // Determinism: the scores are a pure function of the batch's texts (the
@@ -21,6 +24,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,26 +44,31 @@ class Teacher {
   Teacher& operator=(const Teacher&) = delete;
 
   // queries: B texts; passages: B·G texts, group-major; sources (optional, one
-  // per text) name each text in errors. Returns [B, G] float64 on the CPU:
+  // per text) name each text in errors; query_prompts (empty, or one per
+  // query: the prefix of its text that is its instruction, "" for none) are
+  // left out of the pooling when the teacher pools with include_prompt=false.
+  // Returns [B, G] float64 on the CPU:
   // scores[i][g] = cos(query i, passage i·G + g), computed in float64 from the
   // float32 embeddings. Throws UsageError when group_size < 1 or the passage
   // count is not B·G, FormatError naming the source when a text has no token
-  // under the teacher's tokenizer.
+  // under the teacher's tokenizer, or when a query's tokens are all prompt.
   torch::Tensor scores(const std::vector<std::string>& queries, const std::vector<std::string>& passages,
                        std::int64_t group_size, const std::vector<std::string>& query_sources = {},
-                       const std::vector<std::string>& passage_sources = {});
+                       const std::vector<std::string>& passage_sources = {},
+                       const std::vector<std::string>& query_prompts = {});
 
   const std::string& model_dir() const { return model_dir_; }
 
  private:
-  // [N, D] float32, rows unit-norm.
+  // [N, D] float32, rows unit-norm; prompts as scores' query_prompts.
   torch::Tensor embed(const std::vector<std::string>& texts, std::int64_t max_length,
-                      const std::vector<std::string>& sources);
+                      const std::vector<std::string>& sources, const std::vector<std::string>& prompts = {});
 
   std::string model_dir_;
   std::int64_t query_max_length_;
   std::int64_t passage_max_length_;
   encode::LoadedEmbedder loaded_;
+  std::map<std::string, std::int64_t> prompt_skip_;  // prompt -> tokens left out of the pooling
 };
 
 }  // namespace kalm::train
