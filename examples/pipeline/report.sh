@@ -180,8 +180,8 @@ final_dir=$(label_dir soup)
   while IFS=$'\t' read -r label model; do
     [ -f "$model.seconds" ] && printf '| %s | %s |\n' "$label" "$(cat "$model.seconds")"
   done < "$work/stages.tsv"
-  for f in "$out"/embeddings/*.seconds; do
-    [ -f "$f" ] && printf '| embed (%s) | %s |\n' "$(basename "${f%.safetensors.seconds}" | cut -d- -f1-2)" "$(cat "$f")"
+  for f in "$out"/embeddings/*/*.seconds; do
+    [ -f "$f" ] && printf '| embed (%s) | %s |\n' "$(basename "${f%.safetensors.seconds}")" "$(cat "$f")"
   done
   if [ -s "$work/ablations.tsv" ]; then
     echo

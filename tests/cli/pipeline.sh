@@ -38,7 +38,7 @@ for png in loss stages matryoshka; do
 done
 # The embedding stage wrote one row per GCIDE corpus document.
 checks=$((checks + 1))
-emb=$(ls "$out"/embeddings/*.safetensors 2>/dev/null | head -1)
+emb=$(ls "$out"/embeddings/*/gcide-corpus.safetensors 2>/dev/null | head -1)
 # The safetensors header is JSON after an 8-byte length; the shape is in it.
 if [ -z "$emb" ] || ! head -c 4096 "$emb" | tr -d '\000 ' | grep -q '"embeddings":{[^}]*"shape":\[10000,256\]'; then
   echo "FAIL: embeddings missing or wrong shape: $(head -c 4096 "$emb" 2>/dev/null | tr -d '\000' | head -c 300)"
@@ -50,9 +50,9 @@ if [ "$(ls "$out"/filtered/*.rejects.jsonl.zst "$out"/mined-*/*.rejects.jsonl.zs
   echo "FAIL: rejects files missing"; failures=$((failures + 1))
 fi
 
-# The final model at its stable path: the soup.
+# The final model at its stable path: the soup (with the pre-trained model in it, SOUP_BASE=yes).
 checks=$((checks + 1))
-if [ "$(readlink "$out/final")" != "models/$(basename "$(ls -d "$out"/models/*-soup | head -1)")" ] ||
+if [ "$(readlink "$out/final")" != "models/$(basename "$(ls -d "$out"/models/*-soup-b | head -1)")" ] ||
    [ ! -f "$out/final/model.safetensors" ]; then
   echo "FAIL: $out/final is not the soup: $(ls -l "$out/final")"; failures=$((failures + 1))
 fi
@@ -75,15 +75,22 @@ expect_rc 0 make -q -f Makefile.pipeline "${knobs[@]}"
 # One knob changed: the distillation (and what follows) reruns, pre-training does not.
 expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
   expect_grep "kalm-distill" "$tmp/out" "make -n after DS_LR changed"
-  expect_grep "ln -sfn models/.*-lr1e-4-a[^ ]*-soup [^ ]*/final.tmp" "$tmp/out" "final follows the new soup"
+  expect_grep "ln -sfn models/.*-lr1e-4-a[^ ]*-soup-b [^ ]*/final.tmp" "$tmp/out" "final follows the new soup"
+  expect_grep "kalm-train soup -o [^ ]*-lr1e-4-a[^ ]*-soup-b [^ ]*/models/pretrain-L0-[^ ]* [^ ]*/models/finetune-[^ ]*mrl[0-9_]* [^ ]*-lr1e-4-a[^ ]*ts[0-9.]*$" \
+    "$tmp/out" "the soup averages the pre-trained, fine-tuned and distilled models"
   checks=$((checks + 1))
   if grep -q -- "--stage pretrain" "$tmp/out"; then echo "FAIL: DS_LR retrains the pretrain stage"; failures=$((failures + 1)); fi
+}
+# SOUP_BASE=no: the soup of the fine-tuned and distilled models only, under its own name.
+expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" SOUP_BASE=no && {
+  expect_grep "kalm-train soup -o [^ ]*ts[0-9.]*-soup [^ ]*/models/finetune-[^ ]*mrl[0-9_]* [^ ]*ts[0-9.]*$" "$tmp/out" "SOUP_BASE=no"
 }
 # PRESET=gpu (not run here: no GPU): a 4-layer model on cuda in bf16, its own
 # output directory, a ladder from 0 to 8 layers; an unknown preset is refused.
 expect_rc 0 make -n -f Makefile.pipeline PRESET=gpu OUT="$tmp/gpu" BIN="$KALM_BIN" && {
   expect_grep "kalm-train .*--init-config $tmp/gpu/configs/qwen2-L4-d384-h6-kv2-f1536-v16000.json" "$tmp/out" "PRESET=gpu model"
   expect_grep "^ *--train-tokenizer 16000 .*--batch-size 1024 --bpe-dropout 0.1 .*--device cuda --dtype bf16" "$tmp/out" "PRESET=gpu pre-training"
+  expect_grep "^ *--train-tokenizer 16000 .*--oversample fd-eng-fra=4 .*--oversample fd-eng-swe=5 " "$tmp/out" "the small FreeDict sets oversampled"
   expect_grep "pretrain-L8-d384-.*-seeded" "$tmp/out" "PRESET=gpu ladder"
   expect_grep "teacher-pretrain-L8-d512-" "$tmp/out" "PRESET=gpu teacher"
 }
