@@ -2,7 +2,7 @@
 // Qwen2-0.5B (896 hidden, 24 layers, 14 heads, 2 KV heads, 4864 FFN, vocab
 // 151936), against the matrix-multiply peak measured in the same run.
 //
-//   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR]
+//   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR] [--bf16-only]
 //
 // Prints, for a corpus of mixed lengths (log-uniform 8..512 tokens):
 //   gemm_gflops_f32 / gemm_gflops_bf16   measured peak of at::matmul at model shapes
@@ -12,6 +12,7 @@
 //   cosine(bf16, f32) minimum over texts
 // --save-dir writes the model and the corpus (token ids, JSONL) so that
 // bench/embed/transformers_peer.py can time transformers on the same input.
+// --bf16-only skips the f32 runs and the cosine (for profiling the bf16 path).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,14 +53,17 @@ int main(int argc, char** argv) {
   std::int64_t layers = 24, texts = 64, seed = 0;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string save_dir;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool bf16_only = false;
+  for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
+    if (flag != "--bf16-only" && i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
     if (flag == "--layers") layers = std::stoll(argv[i + 1]);
     else if (flag == "--texts") texts = std::stoll(argv[i + 1]);
     else if (flag == "--seed") seed = std::stoll(argv[i + 1]);
     else if (flag == "--save-dir") save_dir = argv[i + 1];
     else if (flag == "--threads") threads = std::stoi(argv[i + 1]);  // the free cores on a shared machine
-    else throw std::runtime_error("unknown flag " + flag + " (--layers, --texts, --seed, --save-dir, --threads)");
+    else if (flag == "--bf16-only") { bf16_only = true; --i; }
+    else throw std::runtime_error("unknown flag " + flag + " (--layers, --texts, --seed, --save-dir, --threads, --bf16-only)");
   }
   at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
@@ -130,6 +134,11 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return out;
   };
+  if (bf16_only) {
+    encoder->to(torch::kBFloat16);
+    run(true, 8192, "kalm_bf16_sorted");
+    return 0;
+  }
   auto f32 = run(true, 8192, "kalm_f32_sorted");
   run(false, 8192, "kalm_f32_input_order");
   if (!save_dir.empty()) {
