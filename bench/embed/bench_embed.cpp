@@ -2,7 +2,7 @@
 // Qwen2-0.5B (896 hidden, 24 layers, 14 heads, 2 KV heads, 4864 FFN, vocab
 // 151936), against the matrix-multiply peak measured in the same run.
 //
-//   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR] [--bf16-only]
+//   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR] [--batch-tokens N] [--bf16-only]
 //
 // Prints, for a corpus of mixed lengths (log-uniform 8..512 tokens):
 //   gemm_gflops_f32 / gemm_gflops_bf16   measured peak of at::matmul at model shapes
@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string save_dir;
   bool bf16_only = false;
+  std::int64_t batch_tokens = 0;  // 0: kalm's default for the CPU
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     if (flag != "--bf16-only" && i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
@@ -62,8 +63,10 @@ int main(int argc, char** argv) {
     else if (flag == "--seed") seed = std::stoll(argv[i + 1]);
     else if (flag == "--save-dir") save_dir = argv[i + 1];
     else if (flag == "--threads") threads = std::stoi(argv[i + 1]);  // the free cores on a shared machine
+    else if (flag == "--batch-tokens") batch_tokens = std::stoll(argv[i + 1]);
     else if (flag == "--bf16-only") { bf16_only = true; --i; }
-    else throw std::runtime_error("unknown flag " + flag + " (--layers, --texts, --seed, --save-dir, --threads, --bf16-only)");
+    else throw std::runtime_error("unknown flag " + flag +
+                                  " (--layers, --texts, --seed, --save-dir, --threads, --batch-tokens, --bf16-only)");
   }
   at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
@@ -129,18 +132,19 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     auto out = engine.embed(corpus);
     double secs = seconds_since(t0);
-    std::printf("%s tokens_per_s %.1f  (padded %.0f%%, %.1f s)\n", label, total_tokens / secs,
-                100.0 * (engine.stats().padded_tokens - engine.stats().tokens) / engine.stats().padded_tokens, secs);
+    std::printf("%s tokens_per_s %.1f  (padded %.0f%%, %.1f s, batch tokens %lld)\n", label, total_tokens / secs,
+                100.0 * (engine.stats().padded_tokens - engine.stats().tokens) / engine.stats().padded_tokens, secs,
+                static_cast<long long>(opt.batch_tokens ? opt.batch_tokens : kalm::encode::kDefaultBatchTokensCpu));
     std::fflush(stdout);
     return out;
   };
   if (bf16_only) {
     encoder->to(torch::kBFloat16);
-    run(true, 8192, "kalm_bf16_sorted");
+    run(true, batch_tokens, "kalm_bf16_sorted");
     return 0;
   }
-  auto f32 = run(true, 8192, "kalm_f32_sorted");
-  run(false, 8192, "kalm_f32_input_order");
+  auto f32 = run(true, batch_tokens, "kalm_f32_sorted");
+  run(false, batch_tokens, "kalm_f32_input_order");
   if (!save_dir.empty()) {
     kalm::model::save_model(save_dir, *encoder);
     std::ofstream ids(save_dir + "/corpus_ids.jsonl");
@@ -154,7 +158,7 @@ int main(int argc, char** argv) {
     raw.write(reinterpret_cast<const char*>(f.data_ptr<float>()), f.numel() * 4);
   }
   encoder->to(torch::kBFloat16);
-  auto bf16 = run(true, 8192, "kalm_bf16_sorted");
+  auto bf16 = run(true, batch_tokens, "kalm_bf16_sorted");
   auto cos = torch::nn::functional::cosine_similarity(
       f32, bf16, torch::nn::functional::CosineSimilarityFuncOptions().dim(1));
   std::printf("cosine_bf16_vs_f32_min %.5f\n", cos.min().item<double>());

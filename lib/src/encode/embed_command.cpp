@@ -251,7 +251,9 @@ std::string apply_instruction(const std::string& instruction_template, const std
 }
 
 void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device) {
-  app.add_option("--batch-tokens", batch_tokens, "Padded tokens per forward pass (rows x longest row)")
+  app.add_option("--batch-tokens", batch_tokens, ("Padded tokens per forward pass (rows x longest row; default " +
+                  std::to_string(kDefaultBatchTokensCpu) + " on CPU, " + std::to_string(kDefaultBatchTokensGpu) +
+                  " on a GPU)"))
       ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
   app.add_option("--dtype", dtype, "Compute dtype: f32, tf32 (f32 with TF32 matmuls, GPUs only) or bf16")

@@ -42,8 +42,13 @@ std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t
   return batches;
 }
 
-Engine::Engine(BatchEmbedder& embedder, EngineOptions options)
-    : embedder_(embedder), options_(options) {}
+std::int64_t default_batch_tokens(const torch::Device& device) {
+  return device.is_cpu() ? kDefaultBatchTokensCpu : kDefaultBatchTokensGpu;
+}
+
+Engine::Engine(BatchEmbedder& embedder, EngineOptions options) : embedder_(embedder), options_(options) {
+  if (options_.batch_tokens == 0) options_.batch_tokens = default_batch_tokens(embedder_.device());
+}
 
 torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequences,
                             const EngineProgress& progress, const std::vector<std::int64_t>& pool_from) {

@@ -58,6 +58,23 @@ DOCTEST_TEST_CASE("plan_batches splits sorted batches that would be mostly paddi
   DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
 }
 
+DOCTEST_TEST_CASE("Engine without a batch budget takes its device's default") {
+  DOCTEST_CHECK(kalm::encode::default_batch_tokens(torch::kCPU) == 1024);
+  DOCTEST_CHECK(kalm::encode::default_batch_tokens(torch::Device(torch::kCUDA, 0)) == 16384);
+  FakeEmbedder model;  // on the CPU
+  kalm::encode::EngineOptions opt;
+  DOCTEST_CHECK(opt.batch_tokens == 0);  // unset
+  kalm::encode::Engine engine(model, opt);
+  // 64 rows of 40 tokens: 25 fit in 1024 padded tokens (26 x 40 = 1040 do not).
+  std::vector<std::vector<std::int32_t>> seqs(64, std::vector<std::int32_t>(40, 1));
+  auto out = engine.embed(seqs);
+  DOCTEST_REQUIRE(out.size(0) == 64);
+  DOCTEST_REQUIRE(model.shapes.size() == 3);
+  DOCTEST_CHECK(model.shapes[0] == std::pair<std::int64_t, std::int64_t>{25, 40});
+  DOCTEST_CHECK(model.shapes[1] == std::pair<std::int64_t, std::int64_t>{25, 40});
+  DOCTEST_CHECK(model.shapes[2] == std::pair<std::int64_t, std::int64_t>{14, 40});
+}
+
 DOCTEST_TEST_CASE("Engine restores input order and masks padding") {
   FakeEmbedder model;
   kalm::encode::EngineOptions opt;

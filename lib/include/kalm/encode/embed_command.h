@@ -37,7 +37,7 @@ struct EmbedOptions {
   double dist_timeout = 1800;                  // multi-process launch: seconds rank 0 waits for the others' parts
   std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = resolve_max_length's rule
   bool truncate = true;                        // false: an over-long text is an error
-  std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
+  std::int64_t batch_tokens = 0;               // padded tokens per forward pass; 0: the device's default
   std::string dtype = "f32";                   // compute dtype: f32 | bf16
   std::string device = "cpu";                  // cpu | cuda | cuda:N
   std::string pooling;                         // override: mean | last | cls

@@ -43,7 +43,7 @@ struct EvalOptions {
   bool bm25 = true;                            // lexical baselines: BM25 (retrieval, reranking), TF-IDF (others)
   std::int64_t top_k = 1000;                   // retrieval: documents ranked per query
   std::optional<std::int64_t> max_length;      // tokens per text, special tokens included; unset = the model's, else 512
-  std::int64_t batch_tokens = 16384;           // padded tokens per forward pass
+  std::int64_t batch_tokens = 0;               // padded tokens per forward pass; 0: the device's default
   std::string dtype = "f32";                   // compute dtype: f32 | bf16
   std::string device = "cpu";                  // cpu | cuda | cuda:N
   std::string search_precision = "f32";        // top-k products: f32 | bf16 | auto (kalm/search/topk.h)

@@ -27,7 +27,7 @@ namespace kalm::mine {
 struct ModelFlags {
   std::string model;                 // Hugging Face model directory ("" = none)
   std::optional<std::int64_t> max_length;  // tokens per text, special tokens included; unset = the model's
-  std::int64_t batch_tokens = 16384; // padded tokens per forward pass
+  std::int64_t batch_tokens = 0; // padded tokens per forward pass; 0: the device's default
   std::string dtype = "f32";         // f32 | bf16
   std::string device = "cpu";        // cpu | cuda | cuda:N
   std::string search_precision = "f32";  // top-k products: f32 | bf16 | auto (kalm/search/topk.h)
