@@ -50,6 +50,11 @@ expect_rc 0 $py -c "
 import numpy as np, sys
 a = np.load('$tmp/e.npy'); b = np.load('$tmp/small.npy')
 assert np.abs(a - b).max() <= 1e-5, np.abs(a - b).max()"
+# --batch-tokens 0 is the device's default (1024 on a CPU): the same bytes as no flag and as 1024.
+expect_rc 0 "$embed" -q -m "$model" --batch-tokens 0 "$tmp/corpus.jsonl" -o "$tmp/b0.npy"
+expect_rc 0 "$embed" -q -m "$model" --batch-tokens 1024 "$tmp/corpus.jsonl" -o "$tmp/b1024.npy"
+expect_rc 0 cmp "$tmp/e.npy" "$tmp/b0.npy"
+expect_rc 0 cmp "$tmp/e.npy" "$tmp/b1024.npy"
 
 # 3. Matryoshka --dim: 16 columns, renormalised; equals the normalised prefix of --no-normalize.
 expect_rc 0 "$embed" -q -m "$model" --dim 16 "$tmp/corpus.jsonl" -o "$tmp/d16.npy"

@@ -48,6 +48,6 @@ for tool in kalm-embed kalm-eval kalm-mine-negatives kalm-synth-filter kalm-trai
     expect_grep "^$tool: error: --threads $((cores * 16)) is more than the $cores CPUs this process may use" "$tmp/err"
 done
 expect_rc 2 "$KALM_BIN/kalm-embed" -m "$model" --batch-tokens -1e300 "$tmp/bigid.jsonl" &&
-  expect_grep "^kalm-embed: error: --batch-tokens: must be positive, not -1e300$" "$tmp/err"
+  expect_grep "^kalm-embed: error: --batch-tokens: must be 0 or more, not -1e300$" "$tmp/err"
 expect_rc 2 "$train" "$fx/toy" --epochs -5 -o "$tmp/r4" && expect_grep "^kalm-train: error: --epochs: must be" "$tmp/err"
 finish

@@ -251,10 +251,10 @@ std::string apply_instruction(const std::string& instruction_template, const std
 }
 
 void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device) {
-  app.add_option("--batch-tokens", batch_tokens, ("Padded tokens per forward pass (rows x longest row; default " +
+  app.add_option("--batch-tokens", batch_tokens, ("Padded tokens per forward pass (rows x longest row); 0 (default): " +
                   std::to_string(kDefaultBatchTokensCpu) + " on CPU, " + std::to_string(kDefaultBatchTokensGpu) +
-                  " on a GPU)"))
-      ->check(cli::positive_number())
+                  " on a GPU"))
+      ->check(cli::non_negative_number())
       ->group(cli::kGroupCompute);
   app.add_option("--dtype", dtype, "Compute dtype: f32, tf32 (f32 with TF32 matmuls, GPUs only) or bf16")
       ->check(CLI::IsMember({"f32", "tf32", "bf16"}))
