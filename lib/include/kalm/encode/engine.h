@@ -49,8 +49,8 @@ class BatchEmbedder {
 // win: a batch's activations (e.g. 1024 x 4864 bf16 FFN rows, 10 MB) stay near
 // the cores' caches between the element-wise kernels, and the GEMMs are
 // already efficient at a few hundred rows (measured 2026-12-06 on an Intel
-// Xeon: 1024 embedded 20-35% faster than 16384 in bf16 and f32). A GPU needs
-// large batches to fill its cores.
+// Xeon, 24-layer 0.5B shape: 1024 embedded 10-35% faster than 16384 in bf16,
+// 17% in f32; bench/README.md). A GPU needs large batches to fill its cores.
 inline constexpr std::int64_t kDefaultBatchTokensCpu = 1024;
 inline constexpr std::int64_t kDefaultBatchTokensGpu = 16384;
 std::int64_t default_batch_tokens(const torch::Device& device);
