@@ -95,6 +95,7 @@ expect_rc 0 make -n -f Makefile.pipeline PRESET=gpu OUT="$tmp/gpu" BIN="$KALM_BI
   expect_grep "teacher-pretrain-L8-d512-" "$tmp/out" "PRESET=gpu teacher"
 }
 expect_rc 2 make -n -f Makefile.pipeline PRESET=tpu OUT="$tmp/tpu" && expect_grep "PRESET must be cpu or gpu" "$tmp/err"
+expect_rc 2 make -n -f Makefile.pipeline SOUP_BASE=maybe OUT="$tmp/sb" && expect_grep "SOUP_BASE must be yes or no, got 'maybe'" "$tmp/err"
 
 # The ablation target: fine-tune variants, one column each.
 expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" ablation -j2 || tail -20 "$tmp/out" "$tmp/err"
