@@ -8,8 +8,9 @@
 //   gemm_gflops_f32 / gemm_gflops_bf16   measured peak of at::matmul at model shapes
 //   flops_per_token                      2·(non-embedding params) + attention (from the shapes)
 //   bound_tokens_per_s                   peak / flops_per_token (using the corpus' mean length)
-//   tokens/s for f32 sorted by length, f32 in input order, bf16 sorted by length
-//   cosine(bf16, f32) minimum over texts
+//   tokens/s for f32 sorted by length, f32 in input order, bf16 sorted by length,
+//     and bf16 again with the fused CPU kernels off (LibTorch's op-by-op path)
+//   cosine(bf16, f32) and cosine(bf16 fused, bf16 op by op), minimum over texts
 // --save-dir writes the model and the corpus (token ids, JSONL) so that
 // bench/embed/transformers_peer.py can time transformers on the same input.
 // --bf16-only skips the f32 runs and the cosine (for profiling the bf16 path).
@@ -115,8 +116,8 @@ int main(int argc, char** argv) {
   std::printf("threads %d\ntexts %lld\ntokens %lld\n", at::get_num_threads(), static_cast<long long>(texts),
               static_cast<long long>(total_tokens));
   std::printf("gemm_gflops_f32 %.1f\ngemm_gflops_bf16 %.1f\n", peak_f32, peak_bf16);
-  std::printf("flops_per_token %.3e\nbound_tokens_per_s_f32 %.1f\n", flops_per_token,
-              peak_f32 * 1e9 / flops_per_token);
+  std::printf("flops_per_token %.3e\nbound_tokens_per_s_f32 %.1f\nbound_tokens_per_s_bf16 %.1f\n", flops_per_token,
+              peak_f32 * 1e9 / flops_per_token, peak_bf16 * 1e9 / flops_per_token);
 
   // Causal, so that stock transformers Qwen2Model (bench/embed/transformers_peer.py) is the same model.
   kalm::model::Encoder encoder(cfg, kalm::model::AttentionMode::Causal);
@@ -138,9 +139,20 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return out;
   };
+  // bf16 with the fused element-wise kernels (the default) and without.
+  auto run_bf16 = [&] {
+    auto fused = run(true, batch_tokens, "kalm_bf16_sorted");
+    kalm::model::set_fused_cpu_kernels(false);
+    auto op_by_op = run(true, batch_tokens, "kalm_bf16_sorted_op_by_op");
+    kalm::model::set_fused_cpu_kernels(true);
+    auto cos = torch::nn::functional::cosine_similarity(
+        fused, op_by_op, torch::nn::functional::CosineSimilarityFuncOptions().dim(1));
+    std::printf("cosine_fused_vs_op_by_op_min %.6f\n", cos.min().item<double>());
+    return fused;
+  };
   if (bf16_only) {
     encoder->to(torch::kBFloat16);
-    run(true, batch_tokens, "kalm_bf16_sorted");
+    run_bf16();
     return 0;
   }
   auto f32 = run(true, batch_tokens, "kalm_f32_sorted");
@@ -158,7 +170,7 @@ int main(int argc, char** argv) {
     raw.write(reinterpret_cast<const char*>(f.data_ptr<float>()), f.numel() * 4);
   }
   encoder->to(torch::kBFloat16);
-  auto bf16 = run(true, batch_tokens, "kalm_bf16_sorted");
+  auto bf16 = run_bf16();
   auto cos = torch::nn::functional::cosine_similarity(
       f32, bf16, torch::nn::functional::CosineSimilarityFuncOptions().dim(1));
   std::printf("cosine_bf16_vs_f32_min %.5f\n", cos.min().item<double>());

@@ -1,5 +1,7 @@
 #include "kalm/model/transformer.h"
 
+#include "fused_cpu.h"
+
 #include <ATen/record_function.h>
 
 #include <cmath>
@@ -52,7 +54,12 @@ RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps, bool one_plus_weight,
   weight = register_parameter("weight", torch::empty({dim}, options));
 }
 
+bool RMSNormImpl::fused_applies(const torch::Tensor& x) const {
+  return detail::fused_cpu_applies(x) && x.is_contiguous() && weight.scalar_type() == torch::kBFloat16;
+}
+
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
+  if (fused_applies(x)) return detail::rms_norm_bf16(x, weight, eps_, one_plus_weight_);
   const torch::Tensor xf = x.to(torch::kFloat);
   // x * rsqrt(mean(x^2) + eps) in float32, as transformers; at::rms_norm is
   // that formula (the same ops on CPU) and one fused kernel on CUDA instead
@@ -62,6 +69,15 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
   // Gemma multiplies in float32 then casts, Qwen2 casts then multiplies.
   if (one_plus_weight_) return (normed * (weight.to(torch::kFloat) + 1.0)).to(x.scalar_type());
   return weight * normed.to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> RMSNormImpl::add_and_forward(const torch::Tensor& x,
+                                                                     const torch::Tensor& y) const {
+  if (fused_applies(x) && y.scalar_type() == x.scalar_type())
+    return detail::add_rms_norm_bf16(x, y, weight, eps_, one_plus_weight_);
+  torch::Tensor sum = x + y;
+  torch::Tensor normed = forward(sum);
+  return {std::move(sum), std::move(normed)};
 }
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, const torch::TensorOptions& options)
@@ -93,10 +109,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     q = q_norm->forward(q);
     k = k_norm->forward(k);
   }
-  const torch::Tensor c = cos.view({1, L, 1, D});
-  const torch::Tensor s = sin.view({1, L, 1, D});
-  q = q * c + rotate_half(q) * s;
-  k = k * c + rotate_half(k) * s;
+  if (detail::fused_cpu_applies(q) && cos.scalar_type() == torch::kBFloat16) {
+    q = detail::rotary_bf16(q, cos, sin);
+    k = detail::rotary_bf16(k, cos, sin);
+  } else {
+    const torch::Tensor c = cos.view({1, L, 1, D});
+    const torch::Tensor s = sin.view({1, L, 1, D});
+    q = q * c + rotate_half(q) * s;
+    k = k * c + rotate_half(k) * s;
+  }
 
   // [B, heads, L, D]; the K key/value heads are shared by H / K query heads
   // each (enable_gqa), without repeating them in memory.
@@ -115,7 +136,10 @@ MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& options)
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) const {
-  const auto gate_up = gate_up_proj->forward(x).chunk(2, -1);
+  const torch::Tensor both = gate_up_proj->forward(x);
+  if (!gelu_tanh_ && detail::fused_cpu_applies(both) && both.is_contiguous())
+    return down_proj->forward(detail::silu_gate_bf16(both));
+  const auto gate_up = both.chunk(2, -1);
   const torch::Tensor act = gelu_tanh_ ? torch::gelu(gate_up[0], "tanh") : torch::silu(gate_up[0]);
   return down_proj->forward(act * gate_up[1]);
 }
@@ -148,6 +172,17 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
       self_attn->forward(input_layernorm->forward(x), cos, sin, mask));
   h = x + h;
   return h + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(h)));
+}
+
+std::pair<torch::Tensor, torch::Tensor> DecoderLayerImpl::forward_normed(const torch::Tensor& x,
+                                                                         const torch::Tensor& x_normed,
+                                                                         const torch::Tensor& cos,
+                                                                         const torch::Tensor& sin,
+                                                                         const AttentionMask& mask,
+                                                                         const RMSNormImpl& next_norm) const {
+  if (gemma_) throw std::logic_error("DecoderLayer::forward_normed is for pre-norm (Qwen2) layers");
+  const auto [h, h_normed] = post_attention_layernorm->add_and_forward(x, self_attn->forward(x_normed, cos, sin, mask));
+  return next_norm.add_and_forward(h, mlp->forward(h_normed));
 }
 
 // ---- the encoder -----------------------------------------------------------
@@ -321,6 +356,19 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
     cos_local = local.first.to(dt);
     sin_local = local.second.to(dt);
     mask_local = attention_mask_for(valid, true);
+  }
+  if (!gemma && norm->fused_applies(h)) {
+    // Pre-norm layers with each residual add fused into the norm that reads
+    // its sum (the next layer's input norm, or the final norm): the same
+    // arithmetic as the loop below, one pass over h fewer per add.
+    torch::Tensor normed = layer_list_.front()->input_layernorm->forward(h);
+    for (std::size_t i = 0; i < layer_list_.size(); ++i) {
+      const auto& layer = layer_list_[i];
+      const RMSNormImpl& next = i + 1 < layer_list_.size() ? *layer_list_[i + 1]->input_layernorm : *norm;
+      std::tie(h, normed) = layer->sliding() ? layer->forward_normed(h, normed, cos_local, sin_local, mask_local, next)
+                                             : layer->forward_normed(h, normed, cos_global, sin_global, mask_full, next);
+    }
+    return normed;
   }
   for (const auto& layer : layer_list_) {
     if (layer->sliding())

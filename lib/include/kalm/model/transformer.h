@@ -46,6 +46,13 @@
 
 namespace kalm::model {
 
+// bf16 inference on the CPU runs RMSNorm (with the residual add before it),
+// RoPE and the SiLU gate as fused one-pass kernels (lib/src/model/fused_cpu.h)
+// instead of LibTorch's op-by-op chains; on by default. Off gives the op-by-op
+// path, for comparison (kalm-bench-embed, tests). Process-wide.
+void set_fused_cpu_kernels(bool on);
+bool fused_cpu_kernels();
+
 // Qwen2 style: w * norm(x); Gemma style: (1 + w) * norm(x), both normalised in
 // float32 and returned in x's dtype. weight: [dim].
 class RMSNormImpl : public torch::nn::Module {
@@ -53,6 +60,11 @@ class RMSNormImpl : public torch::nn::Module {
   RMSNormImpl(std::int64_t dim, double eps, bool one_plus_weight,
               const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x) const;
+  // {x + y, forward(x + y)}: a residual add and the norm that reads its sum
+  // (one pass when the fused CPU kernels apply).
+  std::pair<torch::Tensor, torch::Tensor> add_and_forward(const torch::Tensor& x, const torch::Tensor& y) const;
+  // Whether forward(x) takes the fused bf16 CPU kernel.
+  bool fused_applies(const torch::Tensor& x) const;
   torch::Tensor weight;
 
  private:
@@ -131,6 +143,13 @@ class DecoderLayerImpl : public torch::nn::Module {
                    const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionMask& mask) const;
+  // Pre-norm (Qwen2) layers only: given x and input_layernorm(x), returns
+  // {y, next_norm(y)} for the layer's output y, the residual adds fused into
+  // the norms (the encoder's loop when the fused CPU kernels apply).
+  std::pair<torch::Tensor, torch::Tensor> forward_normed(const torch::Tensor& x, const torch::Tensor& x_normed,
+                                                         const torch::Tensor& cos, const torch::Tensor& sin,
+                                                         const AttentionMask& mask,
+                                                         const RMSNormImpl& next_norm) const;
   bool sliding() const { return sliding_; }
 
   Attention self_attn{nullptr};

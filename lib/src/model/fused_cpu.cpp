@@ -1,0 +1,268 @@
+// Fused bf16 element-wise kernels for CPU inference (see fused_cpu.h for why).
+//
+// The row loops are plain C++ that GCC vectorises; each row function is built
+// for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline and picked at load time
+// (target_clones), so one binary uses the widest vectors the CPU has.
+#include "fused_cpu.h"
+
+#include "kalm/model/transformer.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define KALM_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KALM_ROW_KERNEL
+#endif
+
+namespace kalm::model {
+
+namespace {
+std::atomic<bool> g_fused_cpu_kernels{true};
+}  // namespace
+
+void set_fused_cpu_kernels(bool on) { g_fused_cpu_kernels.store(on, std::memory_order_relaxed); }
+bool fused_cpu_kernels() { return g_fused_cpu_kernels.load(std::memory_order_relaxed); }
+
+}  // namespace kalm::model
+
+namespace kalm::model::detail {
+
+namespace {
+
+// bf16 <-> float32 as c10::BFloat16 converts: widening is exact; narrowing
+// rounds to nearest, ties to even, and keeps NaN a NaN.
+inline float widen(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline std::uint16_t narrow(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return f != f ? static_cast<std::uint16_t>(0x7FC0u) : static_cast<std::uint16_t>(rounded);
+}
+
+// The value a bf16 tensor would hold: float -> bf16 -> float.
+inline float round_bf16(float f) { return widen(narrow(f)); }
+
+// exp(x) in float32 to about one unit in the last place, branch-free so that
+// loops over it vectorise: x = n ln2 + r with |r| <= ln2/2, exp(r) by the
+// classic minimax polynomial, times 2^n built in exponent bits (in two halves,
+// so that n = 128 just below the overflow threshold still has a finite scale).
+// +inf above ln(FLT_MAX); 0 below the normal range, where std::exp would give
+// a subnormal (1 + that is 1 in the SiLU either way).
+inline float exp_f32(float x) {
+  const float hi = 88.7228390f, lo = -87.3365447504f;
+  const float xc = x > hi ? hi : (x < lo ? lo : x);
+  // Round to nearest by adding and taking away 1.5 * 2^23 (vectorises
+  // without SSE4.1's round instruction).
+  const float shifter = 12582912.0f;
+  const float n = (xc * 1.44269504088896341f + shifter) - shifter;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const std::int32_t ni = static_cast<std::int32_t>(n);
+  const std::int32_t half = ni / 2;
+  const std::uint32_t bits1 = static_cast<std::uint32_t>(half + 127) << 23;
+  const std::uint32_t bits2 = static_cast<std::uint32_t>(ni - half + 127) << 23;
+  float scale1, scale2;
+  std::memcpy(&scale1, &bits1, sizeof scale1);
+  std::memcpy(&scale2, &bits2, sizeof scale2);
+  const float value = p * scale1 * scale2;
+  return x > hi ? INFINITY : (x < lo ? 0.0f : value);
+}
+
+KALM_ROW_KERNEL
+void rms_rows(const std::uint16_t* __restrict x, const std::uint16_t* __restrict y, std::uint16_t* __restrict sum_out,
+              const std::uint16_t* __restrict weight, std::uint16_t* __restrict out, std::int64_t rows,
+              std::int64_t cols, float eps, bool one_plus_weight) {
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::uint16_t* xr = x + row * cols;
+    std::uint16_t* outr = out + row * cols;
+    const std::uint16_t* hr = xr;
+    if (y) {
+      // h = x + y, stored in bf16 as the op-by-op residual add stores it.
+      const std::uint16_t* yr = y + row * cols;
+      std::uint16_t* sr = sum_out + row * cols;
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) sr[j] = narrow(widen(xr[j]) + widen(yr[j]));
+      hr = sr;
+    }
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const float v = widen(hr[j]);
+      squares += v * v;
+    }
+    const float inv = 1.0f / std::sqrt(squares / static_cast<float>(cols) + eps);
+    if (one_plus_weight) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) outr[j] = narrow(widen(hr[j]) * inv * (widen(weight[j]) + 1.0f));
+    } else {
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) outr[j] = narrow(widen(weight[j]) * round_bf16(widen(hr[j]) * inv));
+    }
+  }
+}
+
+KALM_ROW_KERNEL
+void silu_gate_rows(const std::uint16_t* __restrict gate_up, std::uint16_t* __restrict out, std::int64_t rows,
+                    std::int64_t width) {
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const std::uint16_t* gate = gate_up + row * 2 * width;
+    const std::uint16_t* up = gate + width;
+    std::uint16_t* o = out + row * width;
+#pragma omp simd
+    for (std::int64_t j = 0; j < width; ++j) {
+      const float g = widen(gate[j]);
+      o[j] = narrow(round_bf16(g / (1.0f + exp_f32(-g))) * widen(up[j]));
+    }
+  }
+}
+
+// One [N, D] block of heads at one position.
+KALM_ROW_KERNEL
+void rotary_heads(const std::uint16_t* __restrict x, const std::uint16_t* __restrict cos,
+                  const std::uint16_t* __restrict sin, std::uint16_t* __restrict out, std::int64_t heads,
+                  std::int64_t D) {
+  const std::int64_t half = D / 2;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    const std::uint16_t* xh = x + h * D;
+    std::uint16_t* oh = out + h * D;
+#pragma omp simd
+    for (std::int64_t j = 0; j < half; ++j) {
+      const float a = round_bf16(widen(xh[j]) * widen(cos[j]));
+      const float b = round_bf16(-widen(xh[j + half]) * widen(sin[j]));
+      oh[j] = narrow(a + b);
+    }
+#pragma omp simd
+    for (std::int64_t j = half; j < D; ++j) {
+      const float a = round_bf16(widen(xh[j]) * widen(cos[j]));
+      const float b = round_bf16(widen(xh[j - half]) * widen(sin[j]));
+      oh[j] = narrow(a + b);
+    }
+  }
+}
+
+const std::uint16_t* bf16_data(const torch::Tensor& t) {
+  return reinterpret_cast<const std::uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+std::uint16_t* bf16_data_mut(torch::Tensor& t) { return reinterpret_cast<std::uint16_t*>(t.data_ptr<at::BFloat16>()); }
+
+// Rows per task: enough elements that a thread's share outweighs waking it.
+std::int64_t grain_rows(std::int64_t cols) { return std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, cols)); }
+
+void require(bool ok, const char* what) {
+  if (!ok) throw std::logic_error(std::string("fused bf16 kernel: ") + what);
+}
+
+torch::Tensor rms_common(const torch::Tensor& x, const torch::Tensor* y, torch::Tensor* sum_out,
+                         const torch::Tensor& weight, double eps, bool one_plus_weight) {
+  const std::int64_t cols = x.size(-1);
+  require(x.is_contiguous() && x.scalar_type() == torch::kBFloat16, "rms_norm input must be contiguous bf16");
+  require(weight.dim() == 1 && weight.size(0) == cols, "rms_norm weight does not match the last dimension");
+  const torch::Tensor w = weight.to(torch::kBFloat16).contiguous();
+  torch::Tensor out = torch::empty_like(x);
+  torch::Tensor yc;
+  if (y) {
+    require(y->sizes() == x.sizes(), "residual shapes differ");
+    yc = y->to(torch::kBFloat16).contiguous();
+    *sum_out = torch::empty_like(x);
+  }
+  const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  const std::uint16_t* xp = bf16_data(x);
+  const std::uint16_t* yp = y ? bf16_data(yc) : nullptr;
+  std::uint16_t* sp = y ? bf16_data_mut(*sum_out) : nullptr;
+  const std::uint16_t* wp = bf16_data(w);
+  std::uint16_t* op = bf16_data_mut(out);
+  const float eps_f = static_cast<float>(eps);
+  at::parallel_for(0, rows, grain_rows(cols), [&](std::int64_t begin, std::int64_t end) {
+    rms_rows(xp + begin * cols, yp ? yp + begin * cols : nullptr, sp ? sp + begin * cols : nullptr, wp,
+             op + begin * cols, end - begin, cols, eps_f, one_plus_weight);
+  });
+  return out;
+}
+
+}  // namespace
+
+bool fused_cpu_applies(const torch::Tensor& x) {
+  return fused_cpu_kernels() && x.defined() && x.device().is_cpu() && x.scalar_type() == torch::kBFloat16 &&
+         x.dim() >= 1 && x.stride(-1) == 1 && !at::GradMode::is_enabled();
+}
+
+// Each kernel is a named scope for LibTorch's profiler (and the unit tests,
+// which count them to know the fused path ran).
+torch::Tensor rms_norm_bf16(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool one_plus_weight) {
+  RECORD_USER_SCOPE("kalm::fused_rms_norm");
+  return rms_common(x, nullptr, nullptr, weight, eps, one_plus_weight);
+}
+
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm_bf16(const torch::Tensor& x, const torch::Tensor& y,
+                                                          const torch::Tensor& weight, double eps,
+                                                          bool one_plus_weight) {
+  RECORD_USER_SCOPE("kalm::fused_add_rms_norm");
+  torch::Tensor sum;
+  torch::Tensor normed = rms_common(x.contiguous(), &y, &sum, weight, eps, one_plus_weight);
+  return {sum, normed};
+}
+
+torch::Tensor silu_gate_bf16(const torch::Tensor& gate_up) {
+  RECORD_USER_SCOPE("kalm::fused_silu_gate");
+  require(gate_up.is_contiguous() && gate_up.scalar_type() == torch::kBFloat16,
+          "gate/up input must be contiguous bf16");
+  require(gate_up.size(-1) % 2 == 0, "gate/up width must be even");
+  const std::int64_t width = gate_up.size(-1) / 2;
+  std::vector<std::int64_t> shape(gate_up.sizes().begin(), gate_up.sizes().end());
+  shape.back() = width;
+  torch::Tensor out = torch::empty(shape, gate_up.options());
+  const std::int64_t rows = width == 0 ? 0 : out.numel() / width;
+  const std::uint16_t* in = bf16_data(gate_up);
+  std::uint16_t* op = bf16_data_mut(out);
+  at::parallel_for(0, rows, grain_rows(width), [&](std::int64_t begin, std::int64_t end) {
+    silu_gate_rows(in + begin * 2 * width, op + begin * width, end - begin, width);
+  });
+  return out;
+}
+
+torch::Tensor rotary_bf16(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  RECORD_USER_SCOPE("kalm::fused_rotary");
+  require(x.dim() == 4 && x.scalar_type() == torch::kBFloat16, "rotary input must be [B, L, N, D] bf16");
+  const std::int64_t B = x.size(0), L = x.size(1), N = x.size(2), D = x.size(3);
+  require(x.stride(3) == 1 && x.stride(2) == D, "rotary input's heads must be contiguous");
+  require(D % 2 == 0, "rotary head dimension must be even");
+  const torch::Tensor c = cos.to(torch::kBFloat16).contiguous().view({-1, D});
+  const torch::Tensor s = sin.to(torch::kBFloat16).contiguous().view({-1, D});
+  require(c.size(0) == L && s.size(0) == L, "rotary tables must be [L, D]");
+  torch::Tensor out = torch::empty({B, L, N, D}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const std::uint16_t* xp = bf16_data(x);
+  const std::uint16_t* cp = bf16_data(c);
+  const std::uint16_t* sp = bf16_data(s);
+  std::uint16_t* op = bf16_data_mut(out);
+  const std::int64_t sb = x.stride(0), sl = x.stride(1);
+  at::parallel_for(0, B * L, grain_rows(N * D), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const std::int64_t b = i / L, l = i % L;
+      rotary_heads(xp + b * sb + l * sl, cp + l * D, sp + l * D, op + i * N * D, N, D);
+    }
+  });
+  return out;
+}
+
+}  // namespace kalm::model::detail

@@ -1,0 +1,281 @@
+// The fused bf16 CPU kernels (lib/src/model/fused_cpu.cpp) against the
+// op-by-op LibTorch path they replace: the same modules run with
+// kalm::model::set_fused_cpu_kernels on and off.
+
+#include <ATen/record_function.h>
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "kalm/model/config.h"
+#include "kalm/model/transformer.h"
+
+using kalm::model::AttentionMode;
+using kalm::model::Encoder;
+using kalm::model::ModelConfig;
+
+namespace {
+
+// Restores the process-wide switch at scope exit.
+class FusedKernels {
+ public:
+  explicit FusedKernels(bool on) : before_(kalm::model::fused_cpu_kernels()) { kalm::model::set_fused_cpu_kernels(on); }
+  ~FusedKernels() { kalm::model::set_fused_cpu_kernels(before_); }
+  FusedKernels(const FusedKernels&) = delete;
+  FusedKernels& operator=(const FusedKernels&) = delete;
+
+ private:
+  bool before_;
+};
+
+// Counts the fused kernels' profiler scopes (kalm::fused_*) run on this
+// thread while it lives: the proof that the fused path, not the op-by-op one, ran.
+class FusedCallCounter {
+ public:
+  FusedCallCounter() {
+    counts().clear();
+    handle_ = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+              const std::string name = fn.name();
+              if (name.rfind("kalm::fused_", 0) == 0) ++counts()[name.substr(12)];
+              return nullptr;
+            })
+            .scopes({at::RecordScope::USER_SCOPE}));
+  }
+  ~FusedCallCounter() { at::removeCallback(handle_); }
+  FusedCallCounter(const FusedCallCounter&) = delete;
+  FusedCallCounter& operator=(const FusedCallCounter&) = delete;
+  int operator[](const std::string& kernel) const { return counts()[kernel]; }
+  int total() const {
+    int n = 0;
+    for (const auto& kv : counts()) n += kv.second;
+    return n;
+  }
+
+ private:
+  static std::map<std::string, int>& counts() {
+    thread_local std::map<std::string, int> c;
+    return c;
+  }
+  at::CallbackHandle handle_;
+};
+
+template <class F>
+torch::Tensor run_with(bool fused, F&& f) {
+  FusedKernels switch_(fused);
+  return f();
+}
+
+// Distance in bf16 units in the last place between two bf16 tensors of the
+// same shape (values of one sign: order of their bit patterns).
+struct UlpStats {
+  std::int64_t max = 0;
+  std::int64_t differing = 0;
+  std::int64_t total = 0;
+};
+
+UlpStats ulp_distance(const torch::Tensor& a, const torch::Tensor& b) {
+  DOCTEST_REQUIRE((a.scalar_type() == torch::kBFloat16));
+  DOCTEST_REQUIRE((b.scalar_type() == torch::kBFloat16));
+  DOCTEST_REQUIRE((a.sizes() == b.sizes()));
+  const torch::Tensor ac = a.contiguous(), bc = b.contiguous();
+  const auto* pa = reinterpret_cast<const std::uint16_t*>(ac.data_ptr<at::BFloat16>());
+  const auto* pb = reinterpret_cast<const std::uint16_t*>(bc.data_ptr<at::BFloat16>());
+  // Sign-magnitude to a monotone integer line.
+  auto line = [](std::uint16_t u) -> std::int64_t { return (u & 0x8000u) ? -std::int64_t(u & 0x7FFFu) : std::int64_t(u); };
+  UlpStats s;
+  s.total = ac.numel();
+  for (std::int64_t i = 0; i < s.total; ++i) {
+    const std::int64_t d = std::abs(line(pa[i]) - line(pb[i]));
+    s.max = std::max(s.max, d);
+    if (d != 0) ++s.differing;
+  }
+  return s;
+}
+
+ModelConfig qwen2_config(std::int64_t hidden, std::int64_t intermediate, std::int64_t layers) {
+  return kalm::model::parse_config_json(
+      R"({"model_type": "qwen2", "hidden_size": )" + std::to_string(hidden) + R"(, "intermediate_size": )" +
+          std::to_string(intermediate) + R"(, "num_hidden_layers": )" + std::to_string(layers) +
+          R"(, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300})",
+      "fused-test");
+}
+
+ModelConfig gemma3_config() {
+  return kalm::model::parse_config_json(
+      R"({"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 96,
+          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 16, "vocab_size": 300, "query_pre_attn_scalar": 16,
+          "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 4})",
+      "fused-test");
+}
+
+const auto kBf16 = torch::TensorOptions().dtype(torch::kBFloat16);
+
+}  // namespace
+
+DOCTEST_TEST_CASE("fused bf16 kernels: RMSNorm and the residual add within one bf16 unit of the op-by-op path") {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  for (bool gemma : {false, true}) {
+    DOCTEST_CAPTURE(gemma);
+    kalm::model::RMSNorm norm(896, 1e-6, gemma, kBf16);
+    norm->weight.copy_(torch::randn({896}) * 0.5 + (gemma ? 0.0 : 1.0));
+    // Rows of very different scales, as hidden states have.
+    const torch::Tensor x = (torch::randn({257, 896}) * torch::logspace(-3, 3, 257).view({257, 1})).to(torch::kBFloat16);
+    const torch::Tensor y = torch::randn({257, 896}).to(torch::kBFloat16);
+    torch::Tensor fused, plain;
+    {
+      FusedCallCounter calls;
+      fused = run_with(true, [&] { return norm->forward(x); });
+      DOCTEST_CHECK(calls["rms_norm"] == 1);
+      plain = run_with(false, [&] { return norm->forward(x); });
+      DOCTEST_CHECK(calls.total() == 1);
+    }
+    DOCTEST_CHECK((fused.scalar_type() == torch::kBFloat16));
+    const UlpStats s = ulp_distance(fused, plain);
+    DOCTEST_CHECK(s.max <= 1);
+    DOCTEST_CHECK(s.differing * 100 <= s.total);  // at most 1% of the values move by that unit
+
+    std::pair<torch::Tensor, torch::Tensor> fused_pair, plain_pair;
+    {
+      FusedCallCounter calls;
+      FusedKernels on(true);
+      fused_pair = norm->add_and_forward(x, y);
+      DOCTEST_CHECK(calls["add_rms_norm"] == 1);
+    }
+    {
+      FusedKernels off(false);
+      plain_pair = norm->add_and_forward(x, y);
+    }
+    DOCTEST_CHECK(torch::equal(fused_pair.first, plain_pair.first));  // the bf16 sum is exact
+    DOCTEST_CHECK(ulp_distance(fused_pair.second, plain_pair.second).max <= 1);
+  }
+}
+
+DOCTEST_TEST_CASE("fused bf16 kernels: the SiLU gate matches LibTorch's silu(gate) * up") {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(4);
+  // hidden == intermediate and an identity down projection: the MLP's output
+  // is the gated activation itself (a bf16 GEMM with one 1.0 per row is exact).
+  const ModelConfig config = qwen2_config(64, 64, 1);
+  kalm::model::Mlp mlp(config, kBf16);
+  mlp->down_proj->weight.copy_(torch::eye(64));
+  mlp->gate_up_proj->weight.copy_(torch::eye(64).repeat({2, 1}));
+  // Gate and up are both x; x covers the range exp() meets: tiny, moderate,
+  // the overflow edge (|x| ~ 88) and beyond.
+  torch::Tensor x = torch::randn({40, 64}) * 4;
+  x[0] = torch::linspace(-120, 120, 64);
+  x[1] = torch::linspace(-90, -85, 64);
+  x[2] = torch::linspace(-1e-3, 1e-3, 64);
+  x = x.to(torch::kBFloat16);
+  FusedCallCounter calls;
+  const torch::Tensor fused = run_with(true, [&] { return mlp->forward(x); });
+  DOCTEST_CHECK(calls["silu_gate"] == 1);
+  const torch::Tensor plain = run_with(false, [&] { return mlp->forward(x); });
+  DOCTEST_CHECK(calls.total() == 1);
+  const torch::Tensor reference = (torch::silu(x) * x);  // bf16 op by op
+  DOCTEST_CHECK(torch::equal(plain, reference));          // the identity projections are exact
+  const UlpStats s = ulp_distance(fused, plain);
+  DOCTEST_CHECK(s.max <= 1);
+  DOCTEST_CHECK(s.differing * 100 <= s.total);
+  // The far tails: silu(-120) is -0 (or -1e-50-ish: 0 in bf16), silu(120) is 120 * 120.
+  DOCTEST_CHECK(fused[0][0].item<float>() == 0.0f);
+  DOCTEST_CHECK(fused[0][63].item<float>() == plain[0][63].item<float>());
+}
+
+DOCTEST_TEST_CASE("fused bf16 kernels: RoPE gives attention bit-identical to the op-by-op path") {
+  torch::NoGradGuard no_grad;
+  for (bool gemma : {false, true}) {
+    DOCTEST_CAPTURE(gemma);
+    const ModelConfig config = gemma ? gemma3_config() : qwen2_config(64, 96, 1);
+    Encoder enc(config, AttentionMode::Causal, kBf16);
+    enc->init_parameters(11);
+    const auto& attn = enc->layers[0]->as<kalm::model::DecoderLayerImpl>()->self_attn;
+    torch::manual_seed(5);
+    const std::int64_t L = 9, D = config.head_dim;
+    const torch::Tensor x = torch::randn({3, L, config.hidden_size}).to(torch::kBFloat16);
+    // RoPE tables as the encoder builds them, positions far apart so that sin/cos vary.
+    const torch::Tensor pos = torch::arange(L, torch::kFloat).view({L, 1}) * 37;
+    const torch::Tensor freq = torch::pow(10000.0, -torch::arange(0, D, 2, torch::kFloat) / D).view({1, D / 2});
+    const torch::Tensor angles = torch::cat({pos * freq, pos * freq}, 1);
+    const torch::Tensor cos = angles.cos().to(torch::kBFloat16), sin = angles.sin().to(torch::kBFloat16);
+    kalm::model::AttentionMask mask{torch::Tensor(), true};
+    FusedCallCounter calls;
+    const torch::Tensor fused = run_with(true, [&] { return attn->forward(x, cos, sin, mask); });
+    // q and k; Gemma3's q/k norms read strided views of the projection and
+    // stay op by op.
+    DOCTEST_CHECK(calls["rotary"] == 2);
+    DOCTEST_CHECK(calls.total() == 2);
+    const torch::Tensor plain = run_with(false, [&] { return attn->forward(x, cos, sin, mask); });
+    DOCTEST_CHECK(calls.total() == 2);
+    DOCTEST_CHECK(torch::equal(fused, plain));
+  }
+}
+
+DOCTEST_TEST_CASE("fused bf16 kernels: whole encoders agree with the op-by-op path; f32 and training are untouched") {
+  torch::manual_seed(6);
+  for (bool gemma : {false, true}) {
+    DOCTEST_CAPTURE(gemma);
+    const ModelConfig config = gemma ? gemma3_config() : qwen2_config(128, 256, 3);
+    for (auto mode : {AttentionMode::Causal, AttentionMode::Bidirectional}) {
+      Encoder enc(config, mode, kBf16);
+      enc->init_parameters(12);
+      const torch::Tensor ids = torch::randint(0, 300, {4, 15}, torch::kLong);
+      torch::Tensor mask = torch::ones({4, 15}, torch::kLong);
+      mask[1].narrow(0, 6, 9).zero_();
+      mask[3].narrow(0, 1, 14).zero_();
+      torch::Tensor fused, plain;
+      {
+        torch::NoGradGuard no_grad;
+        FusedCallCounter calls;
+        fused = run_with(true, [&] { return enc->embed(ids, mask, kalm::model::Pooling::Mean); });
+        const int layers = static_cast<int>(config.num_hidden_layers);
+        DOCTEST_CHECK(calls["rotary"] == 2 * layers);
+        if (gemma) {
+          // Four norms per layer and the final one; gelu is not fused.
+          DOCTEST_CHECK(calls["rms_norm"] == 4 * layers + 1);
+          DOCTEST_CHECK(calls.total() == 6 * layers + 1);
+        } else {
+          // The first input norm alone; every residual add fused into the norm after it.
+          DOCTEST_CHECK(calls["rms_norm"] == 1);
+          DOCTEST_CHECK(calls["add_rms_norm"] == 2 * layers);
+          DOCTEST_CHECK(calls["silu_gate"] == layers);
+          DOCTEST_CHECK(calls.total() == 1 + 5 * layers);
+        }
+        const int fused_calls = calls.total();
+        plain = run_with(false, [&] { return enc->embed(ids, mask, kalm::model::Pooling::Mean); });
+        DOCTEST_CHECK(calls.total() == fused_calls);
+      }
+      const double min_cos = (fused * plain).sum(1).min().item<double>();
+      DOCTEST_CHECK(min_cos >= 0.9999);
+      DOCTEST_CHECK((fused - plain).abs().max().item<double>() <= 0.02);
+
+      // With autograd recording (training), the differentiable op-by-op path
+      // runs whatever the switch says: gradients reach every parameter.
+      FusedKernels on(true);
+      FusedCallCounter calls;
+      const torch::Tensor h = enc->forward(ids, mask);
+      DOCTEST_CHECK(calls.total() == 0);
+      DOCTEST_CHECK(h.requires_grad());
+      h.to(torch::kFloat).pow(2).sum().backward();
+      for (const auto& p : enc->parameters()) DOCTEST_CHECK(p.grad().defined());
+      enc->zero_grad();
+    }
+  }
+  // f32 models never take the bf16 kernels: bit-identical with the switch either way.
+  torch::NoGradGuard no_grad;
+  Encoder enc(qwen2_config(64, 96, 2), AttentionMode::Causal, torch::TensorOptions().dtype(torch::kFloat));
+  enc->init_parameters(13);
+  const torch::Tensor ids = torch::randint(0, 300, {2, 7}, torch::kLong);
+  const torch::Tensor mask = torch::ones({2, 7}, torch::kLong);
+  FusedCallCounter calls;
+  const torch::Tensor a = run_with(true, [&] { return enc->forward(ids, mask); });
+  DOCTEST_CHECK(calls.total() == 0);
+  const torch::Tensor b = run_with(false, [&] { return enc->forward(ids, mask); });
+  DOCTEST_CHECK(torch::equal(a, b));
+}
