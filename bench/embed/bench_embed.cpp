@@ -3,6 +3,7 @@
 // 151936), against the matrix-multiply peak measured in the same run.
 //
 //   kalm-bench-embed [--layers N] [--texts N] [--seed S] [--save-dir DIR] [--batch-tokens N] [--bf16-only]
+//   kalm-bench-embed --kernels
 //
 // Prints, for a corpus of mixed lengths (log-uniform 8..512 tokens):
 //   gemm_gflops_f32 / gemm_gflops_bf16   measured peak of at::matmul at model shapes
@@ -14,6 +15,8 @@
 // --save-dir writes the model and the corpus (token ids, JSONL) so that
 // bench/embed/transformers_peer.py can time transformers on the same input.
 // --bf16-only skips the f32 runs and the cosine (for profiling the bf16 path).
+// --kernels times each fused bf16 CPU kernel against the LibTorch op chain it
+// replaces, on one 1024-token batch of the model's shapes, and exits.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +33,8 @@
 #include "kalm/model/transformer.h"
 
 #include "../common/gemm_rate.h"
+// The fused kernels' internal header: --kernels times them one by one.
+#include "../../lib/src/model/fused_cpu.h"
 
 namespace {
 
@@ -48,17 +53,70 @@ class EncoderEmbedder : public kalm::encode::BatchEmbedder {
   const kalm::model::Encoder& encoder_;
 };
 
+// Mean milliseconds of f over 50 calls after one warm-up call.
+template <class F>
+double milliseconds(F&& f) {
+  f();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) f();
+  return seconds_since(t0) * 1e3 / 50;
+}
+
+// Each fused kernel against the op-by-op chain of transformer.cpp it replaces.
+void time_kernels() {
+  namespace fused = kalm::model::detail;
+  torch::NoGradGuard no_grad;
+  const auto bf16 = torch::kBFloat16;
+  const std::int64_t B = 32, L = 32, hidden = 896, ffn = 4864, heads = 14, kv = 2, D = 64;
+  const auto x = torch::randn({B, L, hidden}).to(bf16), y = torch::randn({B, L, hidden}).to(bf16);
+  const auto w = torch::randn({hidden}).to(bf16);
+  const auto gate_up = torch::randn({B, L, 2 * ffn}).to(bf16);
+  const auto qkv = torch::randn({B, L, (heads + 2 * kv) * D}).to(bf16);
+  const auto q = qkv.narrow(2, 0, heads * D).view({B, L, heads, D});
+  const auto cos = torch::randn({L, D}).to(bf16), sin = torch::randn({L, D}).to(bf16);
+  auto norm_chain = [&](const torch::Tensor& v) {
+    return w * at::rms_norm(v.to(torch::kFloat), {hidden}, {}, 1e-6).to(bf16);
+  };
+  struct Row {
+    const char* name;
+    double fused_ms, op_by_op_ms;
+  };
+  const Row rows[] = {
+      {"rms_norm", milliseconds([&] { fused::rms_norm_bf16(x, w, 1e-6, false); }),
+       milliseconds([&] { norm_chain(x); })},
+      {"add_rms_norm", milliseconds([&] { fused::add_rms_norm_bf16(x, y, w, 1e-6, false); }),
+       milliseconds([&] { norm_chain(x + y); })},
+      {"silu_gate", milliseconds([&] { fused::silu_gate_bf16(gate_up); }),
+       milliseconds([&] {
+         const auto parts = gate_up.chunk(2, -1);
+         torch::silu(parts[0]) * parts[1];
+       })},
+      {"rotary (q)", milliseconds([&] { fused::rotary_bf16(q, cos, sin); }),
+       milliseconds([&] {
+         const auto c = cos.view({1, L, 1, D}), s = sin.view({1, L, 1, D});
+         q* c + torch::cat({-q.narrow(-1, D / 2, D / 2), q.narrow(-1, 0, D / 2)}, -1) * s;
+       })},
+  };
+  std::printf("threads %d, batch %lld x %lld tokens, bf16\n", at::get_num_threads(), static_cast<long long>(B),
+              static_cast<long long>(L));
+  for (const Row& r : rows)
+    std::printf("kernel %-13s fused %.3f ms  op_by_op %.3f ms  speedup %.2fx\n", r.name, r.fused_ms, r.op_by_op_ms,
+                r.op_by_op_ms / r.fused_ms);
+  // The memory side: one read and one write of the gate/up activation.
+  std::printf("copy of the gate/up activation %.3f ms\n", milliseconds([&] { gate_up.clone(); }));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::int64_t layers = 24, texts = 64, seed = 0;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string save_dir;
-  bool bf16_only = false;
+  bool bf16_only = false, kernels = false;
   std::int64_t batch_tokens = 0;  // 0: kalm's default for the CPU
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
-    if (flag != "--bf16-only" && i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
+    if (flag != "--bf16-only" && flag != "--kernels" && i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
     if (flag == "--layers") layers = std::stoll(argv[i + 1]);
     else if (flag == "--texts") texts = std::stoll(argv[i + 1]);
     else if (flag == "--seed") seed = std::stoll(argv[i + 1]);
@@ -66,11 +124,16 @@ int main(int argc, char** argv) {
     else if (flag == "--threads") threads = std::stoi(argv[i + 1]);  // the free cores on a shared machine
     else if (flag == "--batch-tokens") batch_tokens = std::stoll(argv[i + 1]);
     else if (flag == "--bf16-only") { bf16_only = true; --i; }
+    else if (flag == "--kernels") { kernels = true; --i; }
     else throw std::runtime_error("unknown flag " + flag +
-                                  " (--layers, --texts, --seed, --save-dir, --threads, --batch-tokens, --bf16-only)");
+                                  " (--layers, --texts, --seed, --save-dir, --threads, --batch-tokens, --bf16-only, --kernels)");
   }
   at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
+  if (kernels) {
+    time_kernels();
+    return 0;
+  }
 
   kalm::model::ModelConfig cfg;
   cfg.architecture = kalm::model::Architecture::Qwen2;
