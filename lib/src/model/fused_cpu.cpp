@@ -64,11 +64,14 @@ inline float round_bf16(float f) { return widen(narrow(f)); }
 // a subnormal (1 + that is 1 in the SiLU either way).
 inline float exp_f32(float x) {
   const float hi = 88.7228390f, lo = -87.3365447504f;
-  const float xc = x > hi ? hi : (x < lo ? lo : x);
-  // Round to nearest by adding and taking away 1.5 * 2^23 (vectorises
-  // without SSE4.1's round instruction).
+  const float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN stays NaN, and so does the result
+  // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits then
+  // hold n as an integer (read from the bits, so that no float-to-int
+  // conversion of a NaN is undefined), and taking 1.5 * 2^23 away gives n
+  // as a float (vectorises without SSE4.1's round instruction).
   const float shifter = 12582912.0f;
-  const float n = (xc * 1.44269504088896341f + shifter) - shifter;
+  const float shifted = xc * 1.44269504088896341f + shifter;
+  const float n = shifted - shifter;
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -78,7 +81,9 @@ inline float exp_f32(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const std::int32_t ni = static_cast<std::int32_t>(n);
+  std::uint32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const std::int32_t ni = static_cast<std::int32_t>(shifted_bits - 0x4B400000u);
   const std::int32_t half = ni / 2;
   const std::uint32_t bits1 = static_cast<std::uint32_t>(half + 127) << 23;
   const std::uint32_t bits2 = static_cast<std::uint32_t>(ni - half + 127) << 23;

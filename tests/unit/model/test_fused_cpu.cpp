@@ -5,7 +5,9 @@
 #include <ATen/record_function.h>
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <map>
 #include <string>
@@ -186,6 +188,12 @@ DOCTEST_TEST_CASE("fused bf16 kernels: the SiLU gate matches LibTorch's silu(gat
   // The far tails: silu(-120) is -0 (or -1e-50-ish: 0 in bf16), silu(120) is 120 * 120.
   DOCTEST_CHECK(fused[0][0].item<float>() == 0.0f);
   DOCTEST_CHECK(fused[0][63].item<float>() == plain[0][63].item<float>());
+  // NaN stays NaN (an overflow upstream is reported, not hidden).
+  torch::Tensor with_nan = x.clone();
+  with_nan[5][7] = std::numeric_limits<float>::quiet_NaN();
+  const torch::Tensor nan_out = run_with(true, [&] { return mlp->forward(with_nan); });
+  DOCTEST_CHECK(std::isnan(nan_out[5][7].item<float>()));
+  DOCTEST_CHECK(torch::equal(nan_out[6], fused[6]));
 }
 
 DOCTEST_TEST_CASE("fused bf16 kernels: RoPE gives attention bit-identical to the op-by-op path") {
