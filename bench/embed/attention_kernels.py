@@ -3,11 +3,14 @@ composite kalm used before (GQA heads stacked, additive mask, f32 softmax) again
 at::scaled_dot_product_attention with is_causal and with a key-padding mask, at
 the 0.5B shape's heads (14 query, 2 KV, head_dim 64). Same LibTorch as kalm's
 build (pip's torch in .venv); one thread, so another job on the machine matters
-less. Run: .venv/bin/python bench/embed/attention_kernels.py
+less. Run: .venv/bin/python bench/embed/attention_kernels.py [THREADS [BxL ...]]
+(default 1 thread, shapes 32x32 8x128 2x512; e.g. `2 128x8 64x16 32x32 16x64 8x128 4x256`
+for where bf16's crossover lies).
 """
-import torch, time
-torch.set_num_threads(1)
+import sys, torch, time
+torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 torch.manual_seed(0)
+shapes = [tuple(int(v) for v in a.split("x")) for a in sys.argv[2:]] or [(32, 32), (8, 128), (2, 512)]
 def eager(q,k,v,mask,scale,rep):
     B,H,L,D=q.shape; K=k.shape[1]
     qq=q.reshape(B,K,rep*L,D)
@@ -20,7 +23,7 @@ def bench(f,n=5):
     for _ in range(n): f()
     return (time.perf_counter()-t)/n
 for dt in (torch.float32, torch.bfloat16):
-  for B,L in ((32,32),(8,128),(2,512)):
+  for B,L in shapes:
     H,K,D=14,2,64; rep=H//K
     q=torch.randn(B,H,L,D,dtype=dt); k=torch.randn(B,K,L,D,dtype=dt); v=torch.randn(B,K,L,D,dtype=dt)
     causal=torch.ones(L,L,dtype=torch.bool).tril()
