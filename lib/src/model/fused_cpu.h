@@ -1,9 +1,10 @@
 // Fused element-wise kernels for bfloat16 inference on the CPU.
 //
-// Why: a bf16 forward pass on the CPU spends a quarter of its time in
-// LibTorch's element-wise kernels and in OpenMP threads waiting between them
-// (bench/README: 27% + 12.5% on a 2-core Xeon with AMX). Each RMSNorm there is
-// seven kernels (to float32, square, sum, divide, rsqrt, multiply, to bf16,
+// Why: on a CPU with fast bf16 GEMMs a forward pass spends a large share of
+// its time in LibTorch's element-wise kernels and in OpenMP threads waiting
+// between them (bench/README: 27% + 12.5% on a 2-core Xeon with AMX, 8192-token
+// batches; a few percent on an AMD EPYC without AMX). Each RMSNorm there is
+// eight kernels (to float32, square, sum, divide, rsqrt, multiply, to bf16,
 // times the weight), RoPE five per tensor, the SiLU gate two; each kernel reads
 // and writes the whole activation and ends in a barrier. Here each is one pass
 // over the rows, with the same rounding points as transformers' bf16 path:
