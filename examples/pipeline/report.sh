@@ -180,6 +180,10 @@ final_dir=$(label_dir soup)
   while IFS=$'\t' read -r label model; do
     [ -f "$model.seconds" ] && printf '| %s | %s |\n' "$label" "$(cat "$model.seconds")"
   done < "$work/stages.tsv"
+  # The tokenizer's own run (before the two pre-trainings, which run side by side).
+  for f in "$out"/models/tokenizer-*.seconds; do
+    [ -f "$f" ] && printf '| tokenizer | %s |\n' "$(cat "$f")"
+  done
   for f in "$out"/embeddings/*/*.seconds; do
     [ -f "$f" ] && printf '| embed (%s) | %s |\n' "$(basename "${f%.safetensors.seconds}")" "$(cat "$f")"
   done

@@ -8,7 +8,7 @@ command -v gnuplot >/dev/null || { echo "SKIP: gnuplot missing (apt install gnup
 require_dictionaries
 cd "$KALM_SOURCE_DIR"
 out="$tmp/run"
-knobs=(OUT="$out" BIN="$KALM_BIN" THREADS=1 PRE_STEPS=20 FT_STEPS=10 DS_STEPS=5 FT_EVERY=64 PRE_BATCH=64 FT_BATCH=16)
+knobs=(OUT="$out" BIN="$KALM_BIN" THREADS=1 PRE_STEPS=20 TEACHER_PRE_STEPS=20 FT_STEPS=10 DS_STEPS=5 FT_EVERY=64 PRE_BATCH=64 FT_BATCH=16)
 
 expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" -j2 || tail -20 "$tmp/out" "$tmp/err"
 report="$out/report/report.md"
@@ -81,6 +81,31 @@ expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" DS_LR=1e-4 && {
   checks=$((checks + 1))
   if grep -q -- "--stage pretrain" "$tmp/out"; then echo "FAIL: DS_LR retrains the pretrain stage"; failures=$((failures + 1)); fi
 }
+# The two pre-trainings are one grouped target run side by side, but a teacher
+# knob retrains the teacher only: the base model (and all after it) stays.
+base_model=$(ls "$out"/models/pretrain-L0-*-n20-*/model.safetensors | head -1)
+base_dir=${base_model%/model.safetensors}
+base_mtime=$(stat -c %Y "$base_model")
+teacher_dir=$(ls -d "$out"/models/teacher-pretrain-L0-*-n20-*/ | head -1)
+teacher_dir=${teacher_dir%/}
+sleep 1
+expect_rc 0 make -f Makefile.pipeline "${knobs[@]}" TEACHER_PRE_STEPS=3 "${teacher_dir/-n20-/-n3-}/model.safetensors"
+checks=$((checks + 1))
+if [ "$(stat -c %Y "$base_model")" != "$base_mtime" ] || [ ! -f "${teacher_dir/-n20-/-n3-}/model.safetensors" ]; then
+  echo "FAIL: TEACHER_PRE_STEPS=3 retrained the base model or built no teacher"; failures=$((failures + 1))
+fi
+expect_rc 0 make -q -f Makefile.pipeline "${knobs[@]}"
+# One of the pair failing stops the other (here the base model, asked for
+# 100000 steps) and fails make at once.
+expect_rc 2 make -f Makefile.pipeline "${knobs[@]}" PRE_STEPS=100000 TEACHER_PRE_LR=abc "${base_dir/-n20-/-n100000-}/model.safetensors"
+expect_grep "Could not convert: --lr = abc" "$tmp/err" "the teacher's failure"
+# kalm-train stops at a step boundary on TERM (it checkpoints first): give it time.
+for _ in $(seq 60); do pgrep -f -- "--max-steps 100000" >/dev/null || break; sleep 0.5; done
+checks=$((checks + 1))
+if pgrep -f -- "--max-steps 100000" >/dev/null; then
+  echo "FAIL: the base model's run survived the teacher's failure"; failures=$((failures + 1))
+  pkill -f -- "--max-steps 100000"
+fi
 # SOUP_BASE=no: the soup of the fine-tuned and distilled models only, under its own name.
 expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" SOUP_BASE=no && {
   expect_grep "kalm-train soup -o [^ ]*ts[0-9.]*-soup [^ ]*/models/finetune-[^ ]*mrl[0-9_]* [^ ]*ts[0-9.]*$" "$tmp/out" "SOUP_BASE=no"
