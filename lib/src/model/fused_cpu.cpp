@@ -5,16 +5,19 @@
 // (target_clones), so one binary uses the widest vectors the CPU has.
 #include "fused_cpu.h"
 
+#include "kalm/error.h"
 #include "kalm/model/transformer.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
+#include <string>
+#include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define KALM_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -175,7 +178,7 @@ std::uint16_t* bf16_data_mut(torch::Tensor& t) { return reinterpret_cast<std::ui
 std::int64_t grain_rows(std::int64_t cols) { return std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, cols)); }
 
 void require(bool ok, const char* what) {
-  if (!ok) throw std::logic_error(std::string("fused bf16 kernel: ") + what);
+  if (!ok) throw InternalError(std::string("fused bf16 kernel: ") + what);
 }
 
 torch::Tensor rms_common(const torch::Tensor& x, const torch::Tensor* y, torch::Tensor* sum_out,

@@ -180,7 +180,7 @@ std::pair<torch::Tensor, torch::Tensor> DecoderLayerImpl::forward_normed(const t
                                                                          const torch::Tensor& sin,
                                                                          const AttentionMask& mask,
                                                                          const RMSNormImpl& next_norm) const {
-  if (gemma_) throw std::logic_error("DecoderLayer::forward_normed is for pre-norm (Qwen2) layers");
+  if (gemma_) throw InternalError("DecoderLayer::forward_normed is for pre-norm (Qwen2) layers");
   const auto [h, h_normed] = post_attention_layernorm->add_and_forward(x, self_attn->forward(x_normed, cos, sin, mask));
   return next_norm.add_and_forward(h, mlp->forward(h_normed));
 }
