@@ -97,8 +97,8 @@ void time_kernels() {
          q* c + torch::cat({-q.narrow(-1, D / 2, D / 2), q.narrow(-1, 0, D / 2)}, -1) * s;
        })},
   };
-  std::printf("threads %d, batch %lld x %lld tokens, bf16\n", at::get_num_threads(), static_cast<long long>(B),
-              static_cast<long long>(L));
+  std::printf("threads %d, batch %lld x %lld tokens, bf16, fused row loops for %s\n", at::get_num_threads(),
+              static_cast<long long>(B), static_cast<long long>(L), kalm::model::fused_cpu_kernel_isa().c_str());
   for (const Row& r : rows)
     std::printf("kernel %-13s fused %.3f ms  op_by_op %.3f ms  speedup %.2fx\n", r.name, r.fused_ms, r.op_by_op_ms,
                 r.op_by_op_ms / r.fused_ms);

@@ -19,8 +19,15 @@
 #include <string>
 #include <vector>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// KALM_FUSED_ROW_TARGET builds the row functions for one instruction set
+// only (tests/CMakeLists.txt does, so that the x86-64-v3 and baseline variants,
+// which a CPU with AVX-512 never picks, are tested too); "default" means the
+// compiler's baseline.
+#if defined(KALM_FUSED_ROW_TARGET)
+#define KALM_ROW_KERNEL __attribute__((target(KALM_FUSED_ROW_TARGET)))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define KALM_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define KALM_ROW_KERNEL_CLONES 1
 #else
 #define KALM_ROW_KERNEL
 #endif
@@ -33,6 +40,19 @@ std::atomic<bool> g_fused_cpu_kernels{true};
 
 void set_fused_cpu_kernels(bool on) { g_fused_cpu_kernels.store(on, std::memory_order_relaxed); }
 bool fused_cpu_kernels() { return g_fused_cpu_kernels.load(std::memory_order_relaxed); }
+
+std::string fused_cpu_kernel_isa() {
+#if defined(KALM_FUSED_ROW_TARGET)
+  return std::string("only ") + KALM_FUSED_ROW_TARGET;
+#elif defined(KALM_ROW_KERNEL_CLONES)
+  // The same order of preference as the target_clones resolver.
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+  return "default";
+#else
+  return "default";
+#endif
+}
 
 }  // namespace kalm::model
 

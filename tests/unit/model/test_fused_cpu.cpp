@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <cstring>
@@ -20,6 +22,19 @@ using kalm::model::Encoder;
 using kalm::model::ModelConfig;
 
 namespace {
+
+#if defined(KALM_FUSED_ROW_TARGET)
+// This binary's kernels are built for one instruction set only
+// (tests/CMakeLists.txt): a CPU without it skips the test (ctest's
+// SKIP_RETURN_CODE) instead of dying on an illegal instruction.
+const bool kTargetChecked = [] {
+  if (std::string(KALM_FUSED_ROW_TARGET) == "arch=x86-64-v3" && !__builtin_cpu_supports("x86-64-v3")) {
+    std::fprintf(stderr, "skipped: this CPU lacks x86-64-v3 (AVX2, FMA)\n");
+    std::_Exit(77);
+  }
+  return true;
+}();
+#endif
 
 // Restores the process-wide switch at scope exit.
 class FusedKernels {
@@ -119,6 +134,22 @@ ModelConfig gemma3_config() {
 const auto kBf16 = torch::TensorOptions().dtype(torch::kBFloat16);
 
 }  // namespace
+
+DOCTEST_TEST_CASE("fused bf16 kernels: the instruction set reported is the one built for or picked") {
+  const std::string isa = kalm::model::fused_cpu_kernel_isa();
+#if defined(KALM_FUSED_ROW_TARGET)
+  DOCTEST_CHECK(kTargetChecked);
+  DOCTEST_CHECK(isa == std::string("only ") + KALM_FUSED_ROW_TARGET);
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  // The widest clone the CPU can run, as GCC's target_clones resolver picks it.
+  const std::string expected = __builtin_cpu_supports("x86-64-v4")   ? "x86-64-v4"
+                               : __builtin_cpu_supports("x86-64-v3") ? "x86-64-v3"
+                                                                     : "default";
+  DOCTEST_CHECK(isa == expected);
+#else
+  DOCTEST_CHECK(isa == "default");
+#endif
+}
 
 DOCTEST_TEST_CASE("fused bf16 kernels: RMSNorm and the residual add within one bf16 unit of the op-by-op path") {
   torch::NoGradGuard no_grad;

@@ -52,6 +52,10 @@ namespace kalm::model {
 // path, for comparison (kalm-bench-embed, tests). Process-wide.
 void set_fused_cpu_kernels(bool on);
 bool fused_cpu_kernels();
+// The instruction set the fused kernels' row loops run with on this CPU:
+// "x86-64-v4" (AVX-512), "x86-64-v3" (AVX2, FMA) or "default" (the compiler's
+// baseline); "only T" in a build made for the single target T (tests).
+std::string fused_cpu_kernel_isa();
 
 // Qwen2 style: w * norm(x); Gemma style: (1 + w) * norm(x), both normalised in
 // float32 and returned in x's dtype. weight: [dim].
