@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-// KALM_FUSED_ROW_TARGET builds the row functions for one instruction set
-// only (tests/CMakeLists.txt does, so that the x86-64-v3 and baseline variants,
-// which a CPU with AVX-512 never picks, are tested too); "default" means the
-// compiler's baseline.
+// KALM_FUSED_ROW_TARGET (a GCC target attribute string such as
+// "arch=x86-64-v3", or "arch=x86-64" for the baseline) builds the row
+// functions for that one instruction set only: tests/CMakeLists.txt does, so
+// that the variants a CPU with AVX-512 never picks are tested too.
 #if defined(KALM_FUSED_ROW_TARGET)
 #define KALM_ROW_KERNEL __attribute__((target(KALM_FUSED_ROW_TARGET)))
 #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
