@@ -28,6 +28,8 @@ packages=(
   libsentencepiece-dev sentencepiece
   libsimdjson-dev libcli11-dev libzstd-dev zstd doctest-dev
   libgloo-dev libpcre2-dev libutf8proc-dev
+  # the search's float32 products on AMD CPUs (dlopen()ed; README, "Dependencies")
+  libblis4-openmp libopenblas0-openmp
   # the virtual environment for PyTorch and the oracles (tests and benchmarks only)
   python3 python3-venv
   # the default experiment: its driver, data, plots

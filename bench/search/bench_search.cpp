@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &ru);
     std::printf("kalm_precision %s\nkalm_seconds %.3f\nkalm_threads %d\nkalm_peak_rss_mb %.1f\n",
                 kalm::search::search_precision_name(opt.precision), secs, at::get_num_threads(), ru.ru_maxrss / 1024.0);
+    std::printf("kalm_f32_products %s\n", kalm::search::f32_products_name(res.f32_products));
     if (opt.precision == kalm::search::SearchPrecision::BF16)
       std::printf("kalm_rescored_rows_per_query %.1f\nkalm_exact_fallbacks %lld\n",
                   static_cast<double>(res.rescored_rows) / std::max<std::int64_t>(1, queries.size(0)),

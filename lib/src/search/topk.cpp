@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <exception>
 #include <vector>
@@ -9,6 +10,8 @@
 #include <c10/util/BFloat16.h>
 
 #include "kalm/error.h"
+#include "cblas.h"
+#include "kalm/search/scan.h"
 
 namespace kalm::search {
 namespace {
@@ -40,44 +43,65 @@ void check_matrix(const torch::Tensor& t, const char* what) {
 inline float as_float(float v) { return v; }
 inline float as_float(c10::BFloat16 v) { return static_cast<float>(v); }
 
-// Offers one query's scores for corpus rows base .. base+width-1 to its heap of
-// at most `cap` candidates. Once the heap is full, rows are scanned 16 at a time
-// and a group whose best score does not beat the weakest kept one is skipped in
-// one comparison (a loop the compiler vectorises); the order rules are those of
-// the heap: a newcomer must score strictly higher to enter.
+// The first score of a group that may hold one above `floor` (scan.h).
+inline std::int64_t next_group_above(const float* row, std::int64_t from, std::int64_t width, float floor) {
+  return detail::scan_kernel().f32(row, from, width, floor);
+}
+inline std::int64_t next_group_above(const c10::BFloat16* row, std::int64_t from, std::int64_t width,
+                                     float floor) {
+  return detail::scan_kernel().bf16(reinterpret_cast<const std::uint16_t*>(row), from, width, floor);
+}
+
+// One query's candidates while the corpus streams past: those that may still
+// be among its `cap` best. Once `cap` are held, a newcomer is kept only when it
+// scores strictly above the floor, the cap-th best at the last cut (rows arrive
+// in increasing index order, so an equal score loses to the floor); when 2·cap
+// are held they are cut back to the cap best. An append is O(1) and a cut
+// O(cap), where a heap pays O(log cap) per entry: with the bf16 pass's ~140
+// candidates a query, entries are frequent enough for that to matter.
+struct Selection {
+  std::vector<Candidate> kept;
+  float floor = -std::numeric_limits<float>::infinity();
+
+  void cut(std::size_t cap) {
+    std::nth_element(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(cap - 1), kept.end(), ranks_above);
+    kept.resize(cap);
+    floor = kept[cap - 1].score;  // the weakest kept: every dropped one ranked below it
+  }
+  // The cap best as a heap under ranks_above (front: the weakest).
+  std::vector<Candidate> finish(std::size_t cap) {
+    if (kept.size() > cap) cut(cap);
+    std::make_heap(kept.begin(), kept.end(), ranks_above);
+    return std::move(kept);
+  }
+};
+
+// Offers one query's scores for corpus rows base .. base+width-1. Until `cap`
+// candidates are held every row enters (NaN as -inf, below every number);
+// after that a vector scan skips the groups with no score above the floor.
 template <typename T>
-void offer_row(std::vector<Candidate>& heap, std::size_t cap, const T* row, std::int64_t width,
-               std::int64_t base) {
+void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width, std::int64_t base) {
   std::int64_t j = 0;
-  for (; j < width && heap.size() < cap; ++j) {
-    float v = as_float(row[j]);
-    // NaN would break the heap order; it ranks below every number.
-    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
-    heap.push_back({v, base + j});
-    std::push_heap(heap.begin(), heap.end(), ranks_above);
-  }
-  if (j == width) return;
-  float weakest = heap.front().score;
-  auto offer = [&](std::int64_t at) {
-    const float v = as_float(row[at]);
-    if (v > weakest) {  // false for NaN
-      std::pop_heap(heap.begin(), heap.end(), ranks_above);
-      heap.back() = {v, base + at};
-      std::push_heap(heap.begin(), heap.end(), ranks_above);
-      weakest = heap.front().score;
+  if (sel.kept.size() < cap) {
+    for (; j < width && sel.kept.size() < cap; ++j) {
+      float v = as_float(row[j]);
+      if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+      sel.kept.push_back({v, base + j});
     }
-  };
-  constexpr std::int64_t kGroup = 16;
-  for (; j + kGroup <= width; j += kGroup) {
-    float best = -std::numeric_limits<float>::infinity();
-    for (std::int64_t t = 0; t < kGroup; ++t) {
-      const float v = as_float(row[j + t]);
-      best = v > best ? v : best;
-    }
-    if (!(best > weakest)) continue;
-    for (std::int64_t t = 0; t < kGroup; ++t) offer(j + t);
+    if (sel.kept.size() < cap) return;
+    sel.cut(cap);  // sets the floor
   }
-  for (; j < width; ++j) offer(j);
+  while (j < width) {
+    j = next_group_above(row, j, width, sel.floor);
+    const std::int64_t end = std::min(width, j + detail::kScanGroup);
+    for (; j < end; ++j) {
+      const float v = as_float(row[j]);
+      if (v > sel.floor) {  // false for NaN
+        sel.kept.push_back({v, base + j});
+        if (sel.kept.size() == 2 * cap) sel.cut(cap);
+      }
+    }
+  }
 }
 
 // Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
@@ -108,16 +132,35 @@ std::vector<std::vector<Candidate>> blocked_candidates(
   const std::int64_t num_queries = queries.size(0);
   const std::int64_t num_corpus = corpus.size(0);
   const auto device = queries.device();
-  std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
-  for (auto& h : heaps) h.reserve(static_cast<std::size_t>(cap));
+  std::vector<Selection> selections(static_cast<std::size_t>(num_queries));
   const std::size_t heap_cap = static_cast<std::size_t>(cap);
+  for (auto& sel : selections) sel.kept.reserve(2 * heap_cap);
 
-  torch::Tensor score_buffer;
+  // BLIS or OpenBLAS multiplies float32 blocks on the CPU when chosen
+  // (exact_topk resolved the choice and loaded the library), on as many threads
+  // as LibTorch's pool.
+  const detail::Cblas* sgemm = nullptr;
+  if (compute_type == torch::kFloat32 && device.is_cpu() && options.f32_products != F32Products::Torch) {
+    if (options.f32_products == F32Products::Auto) throw InternalError("search products not resolved");
+    sgemm = detail::cblas(options.f32_products == F32Products::Blis ? detail::CblasLibrary::Blis
+                                                                     : detail::CblasLibrary::OpenBlas);
+    if (!sgemm) throw InternalError("a BLAS chosen for the search products is not loaded");
+    sgemm->set_threads(at::get_num_threads());
+  }
+  torch::Tensor score_buffer, block_buffer;
   for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
     const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
     torch::Tensor source = corpus.slice(0, c0, c1).to(device);
     if (on_block) on_block(source);
-    torch::Tensor block = source.to(compute_type).contiguous();
+    // A converted block goes to one buffer reused for every block: a fresh
+    // tensor per block costs its page faults every time.
+    torch::Tensor block = source;
+    if (source.scalar_type() != compute_type || !source.is_contiguous()) {
+      if (!block_buffer.defined() || block_buffer.numel() < source.numel())
+        block_buffer = torch::empty({source.numel()}, torch::TensorOptions().dtype(compute_type).device(device));
+      block = block_buffer.narrow(0, 0, source.numel()).view(source.sizes());
+      block.copy_(source);
+    }
     for (std::int64_t q0 = 0; q0 < num_queries; q0 += options.query_block) {
       const std::int64_t q1 = std::min(num_queries, q0 + options.query_block);
       torch::Tensor qblock = queries.slice(0, q0, q1);
@@ -127,22 +170,33 @@ std::vector<std::vector<Candidate>> blocked_candidates(
       if (!score_buffer.defined() || score_buffer.numel() < rows * width)
         score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(compute_type).device(device));
       torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
-      torch::mm_out(scores_view, qblock, block.t());
+      if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
+        sgemm->sgemm(detail::kCblasRowMajor, detail::kCblasNoTrans, detail::kCblasTrans, static_cast<int>(rows),
+                     static_cast<int>(width), static_cast<int>(qblock.size(1)), 1.0f, qblock.data_ptr<float>(),
+                     static_cast<int>(qblock.stride(0)), block.data_ptr<float>(), static_cast<int>(block.stride(0)),
+                     0.0f, scores_view.data_ptr<float>(), static_cast<int>(width));
+      } else {
+        torch::mm_out(scores_view, qblock, block.t());
+      }
       torch::Tensor scores = scores_view.device().is_cpu() ? scores_view : scores_view.to(torch::kCPU);
       if (compute_type == torch::kBFloat16) {
         const auto* s = scores.data_ptr<c10::BFloat16>();
         parallel_queries(q0, q1, [&](std::int64_t q) {
-          offer_row(heaps[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+          offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
         });
       } else {
         const float* s = scores.data_ptr<float>();
         parallel_queries(q0, q1, [&](std::int64_t q) {
-          offer_row(heaps[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+          offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
         });
       }
     }
     if (progress) progress(c1);
   }
+  std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
+  parallel_queries(0, num_queries, [&](std::int64_t q) {
+    heaps[static_cast<std::size_t>(q)] = selections[static_cast<std::size_t>(q)].finish(heap_cap);
+  });
   return heaps;
 }
 
@@ -184,6 +238,7 @@ TopKResult search_f32(const torch::Tensor& queries, const torch::Tensor& corpus,
   auto heaps = blocked_candidates(queries.to(torch::kFloat32).contiguous(), corpus, k, options, torch::kFloat32,
                                   progress, {});
   write_result(heaps, k, result);
+  result.f32_products = queries.device().is_cpu() ? options.f32_products : F32Products::Torch;
   return result;
 }
 
@@ -283,6 +338,7 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
   if (!fallback.empty()) {
     const torch::Tensor rows = torch::tensor(fallback, torch::kInt64);
     TopKResult again = search_f32(queries.index_select(0, rows.to(queries.device())), corpus, k, options, {});
+    result.f32_products = again.f32_products;
     result.scores.index_copy_(0, rows, again.scores);
     result.indices.index_copy_(0, rows, again.indices);
   }
@@ -312,6 +368,62 @@ SearchPrecision resolve_search_precision(const std::string& name, const torch::D
 
 const char* search_precision_name(SearchPrecision p) { return p == SearchPrecision::BF16 ? "bf16" : "f32"; }
 
+F32Products parse_f32_products(const std::string& name, const std::string& what) {
+  if (name == "auto") return F32Products::Auto;
+  if (name == "torch") return F32Products::Torch;
+  if (name == "blis") return F32Products::Blis;
+  if (name == "openblas") return F32Products::OpenBlas;
+  throw UsageError(what + " " + name + ": expected auto, torch, blis or openblas");
+}
+
+const char* f32_products_name(F32Products p) {
+  switch (p) {
+    case F32Products::Auto: return "auto";
+    case F32Products::Torch: return "torch";
+    case F32Products::Blis: return "blis";
+    case F32Products::OpenBlas: return "openblas";
+  }
+  return "?";
+}
+
+bool cpu_is_amd() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_is("amd");
+#else
+  return false;
+#endif
+}
+
+F32Products resolve_f32_products(F32Products requested) {
+  if (requested == F32Products::Auto) {
+    if (const char* env = std::getenv("KALM_SEARCH_BLAS"); env && *env) {
+      const std::string value = env;
+      if (value != "auto" && value != "torch" && value != "blis" && value != "openblas")
+        throw UsageError("KALM_SEARCH_BLAS=" + value + ": expected auto, torch, blis or openblas");
+      requested = parse_f32_products(value, "KALM_SEARCH_BLAS");
+    }
+  }
+  if (requested == F32Products::Auto) {
+    // Measured on a 2-core AMD EPYC (Zen 4), float32 GEMM of the search's
+    // shape: BLIS 215, OpenBLAS 206-210, MKL 179-190 GFLOP/s. On Intel Xeons
+    // MKL is the one to use (bench/README.md).
+    if (!cpu_is_amd()) return F32Products::Torch;
+    if (detail::cblas(detail::CblasLibrary::Blis)) return F32Products::Blis;
+    if (detail::cblas(detail::CblasLibrary::OpenBlas)) return F32Products::OpenBlas;
+    return F32Products::Torch;
+  }
+  if (requested == F32Products::Blis || requested == F32Products::OpenBlas) {
+    std::string why;
+    const bool blis = requested == F32Products::Blis;
+    if (!detail::cblas(blis ? detail::CblasLibrary::Blis : detail::CblasLibrary::OpenBlas, &why))
+      throw ModelError(std::string("the search products were asked of ") + (blis ? "BLIS" : "OpenBLAS") +
+                       ", which cannot be loaded: " + why + " (install Debian's " +
+                       (blis ? "libblis4-openmp" : "libopenblas0-openmp") + ")");
+  }
+  return requested;
+}
+
 TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus, const TopKOptions& options,
                       const SearchProgress& progress) {
   check_matrix(queries, "queries");
@@ -330,6 +442,8 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
   const bool bf16 = options.precision == SearchPrecision::BF16;
   if (resolved.corpus_block == 0) resolved.corpus_block = bf16 ? 4096 : 8192;
   if (resolved.query_block == 0) resolved.query_block = bf16 ? 1024 : 8192;
+  resolved.f32_products =
+      queries.device().is_cpu() ? resolve_f32_products(options.f32_products) : F32Products::Torch;
   if (bf16) return search_bf16_rescored(queries, corpus, k, resolved, progress);
   return search_f32(queries, corpus, k, resolved, progress);
 }

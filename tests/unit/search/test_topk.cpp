@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -226,4 +227,89 @@ DOCTEST_TEST_CASE("search precision names") {
   kalm::search::TopKOptions opt;
   opt.candidates = -1;
   DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt), kalm::UsageError);
+}
+
+// --- who multiplies: LibTorch's BLAS, BLIS, OpenBLAS ---------------------------
+
+DOCTEST_TEST_CASE("f32 products from LibTorch, BLIS and OpenBLAS give the full sort's ids") {
+  using kalm::search::F32Products;
+  torch::manual_seed(6);
+  auto q = torch::randn({41, 24});
+  auto c = torch::randn({1203, 24});
+  for (std::int64_t k : {1, 10, 60}) {
+    auto ref = brute_force(q, c, k);
+    auto expected_scores = [&](const torch::Tensor& idx) { return torch::matmul(q, c.t()).gather(1, idx); };
+    for (F32Products p : {F32Products::Torch, F32Products::Blis, F32Products::OpenBlas}) {
+      for (std::int64_t block : {97, 8192}) {
+        DOCTEST_INFO(kalm::search::f32_products_name(p) << " k " << k << " block " << block);
+        kalm::search::TopKOptions opt;
+        opt.k = k;
+        opt.corpus_block = block;
+        opt.query_block = 16;
+        // setup.sh installs both libraries: failing to load them here is a failure.
+        opt.f32_products = p;
+        auto res = kalm::search::exact_topk(q, c, opt);
+        DOCTEST_CHECK(res.f32_products == p);
+        for (std::int64_t i = 0; i < 41; ++i) DOCTEST_CHECK(row_of(res.indices, i) == ref[static_cast<std::size_t>(i)]);
+        DOCTEST_CHECK(torch::allclose(res.scores, expected_scores(res.indices), 1e-5, 1e-5));
+        // The bf16 pass's float32 fallback multiplies with the same library.
+        opt.precision = kalm::search::SearchPrecision::BF16;
+        opt.candidates = k;  // no margin: most certificates fail and are searched again in f32
+        auto fast = kalm::search::exact_topk(q, c, opt);
+        DOCTEST_CHECK(fast.exact_fallbacks > 0);
+        DOCTEST_CHECK(fast.f32_products == p);
+        for (std::int64_t i = 0; i < 41; ++i)
+          DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
+      }
+    }
+  }
+}
+
+DOCTEST_TEST_CASE("the products library: names, KALM_SEARCH_BLAS and the automatic choice") {
+  using kalm::search::F32Products;
+  DOCTEST_CHECK(kalm::search::parse_f32_products("blis", "--x") == F32Products::Blis);
+  DOCTEST_CHECK(kalm::search::parse_f32_products("openblas", "--x") == F32Products::OpenBlas);
+  DOCTEST_CHECK(kalm::search::parse_f32_products("torch", "--x") == F32Products::Torch);
+  DOCTEST_CHECK(std::string(kalm::search::f32_products_name(F32Products::Blis)) == "blis");
+  try {
+    kalm::search::parse_f32_products("mkl", "--x");
+    DOCTEST_FAIL("mkl accepted");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()) == "--x mkl: expected auto, torch, blis or openblas");
+  }
+  ::unsetenv("KALM_SEARCH_BLAS");
+  // Auto: BLIS on AMD CPUs (setup.sh installs it), LibTorch's BLAS on others.
+  DOCTEST_CHECK(kalm::search::resolve_f32_products(F32Products::Auto) ==
+                (kalm::search::cpu_is_amd() ? F32Products::Blis : F32Products::Torch));
+  // An explicit choice is kept.
+  DOCTEST_CHECK(kalm::search::resolve_f32_products(F32Products::OpenBlas) == F32Products::OpenBlas);
+  // KALM_SEARCH_BLAS decides what Auto means, and only Auto.
+  ::setenv("KALM_SEARCH_BLAS", "openblas", 1);
+  DOCTEST_CHECK(kalm::search::resolve_f32_products(F32Products::Auto) == F32Products::OpenBlas);
+  DOCTEST_CHECK(kalm::search::resolve_f32_products(F32Products::Torch) == F32Products::Torch);
+  kalm::search::TopKOptions opt;
+  opt.k = 2;
+  auto res = kalm::search::exact_topk(torch::eye(3), torch::eye(3), opt);
+  DOCTEST_CHECK(res.f32_products == F32Products::OpenBlas);
+  DOCTEST_CHECK(row_of(res.indices, 1) == std::vector<std::int64_t>{1, 0});
+  ::setenv("KALM_SEARCH_BLAS", "cublas", 1);
+  try {
+    kalm::search::exact_topk(torch::eye(3), torch::eye(3), opt);
+    DOCTEST_FAIL("KALM_SEARCH_BLAS=cublas accepted");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()) == "KALM_SEARCH_BLAS=cublas: expected auto, torch, blis or openblas");
+  }
+  ::unsetenv("KALM_SEARCH_BLAS");
+}
+
+DOCTEST_TEST_CASE("zero-dimensional vectors score 0 with every library") {
+  using kalm::search::F32Products;
+  for (F32Products p : {F32Products::Torch, F32Products::Blis, F32Products::OpenBlas}) {
+    kalm::search::TopKOptions opt;
+    opt.k = 2;
+    opt.f32_products = p;
+    auto res = kalm::search::exact_topk(torch::zeros({3, 0}), torch::zeros({4, 0}), opt);
+    DOCTEST_CHECK(torch::equal(res.scores, torch::zeros({3, 2})));
+    DOCTEST_CHECK(row_of(res.indices, 2) == std::vector<std::int64_t>{0, 1});
+  }
 }

@@ -25,7 +25,15 @@
 // scores equal to it within float32 rounding (the rescoring sums in another
 // order), and ties resolved the same way.
 //
+// Products on the CPU: float32 products go to LibTorch's BLAS (MKL in pip's
+// torch), BLIS or OpenBLAS (F32Products below); on AMD CPUs BLIS and OpenBLAS
+// multiply 10-15% faster than that MKL (bench/README.md), so `auto` picks one
+// of them there. Scores may differ in the last bits between libraries; ids only
+// where scores tie that closely.
+//
 // Thread safety: a pure function; it uses LibTorch's intra-op pool and OpenMP.
+// With OpenBLAS's products, searches must not run on several threads at once
+// (its OpenMP build is not reentrant); kalm's tools search from one thread.
 // Throws UsageError on shape/dtype mismatches.
 
 #include <torch/torch.h>
@@ -37,6 +45,17 @@
 namespace kalm::search {
 
 enum class SearchPrecision { F32, BF16 };
+
+// Which library computes the float32 products of a CPU search.
+enum class F32Products {
+  Auto,      // KALM_SEARCH_BLAS when set (auto | torch | blis | openblas); else on
+             // AMD CPUs BLIS, or OpenBLAS, whichever loads first; LibTorch's BLAS
+             // elsewhere and when neither loads
+  Torch,     // LibTorch's BLAS (at::mm)
+  Blis,      // BLIS's cblas_sgemm, dlopen()ed (libblis.so.4; Debian's OpenMP
+             // build preferred); an error when it cannot be loaded
+  OpenBlas,  // OpenBLAS's, the same way (libopenblas.so.0)
+};
 
 struct TopKOptions {
   std::int64_t k = 10;                // results per query (fewer if N < k)
@@ -50,6 +69,7 @@ struct TopKOptions {
   // 0 = k + max(k, 128). Fewer make the certificate fail (and the query be
   // searched again in f32) more often; more cost heap work in the first pass.
   std::int64_t candidates = 0;
+  F32Products f32_products = F32Products::Auto;  // CPU only; a GPU search uses LibTorch
 };
 
 struct TopKResult {
@@ -59,6 +79,9 @@ struct TopKResult {
   std::int64_t exact_fallbacks = 0;
   // BF16 only: rows rescored in float32, over all queries.
   std::int64_t rescored_rows = 0;
+  // Who computed the float32 products (never Auto; Torch on a GPU, and when
+  // none ran: a bf16 search whose certificates all held).
+  F32Products f32_products = F32Products::Torch;
 };
 
 // "f32", "bf16" or "auto" (bf16 where it is fast: a CUDA device, or a CPU with
@@ -70,6 +93,16 @@ SearchPrecision resolve_search_precision(const std::string& name, const torch::D
 const char* search_precision_name(SearchPrecision p);
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16).
 bool cpu_has_native_bf16();
+
+// "auto", "torch", "blis" or "openblas"; anything else is a UsageError naming `what`.
+F32Products parse_f32_products(const std::string& name, const std::string& what);
+const char* f32_products_name(F32Products p);
+// What `requested` means on this machine (never Auto): see F32Products. Throws
+// UsageError for a bad KALM_SEARCH_BLAS and ModelError when BLIS or OpenBLAS
+// is asked for and cannot be loaded.
+F32Products resolve_f32_products(F32Products requested);
+// Whether the CPU's vendor string is AuthenticAMD.
+bool cpu_is_amd();
 
 // Called after each corpus block with the rows done so far (for progress bars).
 using SearchProgress = std::function<void(std::int64_t corpus_rows_done)>;
