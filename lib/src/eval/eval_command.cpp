@@ -17,6 +17,7 @@
 #include "kalm/io/atomic_file.h"
 #include "kalm/io/jsonl.h"
 #include "kalm/io/safetensors.h"
+#include "kalm/model/device.h"
 #include "kalm/model/tensor_io.h"
 #include "kalm/search/topk.h"
 #include "kalm/version.h"
@@ -227,8 +228,9 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
   ro.use_instructions = o.instructions;
   ro.bm25 = o.bm25;
   ro.top_k = o.top_k;
-  // The search runs on the host (embeddings come back there), so auto is decided for the CPU.
-  ro.search_precision = search::resolve_search_precision(o.search_precision, torch::kCPU);
+  // Retrieval searches where the model runs, so auto is decided for that device.
+  ro.search_device = model::parse_device(o.device);
+  ro.search_precision = search::resolve_search_precision(o.search_precision, ro.search_device);
   ro.seed = tool.common().seed;
   ro.splits = o.splits;
   if (o.instructions && ro.instruction_template.find("{instruction}") == std::string::npos)

@@ -115,7 +115,7 @@ SplitResult score_retrieval(const TaskSpec& spec, const RetrievalData& data, con
       search::TopKOptions so;
       so.k = k;
       so.precision = o.search_precision;
-      top = search::exact_topk(at_dim(query_pooled, d), at_dim(corpus_pooled, d), so);
+      top = search::exact_topk(at_dim(query_pooled, d).to(o.search_device), at_dim(corpus_pooled, d), so);
     }
     Stopwatch w(timing.metrics);
     Run run;

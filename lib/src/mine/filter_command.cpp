@@ -160,7 +160,7 @@ void check_near_duplicates(std::vector<Record>& records, TextEmbedder& embedder,
     at.push_back(records[i].where);
   }
   torch::Tensor q = embedder.embed(texts, {}, at);
-  auto hits = retrieve(q, q, o.near_dup_k + 1, search_precision_of(o.model));  // +1: each query finds itself
+  auto hits = retrieve(q, q, o.near_dup_k + 1, search_precision_of(o.model), search_device_of(o.model));  // +1: each query finds itself
   std::vector<bool> alive(kept.size(), true);
   for (std::size_t j = 0; j < kept.size(); ++j) {
     for (const auto& h : hits[j]) {
@@ -208,7 +208,7 @@ void check_ranking(std::vector<Record>& records, TextEmbedder& embedder, const F
   }
   torch::Tensor q = embedder.embed(queries, prefixes, at);
   torch::Tensor p = embedder.embed(pool, {}, pool_at);
-  auto hits = retrieve(q, p, *o.filter_topk + 1, search_precision_of(o.model));
+  auto hits = retrieve(q, p, *o.filter_topk + 1, search_precision_of(o.model), search_device_of(o.model));
   for (std::size_t j = 0; j < kept.size(); ++j) {
     double anchor = -std::numeric_limits<double>::infinity();
     for (auto row : pos_rows[j]) {

@@ -304,7 +304,7 @@ void mine_groups(const MineOptions& o, const cli::Tool& tool) {
     k += most;
   }
   if (o.filter_topk) k = std::max(k, *o.filter_topk + 1);
-  auto retrieved = retrieve(q_emb, p_emb, k, search_precision_of(o.model));
+  auto retrieved = retrieve(q_emb, p_emb, k, search_precision_of(o.model), search_device_of(o.model));
 
   auto vector_of = [&](std::int64_t key) -> torch::Tensor {
     const std::int64_t row = keys.first_row(key);
@@ -476,7 +476,7 @@ void mine_labels(const MineOptions& o, const cli::Tool& tool) {
       auto idx_o = torch::tensor(others, torch::kInt64);
       // Slack beyond M for texts that equal the query or positive, or repeat.
       auto hits = retrieve(q.index_select(0, idx_q), p.index_select(0, idx_o), o.negatives + 16,
-                           search_precision_of(o.model));
+                           search_precision_of(o.model), search_device_of(o.model));
       for (std::size_t m = 0; m < members.size(); ++m)
         for (const auto& h : hits[m]) ranked[static_cast<std::size_t>(members[m])].push_back(others[static_cast<std::size_t>(h.index)]);
     }

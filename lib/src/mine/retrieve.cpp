@@ -6,7 +6,7 @@
 namespace kalm::mine {
 
 std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k,
-                                       search::SearchPrecision precision) {
+                                       search::SearchPrecision precision, const torch::Device& device) {
   std::vector<std::vector<Hit>> out(static_cast<std::size_t>(queries.size(0)));
   if (pool.size(0) == 0 || queries.size(0) == 0 || k <= 0) return out;
   if (queries.size(1) != pool.size(1))
@@ -15,7 +15,7 @@ std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch
   search::TopKOptions to;
   to.k = std::min<std::int64_t>(k, pool.size(0));
   to.precision = precision;
-  auto res = search::exact_topk(queries, pool, to);
+  auto res = search::exact_topk(queries.to(device), pool, to);
   auto scores = res.scores.contiguous();
   auto indices = res.indices.contiguous();
   const float* s = scores.data_ptr<float>();

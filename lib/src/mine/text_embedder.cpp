@@ -5,11 +5,14 @@
 #include "kalm/encode/engine.h"
 #include "kalm/error.h"
 #include "kalm/io/safetensors.h"
+#include "kalm/model/device.h"
 
 namespace kalm::mine {
 
+torch::Device search_device_of(const ModelFlags& flags) { return model::parse_device(flags.device); }
+
 search::SearchPrecision search_precision_of(const ModelFlags& flags) {
-  return search::resolve_search_precision(flags.search_precision, torch::kCPU);
+  return search::resolve_search_precision(flags.search_precision, search_device_of(flags));
 }
 
 TextEmbedder::TextEmbedder(const ModelFlags& flags) : flags_(flags) {

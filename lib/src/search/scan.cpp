@@ -1,6 +1,7 @@
 #include "kalm/search/scan.h"
 
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -108,6 +109,46 @@ __attribute__((target("avx512f,avx512bw"))) std::int64_t avx512_bf16(const std::
 #endif
 
 }  // namespace
+
+BlockTop block_top(const torch::Tensor& scores_in, std::int64_t c) {
+  const std::int64_t rows = scores_in.size(0), width = scores_in.size(1);
+  c = std::min(c, width);
+  const double inf = std::numeric_limits<double>::infinity();
+  // NaN ranks below every number, as -inf does on the host (torch::topk would
+  // put it first); +inf stays +inf.
+  torch::Tensor scores = torch::nan_to_num(scores_in.to(torch::kFloat32), -inf, inf, -inf);
+  BlockTop out;
+  if (rows == 0 || c == 0) {
+    out.scores = torch::empty({rows, c}, scores.options());
+    out.columns = torch::empty({rows, c}, scores.options().dtype(torch::kInt64));
+    return out;
+  }
+  auto [values, columns] = scores.topk(c, 1, /*largest=*/true, /*sorted=*/false);
+  // A row needs its ties settled when more of its scores reach its c-th score
+  // than were selected: which of the tied ones are kept is the index rule's call.
+  torch::Tensor kth = std::get<0>(values.min(1, /*keepdim=*/true));
+  torch::Tensor tied = (scores >= kth).sum(1) > c;
+  torch::Tensor tied_rows = tied.nonzero().flatten();
+  out.tied_rows = tied_rows.size(0);  // one device-to-host read per block
+  if (out.tied_rows > 0) {
+    // Exact keys: the score's bits made order-preserving as an int32 (negative
+    // floats have their magnitude bits flipped; -0 is made +0 first, which
+    // compares equal to it), times 2^32, plus 2^32-1-column so that among equal
+    // scores the lower column is the larger key.
+    torch::Tensor sub = scores.index_select(0, tied_rows) + 0.0;
+    torch::Tensor bits = sub.view(torch::kInt32).to(torch::kInt64);
+    torch::Tensor ordered = torch::where(bits < 0, bits.bitwise_xor(0x7FFFFFFF), bits);
+    torch::Tensor col = torch::arange(width, scores.options().dtype(torch::kInt64));
+    torch::Tensor keys = ordered * (std::int64_t{1} << 32) + ((std::int64_t{1} << 32) - 1 - col);
+    torch::Tensor exact_columns = std::get<1>(keys.topk(c, 1, /*largest=*/true, /*sorted=*/false));
+    columns.index_copy_(0, tied_rows, exact_columns);
+    values.index_copy_(0, tied_rows, sub.gather(1, exact_columns));
+  }
+  auto [sorted_columns, order] = columns.sort(1);
+  out.columns = sorted_columns;
+  out.scores = values.gather(1, order);
+  return out;
+}
 
 std::vector<ScanKernel> runnable_scan_kernels() {
   std::vector<ScanKernel> out;

@@ -104,6 +104,23 @@ void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width
   }
 }
 
+// Offers one query's candidates from a block already reduced on the device
+// (scan.h, block_top): `n` scores with their corpus rows base + columns[i], in
+// increasing row order, NaN already made -inf. The rules are offer_row's.
+void offer_candidates(Selection& sel, std::size_t cap, const float* scores, const std::int64_t* columns,
+                      std::int64_t n, std::int64_t base) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = scores[i];
+    if (sel.kept.size() < cap) {
+      sel.kept.push_back({v, base + columns[i]});
+      if (sel.kept.size() == cap) sel.cut(cap);  // sets the floor
+    } else if (v > sel.floor) {
+      sel.kept.push_back({v, base + columns[i]});
+      if (sel.kept.size() == 2 * cap) sel.cut(cap);
+    }
+  }
+}
+
 // Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
 // thrown in any of them is rethrown here.
 template <typename Body>
@@ -147,6 +164,8 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     if (!sgemm) throw InternalError("a BLAS chosen for the search products is not loaded");
     sgemm->set_threads(at::get_num_threads());
   }
+  // On a GPU only each block's best candidates cross to the host.
+  const bool select_on_device = !device.is_cpu() || options.select_on_device;
   torch::Tensor score_buffer, block_buffer;
   for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
     const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
@@ -178,7 +197,20 @@ std::vector<std::vector<Candidate>> blocked_candidates(
       } else {
         torch::mm_out(scores_view, qblock, block.t());
       }
-      torch::Tensor scores = scores_view.device().is_cpu() ? scores_view : scores_view.to(torch::kCPU);
+      if (select_on_device) {
+        detail::BlockTop top = detail::block_top(scores_view, cap);
+        const torch::Tensor top_scores = top.scores.to(torch::kCPU).contiguous();
+        const torch::Tensor top_rows = top.columns.to(torch::kCPU).contiguous();
+        const std::int64_t n = top_scores.size(1);
+        const float* s = top_scores.data_ptr<float>();
+        const std::int64_t* r = top_rows.data_ptr<std::int64_t>();
+        parallel_queries(q0, q1, [&](std::int64_t q) {
+          offer_candidates(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * n, r + (q - q0) * n,
+                           n, c0);
+        });
+        continue;
+      }
+      const torch::Tensor& scores = scores_view;  // on the CPU
       if (compute_type == torch::kBFloat16) {
         const auto* s = scores.data_ptr<c10::BFloat16>();
         parallel_queries(q0, q1, [&](std::int64_t q) {

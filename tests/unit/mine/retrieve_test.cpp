@@ -24,3 +24,30 @@ DOCTEST_TEST_CASE("retrieve: order, k capped at the pool, dimension mismatch") {
   DOCTEST_CHECK(kalm::mine::retrieve(q, pool.slice(0, 0, 0), 5)[0].empty());
   DOCTEST_CHECK_THROWS_AS(kalm::mine::retrieve(torch::ones({1, 3}), pool, 2), kalm::FormatError);
 }
+
+DOCTEST_TEST_CASE("the tools search where the model runs: --device decides the search device and auto's precision") {
+  kalm::mine::ModelFlags flags;
+  flags.device = "cpu";
+  flags.search_precision = "auto";
+  DOCTEST_CHECK(kalm::mine::search_device_of(flags).is_cpu());
+  DOCTEST_CHECK(kalm::mine::search_precision_of(flags) ==
+                (kalm::search::cpu_has_native_bf16() ? kalm::search::SearchPrecision::BF16
+                                                     : kalm::search::SearchPrecision::F32));
+  flags.device = "tpu";
+  DOCTEST_CHECK_THROWS_AS(kalm::mine::search_device_of(flags), kalm::UsageError);
+  flags.device = "cuda";
+  if (torch::cuda::is_available()) {
+    DOCTEST_CHECK(kalm::mine::search_device_of(flags).is_cuda());
+    DOCTEST_CHECK(kalm::mine::search_precision_of(flags) == kalm::search::SearchPrecision::BF16);
+    // A search on the GPU returns what the CPU's returns.
+    torch::manual_seed(2);
+    auto pool = torch::randn({300, 16});
+    auto q = torch::randn({7, 16});
+    auto cpu = kalm::mine::retrieve(q, pool, 5);
+    auto gpu = kalm::mine::retrieve(q, pool, 5, kalm::search::SearchPrecision::F32, torch::Device("cuda"));
+    for (std::size_t i = 0; i < cpu.size(); ++i)
+      for (std::size_t j = 0; j < cpu[i].size(); ++j) DOCTEST_CHECK(cpu[i][j].index == gpu[i][j].index);
+  } else {
+    DOCTEST_CHECK_THROWS_AS(kalm::mine::search_device_of(flags), kalm::UsageError);
+  }
+}

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -83,4 +84,80 @@ DOCTEST_TEST_CASE("every scan kernel finds the group the reference finds") {
   // The rows exercise both outcomes: groups found and scans run to the end.
   DOCTEST_CHECK(hits > 100);
   DOCTEST_CHECK(cases - hits > 100);
+}
+
+namespace {
+// Reference for block_top: each row's c best columns by (score desc, NaN as
+// -inf, -0 == +0; column asc), in increasing column order.
+std::vector<std::vector<std::int64_t>> reference_top(const torch::Tensor& scores, std::int64_t c) {
+  auto s = scores.to(torch::kFloat32).contiguous();
+  const std::int64_t rows = s.size(0), width = s.size(1);
+  std::vector<std::vector<std::int64_t>> out;
+  for (std::int64_t i = 0; i < rows; ++i) {
+    const float* row = s.data_ptr<float>() + i * width;
+    auto value = [&](std::int64_t j) {
+      return std::isnan(row[j]) ? -std::numeric_limits<float>::infinity() : row[j];
+    };
+    std::vector<std::int64_t> cols(static_cast<std::size_t>(width));
+    for (std::int64_t j = 0; j < width; ++j) cols[static_cast<std::size_t>(j)] = j;
+    std::stable_sort(cols.begin(), cols.end(), [&](std::int64_t a, std::int64_t b) { return value(a) > value(b); });
+    cols.resize(static_cast<std::size_t>(std::min(c, width)));
+    std::sort(cols.begin(), cols.end());
+    out.push_back(cols);
+  }
+  return out;
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last, in column order") {
+  using kalm::search::detail::block_top;
+  torch::manual_seed(11);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  // Distinct scores: torch::topk alone decides, no row needs keys.
+  {
+    auto s = torch::randn({9, 50});
+    auto top = block_top(s, 7);
+    DOCTEST_CHECK(top.tied_rows == 0);
+    auto ref = reference_top(s, 7);
+    for (std::int64_t i = 0; i < 9; ++i) {
+      auto cols = top.columns[i].contiguous();
+      DOCTEST_CHECK(std::vector<std::int64_t>(cols.data_ptr<std::int64_t>(), cols.data_ptr<std::int64_t>() + 7) ==
+                    ref[static_cast<std::size_t>(i)]);
+      DOCTEST_CHECK(torch::equal(top.scores[i], s[i].index_select(0, top.columns[i])));
+    }
+  }
+  // Scores on a coarse grid (many ties at the c-th), NaN, +-inf, -0 and +0.
+  for (int trial = 0; trial < 30; ++trial) {
+    auto s = torch::randint(-3, 4, {6, 40}).to(torch::kFloat32) * 0.5f;
+    auto a = s.accessor<float, 2>();
+    a[0][3] = nan;
+    a[1][5] = inf;
+    a[2][7] = -inf;
+    for (int j = 0; j < 40; j += 3) a[3][j] = (j % 2) ? -0.0f : 0.0f;
+    for (int j = 0; j < 40; ++j) a[4][j] = nan;  // a row of NaN only: its first c columns
+    for (std::int64_t c : {1, 5, 17, 40, 60}) {
+      for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+        auto input = s.to(dtype);
+        auto top = block_top(input, c);
+        auto ref = reference_top(input, c);
+        const std::int64_t n = std::min<std::int64_t>(c, 40);
+        DOCTEST_REQUIRE((top.columns.sizes() == torch::IntArrayRef({6, n})));
+        DOCTEST_CHECK((top.scores.scalar_type() == torch::kFloat32));
+        if (c < 40 && trial == 0) DOCTEST_CHECK(top.tied_rows > 0);
+        for (std::int64_t i = 0; i < 6; ++i) {
+          DOCTEST_INFO("trial " << trial << " c " << c << " row " << i);
+          auto cols = top.columns[i].contiguous();
+          DOCTEST_CHECK(std::vector<std::int64_t>(cols.data_ptr<std::int64_t>(), cols.data_ptr<std::int64_t>() + n) ==
+                        ref[static_cast<std::size_t>(i)]);
+          // Scores are the inputs at those columns, NaN as -inf.
+          auto want = torch::nan_to_num(input[i].to(torch::kFloat32), -inf, inf, -inf).index_select(0, top.columns[i]);
+          DOCTEST_CHECK(torch::equal(top.scores[i], want));
+        }
+      }
+    }
+  }
+  // Empty blocks.
+  DOCTEST_CHECK((block_top(torch::zeros({0, 5}), 3).columns.sizes() == torch::IntArrayRef({0, 3})));
+  DOCTEST_CHECK((block_top(torch::zeros({2, 0}), 3).columns.sizes() == torch::IntArrayRef({2, 0})));
 }

@@ -313,3 +313,51 @@ DOCTEST_TEST_CASE("zero-dimensional vectors score 0 with every library") {
     DOCTEST_CHECK(row_of(res.indices, 2) == std::vector<std::int64_t>{0, 1});
   }
 }
+
+DOCTEST_TEST_CASE("the GPU's per-block reduction (run here on the CPU) gives the host selection's results") {
+  using kalm::search::SearchPrecision;
+  auto both = [](const torch::Tensor& q, const torch::Tensor& c, kalm::search::TopKOptions opt) {
+    opt.select_on_device = false;
+    auto host = kalm::search::exact_topk(q, c, opt);
+    opt.select_on_device = true;
+    auto device = kalm::search::exact_topk(q, c, opt);
+    DOCTEST_CHECK(torch::equal(host.indices, device.indices));
+    DOCTEST_CHECK(torch::equal(host.scores, device.scores));
+    DOCTEST_CHECK(host.exact_fallbacks == device.exact_fallbacks);
+    return device;
+  };
+  torch::manual_seed(12);
+  auto q = unit_rows(torch::randn({23, 32}));
+  auto c = unit_rows(torch::randn({700, 32}));
+  for (auto precision : {SearchPrecision::F32, SearchPrecision::BF16}) {
+    for (std::int64_t k : {1, 10, 150}) {
+      for (std::int64_t block : {64, 1000}) {
+        DOCTEST_INFO("k " << k << " block " << block);
+        kalm::search::TopKOptions opt;
+        opt.k = k;
+        opt.precision = precision;
+        opt.corpus_block = block;
+        opt.query_block = 8;
+        auto res = both(q, c, opt);
+        auto ref = brute_force(q, c, k);
+        for (std::int64_t i = 0; i < 23; ++i) DOCTEST_CHECK(row_of(res.indices, i) == ref[static_cast<std::size_t>(i)]);
+      }
+    }
+  }
+  // Duplicated corpus rows (every score tied with another) across blocks, and NaN.
+  auto dup = torch::cat({c.slice(0, 0, 50), c.slice(0, 0, 50), c.slice(0, 0, 50)});
+  dup[7][0] = std::nanf("");
+  kalm::search::TopKOptions opt;
+  opt.k = 9;
+  opt.corpus_block = 40;
+  auto res = both(q, dup, opt);
+  // Row r and its copies r+50, r+100 tie: the lowest index is kept first.
+  for (std::int64_t i = 0; i < 23; ++i) {
+    auto ids = row_of(res.indices, i);
+    for (std::size_t j = 0; j + 1 < ids.size(); ++j)
+      if (ids[j] % 50 == ids[j + 1] % 50) DOCTEST_CHECK(ids[j] < ids[j + 1]);
+  }
+  opt.precision = SearchPrecision::BF16;
+  opt.candidates = 12;
+  both(q, dup, opt);
+}

@@ -79,6 +79,7 @@ struct RunnerOptions {
   bool bm25 = true;                                             // lexical baselines: BM25 / TF-IDF
   std::int64_t top_k = 1000;                                    // retrieval: documents ranked per query
   search::SearchPrecision search_precision = search::SearchPrecision::F32;  // retrieval's top-k products
+  torch::Device search_device = torch::kCPU;  // where retrieval searches: the model's device
   std::uint64_t seed = 42;                                      // classification / clustering draws
   std::vector<std::string> splits;                              // override the task's splits
 };

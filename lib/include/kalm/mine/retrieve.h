@@ -6,6 +6,9 @@
 // takes). Returns Q lists of min(k, N) hits, score descending then pool index
 // ascending (deterministic). An empty pool or k <= 0 gives empty lists.
 // Throws FormatError when the dimensions differ (they come from user files).
+// The search runs on `device`: queries are moved there and the pool is
+// uploaded block by block (search::exact_topk), so a GPU search holds only the
+// queries and one block of the pool at a time.
 // Thread safety: a pure function (LibTorch's intra-op pool inside).
 
 #include <torch/torch.h>
@@ -19,6 +22,7 @@
 namespace kalm::mine {
 
 std::vector<std::vector<Hit>> retrieve(const torch::Tensor& queries, const torch::Tensor& pool, std::int64_t k,
-                                       search::SearchPrecision precision = search::SearchPrecision::F32);
+                                       search::SearchPrecision precision = search::SearchPrecision::F32,
+                                       const torch::Device& device = torch::kCPU);
 
 }  // namespace kalm::mine

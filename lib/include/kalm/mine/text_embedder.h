@@ -35,10 +35,11 @@ struct ModelFlags {
   std::string attention;             // "" = the model's
 };
 
-// The search precision the flags ask for ("auto" resolved for the CPU, where
-// the tools search: embeddings come back to host memory). Throws UsageError
-// for an unknown name.
+// The tools search where the model runs (search_device_of: --device), so the
+// search precision the flags ask for has "auto" resolved for that device.
+// Throws UsageError for an unknown name.
 search::SearchPrecision search_precision_of(const ModelFlags& flags);
+torch::Device search_device_of(const ModelFlags& flags);
 
 class TextEmbedder {
  public:

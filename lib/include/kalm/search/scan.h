@@ -4,6 +4,8 @@
 // portable one, chosen once for the CPU.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <vector>
 
@@ -26,5 +28,19 @@ struct ScanKernel {
 const ScanKernel& scan_kernel();
 // Every kernel this CPU runs, widest first, the portable one last (for tests).
 std::vector<ScanKernel> runnable_scan_kernels();
+
+// A GPU search reduces each block of scores on the device before anything
+// crosses to the host: every row's `c` best columns of `scores` ([rows, width],
+// f32 or bf16, any device), by the search's order (score descending, then
+// column ascending; NaN below every number), returned as float32 scores and
+// int64 columns, each row in increasing column order (the order in which the
+// host selection wants candidates). torch::topk alone breaks ties at the c-th
+// score arbitrarily; rows with such ties are selected again by exact keys.
+struct BlockTop {
+  torch::Tensor scores;   // [rows, c] float32
+  torch::Tensor columns;  // [rows, c] int64
+  std::int64_t tied_rows = 0;  // rows whose c-th score was tied and selected by keys
+};
+BlockTop block_top(const torch::Tensor& scores, std::int64_t c);
 
 }  // namespace kalm::search::detail
