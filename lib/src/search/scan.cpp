@@ -135,14 +135,14 @@ BlockTop block_top(const torch::Tensor& scores_in, std::int64_t c) {
     // floats have their magnitude bits flipped; -0 is made +0 first, which
     // compares equal to it), times 2^32, plus 2^32-1-column so that among equal
     // scores the lower column is the larger key.
-    torch::Tensor sub = scores.index_select(0, tied_rows) + 0.0;
-    torch::Tensor bits = sub.view(torch::kInt32).to(torch::kInt64);
+    const torch::Tensor tied_scores = scores.index_select(0, tied_rows);
+    torch::Tensor bits = (tied_scores + 0.0).view(torch::kInt32).to(torch::kInt64);
     torch::Tensor ordered = torch::where(bits < 0, bits.bitwise_xor(0x7FFFFFFF), bits);
     torch::Tensor col = torch::arange(width, scores.options().dtype(torch::kInt64));
     torch::Tensor keys = ordered * (std::int64_t{1} << 32) + ((std::int64_t{1} << 32) - 1 - col);
     torch::Tensor exact_columns = std::get<1>(keys.topk(c, 1, /*largest=*/true, /*sorted=*/false));
     columns.index_copy_(0, tied_rows, exact_columns);
-    values.index_copy_(0, tied_rows, sub.gather(1, exact_columns));
+    values.index_copy_(0, tied_rows, tied_scores.gather(1, exact_columns));
   }
   auto [sorted_columns, order] = columns.sort(1);
   out.columns = sorted_columns;
