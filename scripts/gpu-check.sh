@@ -56,7 +56,10 @@ step build 480 cmake --build "$build" -j"$(nproc)" || { TAIL=60 step build-error
 # Unit tests: the CUDA cases (model forward, training steps and resume on cuda
 # vs cpu) run where a GPU is visible. unit_text needs the staged real
 # tokenizers, which do not travel; the CPU machine runs it.
-step unit 420 ctest --test-dir "$build" --output-on-failure -j4 -R '^unit_(io|model|encode|search|eval|loss|train|mine)$'
+# The search's BLIS/OpenBLAS cases need Debian's runtime libraries, which this
+# machine lacks (it searches with LibTorch's BLAS); they are skipped, not failed.
+KALM_TEST_BLAS_OPTIONAL=1 \
+  step unit 420 ctest --test-dir "$build" --output-on-failure -j4 -R '^unit_(io|model|encode|search|eval|loss|train|mine)$'
 # The pip-LibTorch paths of issue 12 and the transformers 5 / sentence-transformers 6 parity, with this
 # machine's versions of both.
 step cli 420 ctest --test-dir "$build" --output-on-failure -j4 \
