@@ -94,4 +94,13 @@ done
 # Issue 14's figures: kalm-train tokens/s against the GPU's measured bf16 matmul rate (0.5B shape, batch 32 and
 # batch 256 with GradCache), and a CUDA resume that must give the same bytes.
 step train_bench 420 bench/gpu/train.sh "$build" "$py" "$out/train-bench"
+# Issue 15's search on the GPU, embeddings already there (1M x 896 corpus, 10k queries, top-10), f32 and
+# the certified bf16 pass, each against the same blocks' matrix products alone (the bound).
+step search_build 300 sh -c "cmake -S . -B '$build' -DKALM_BUILD_BENCH=ON >/dev/null && \
+  cmake --build '$build' --target kalm-bench-search"
+mkdir -p /tmp/kalm-search
+step search_gen 180 "$build/bench/search/kalm-bench-search" gen /tmp/kalm-search 1000000 10000 896
+for p in f32 bf16; do
+  KALM_SEARCH_DEVICE=cuda step "search_cuda_$p" 180 "$build/bench/search/kalm-bench-search" run /tmp/kalm-search 10 "$p"
+done
 echo "gpu-check: done"

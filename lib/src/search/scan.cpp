@@ -110,6 +110,26 @@ __attribute__((target("avx512f,avx512bw"))) std::int64_t avx512_bf16(const std::
 
 }  // namespace
 
+torch::Tensor order_keys(const torch::Tensor& scores, const torch::Tensor& indices) {
+  // Negative floats have their magnitude bits flipped so that the int32 order
+  // is the float order; adding 0.0 first turns -0 into +0, which compares equal.
+  torch::Tensor bits = (scores + 0.0).view(torch::kInt32).to(torch::kInt64);
+  torch::Tensor ordered = torch::where(bits < 0, bits.bitwise_xor(0x7FFFFFFF), bits);
+  constexpr std::int64_t kShift = std::int64_t{1} << 32;
+  return ordered * kShift + ((kShift - 1) - indices);
+}
+
+std::pair<torch::Tensor, torch::Tensor> merge_top(const torch::Tensor& scores_a, const torch::Tensor& indices_a,
+                                                  const torch::Tensor& scores_b, const torch::Tensor& indices_b,
+                                                  std::int64_t c) {
+  torch::Tensor scores = torch::cat({scores_a, scores_b}, 1);
+  torch::Tensor indices = torch::cat({indices_a, indices_b}, 1);
+  c = std::min(c, scores.size(1));
+  if (scores.size(0) == 0 || c == scores.size(1)) return {scores, indices};
+  torch::Tensor pick = std::get<1>(order_keys(scores, indices).topk(c, 1, /*largest=*/true, /*sorted=*/false));
+  return {scores.gather(1, pick), indices.gather(1, pick)};
+}
+
 BlockTop block_top(const torch::Tensor& scores_in, std::int64_t c) {
   const std::int64_t rows = scores_in.size(0), width = scores_in.size(1);
   c = std::min(c, width);
@@ -131,22 +151,15 @@ BlockTop block_top(const torch::Tensor& scores_in, std::int64_t c) {
   torch::Tensor tied_rows = tied.nonzero().flatten();
   out.tied_rows = tied_rows.size(0);  // one device-to-host read per block
   if (out.tied_rows > 0) {
-    // Exact keys: the score's bits made order-preserving as an int32 (negative
-    // floats have their magnitude bits flipped; -0 is made +0 first, which
-    // compares equal to it), times 2^32, plus 2^32-1-column so that among equal
-    // scores the lower column is the larger key.
     const torch::Tensor tied_scores = scores.index_select(0, tied_rows);
-    torch::Tensor bits = (tied_scores + 0.0).view(torch::kInt32).to(torch::kInt64);
-    torch::Tensor ordered = torch::where(bits < 0, bits.bitwise_xor(0x7FFFFFFF), bits);
-    torch::Tensor col = torch::arange(width, scores.options().dtype(torch::kInt64));
-    torch::Tensor keys = ordered * (std::int64_t{1} << 32) + ((std::int64_t{1} << 32) - 1 - col);
-    torch::Tensor exact_columns = std::get<1>(keys.topk(c, 1, /*largest=*/true, /*sorted=*/false));
+    torch::Tensor col = torch::arange(width, scores.options().dtype(torch::kInt64)).expand({out.tied_rows, width});
+    torch::Tensor exact_columns =
+        std::get<1>(order_keys(tied_scores, col).topk(c, 1, /*largest=*/true, /*sorted=*/false));
     columns.index_copy_(0, tied_rows, exact_columns);
     values.index_copy_(0, tied_rows, tied_scores.gather(1, exact_columns));
   }
-  auto [sorted_columns, order] = columns.sort(1);
-  out.columns = sorted_columns;
-  out.scores = values.gather(1, order);
+  out.scores = values;
+  out.columns = columns;
   return out;
 }
 

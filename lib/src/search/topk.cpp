@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <tuple>
+#include <utility>
 #include <exception>
 #include <vector>
 
@@ -104,23 +106,6 @@ void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width
   }
 }
 
-// Offers one query's candidates from a block already reduced on the device
-// (scan.h, block_top): `n` scores with their corpus rows base + columns[i], in
-// increasing row order, NaN already made -inf. The rules are offer_row's.
-void offer_candidates(Selection& sel, std::size_t cap, const float* scores, const std::int64_t* columns,
-                      std::int64_t n, std::int64_t base) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float v = scores[i];
-    if (sel.kept.size() < cap) {
-      sel.kept.push_back({v, base + columns[i]});
-      if (sel.kept.size() == cap) sel.cut(cap);  // sets the floor
-    } else if (v > sel.floor) {
-      sel.kept.push_back({v, base + columns[i]});
-      if (sel.kept.size() == 2 * cap) sel.cut(cap);
-    }
-  }
-}
-
 // Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
 // thrown in any of them is rethrown here.
 template <typename Body>
@@ -164,8 +149,14 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     if (!sgemm) throw InternalError("a BLAS chosen for the search products is not loaded");
     sgemm->set_threads(at::get_num_threads());
   }
-  // On a GPU only each block's best candidates cross to the host.
+  // On a GPU every query's candidates stay on the device, one pair of
+  // [rows, <= cap] tensors (scores, corpus rows) per query block, merged with
+  // each corpus block's best; only the final ones cross to the host.
   const bool select_on_device = !device.is_cpu() || options.select_on_device;
+  if (select_on_device && num_corpus >= (std::int64_t{1} << 32))
+    throw UsageError("a corpus of 2^32 rows or more is searched on the CPU only");
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> on_device(
+      select_on_device ? static_cast<std::size_t>((num_queries + options.query_block - 1) / options.query_block) : 0);
   torch::Tensor score_buffer, block_buffer;
   for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
     const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
@@ -199,15 +190,13 @@ std::vector<std::vector<Candidate>> blocked_candidates(
       }
       if (select_on_device) {
         detail::BlockTop top = detail::block_top(scores_view, cap);
-        const torch::Tensor top_scores = top.scores.to(torch::kCPU).contiguous();
-        const torch::Tensor top_rows = top.columns.to(torch::kCPU).contiguous();
-        const std::int64_t n = top_scores.size(1);
-        const float* s = top_scores.data_ptr<float>();
-        const std::int64_t* r = top_rows.data_ptr<std::int64_t>();
-        parallel_queries(q0, q1, [&](std::int64_t q) {
-          offer_candidates(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * n, r + (q - q0) * n,
-                           n, c0);
-        });
+        auto& [kept_scores, kept_rows] = on_device[static_cast<std::size_t>(q0 / options.query_block)];
+        if (!kept_scores.defined()) {
+          kept_scores = top.scores;
+          kept_rows = top.columns + c0;
+        } else {
+          std::tie(kept_scores, kept_rows) = detail::merge_top(kept_scores, kept_rows, top.scores, top.columns + c0, cap);
+        }
         continue;
       }
       const torch::Tensor& scores = scores_view;  // on the CPU
@@ -224,6 +213,19 @@ std::vector<std::vector<Candidate>> blocked_candidates(
       }
     }
     if (progress) progress(c1);
+  }
+  for (std::size_t b = 0; b < on_device.size(); ++b) {
+    const auto& [kept_scores, kept_rows] = on_device[b];
+    if (!kept_scores.defined()) continue;  // an empty corpus
+    const torch::Tensor s = kept_scores.to(torch::kCPU).contiguous();
+    const torch::Tensor r = kept_rows.to(torch::kCPU).contiguous();
+    const std::int64_t n = s.size(1), q0 = static_cast<std::int64_t>(b) * options.query_block;
+    const float* sp = s.data_ptr<float>();
+    const std::int64_t* rp = r.data_ptr<std::int64_t>();
+    for (std::int64_t i = 0; i < s.size(0); ++i) {
+      auto& kept = selections[static_cast<std::size_t>(q0 + i)].kept;
+      for (std::int64_t j = 0; j < n; ++j) kept.push_back({sp[i * n + j], rp[i * n + j]});
+    }
   }
   std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
   parallel_queries(0, num_queries, [&](std::int64_t q) {

@@ -109,7 +109,15 @@ std::vector<std::vector<std::int64_t>> reference_top(const torch::Tensor& scores
 }
 }  // namespace
 
-DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last, in column order") {
+// A row of block_top's columns, sorted (block_top leaves them in no order).
+static std::vector<std::int64_t> sorted_row(const torch::Tensor& columns, std::int64_t i) {
+  auto r = columns[i].contiguous();
+  std::vector<std::int64_t> v(r.data_ptr<std::int64_t>(), r.data_ptr<std::int64_t>() + r.numel());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last") {
   using kalm::search::detail::block_top;
   torch::manual_seed(11);
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -121,9 +129,7 @@ DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last,
     DOCTEST_CHECK(top.tied_rows == 0);
     auto ref = reference_top(s, 7);
     for (std::int64_t i = 0; i < 9; ++i) {
-      auto cols = top.columns[i].contiguous();
-      DOCTEST_CHECK(std::vector<std::int64_t>(cols.data_ptr<std::int64_t>(), cols.data_ptr<std::int64_t>() + 7) ==
-                    ref[static_cast<std::size_t>(i)]);
+      DOCTEST_CHECK(sorted_row(top.columns, i) == ref[static_cast<std::size_t>(i)]);
       DOCTEST_CHECK(torch::equal(top.scores[i], s[i].index_select(0, top.columns[i])));
     }
   }
@@ -147,9 +153,7 @@ DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last,
         if (c < 40 && trial == 0) DOCTEST_CHECK(top.tied_rows > 0);
         for (std::int64_t i = 0; i < 6; ++i) {
           DOCTEST_INFO("trial " << trial << " c " << c << " row " << i);
-          auto cols = top.columns[i].contiguous();
-          DOCTEST_CHECK(std::vector<std::int64_t>(cols.data_ptr<std::int64_t>(), cols.data_ptr<std::int64_t>() + n) ==
-                        ref[static_cast<std::size_t>(i)]);
+          DOCTEST_CHECK(sorted_row(top.columns, i) == ref[static_cast<std::size_t>(i)]);
           // Scores are the inputs at those columns, NaN as -inf.
           auto want = torch::nan_to_num(input[i].to(torch::kFloat32), -inf, inf, -inf).index_select(0, top.columns[i]);
           DOCTEST_CHECK(torch::equal(top.scores[i], want));
@@ -160,4 +164,26 @@ DOCTEST_TEST_CASE("block_top: each row's best columns, ties by column, NaN last,
   // Empty blocks.
   DOCTEST_CHECK((block_top(torch::zeros({0, 5}), 3).columns.sizes() == torch::IntArrayRef({0, 3})));
   DOCTEST_CHECK((block_top(torch::zeros({2, 0}), 3).columns.sizes() == torch::IntArrayRef({2, 0})));
+}
+
+DOCTEST_TEST_CASE("order_keys and merge_top: the search's order, exactly, whatever the ties") {
+  using kalm::search::detail::merge_top;
+  using kalm::search::detail::order_keys;
+  const float inf = std::numeric_limits<float>::infinity();
+  // Keys order by score, then lower index; -0 equals +0; -inf lowest.
+  auto scores = torch::tensor({1.5f, -0.0f, 0.0f, -2.0f, -inf, inf, 1.5f, -1e-30f});
+  auto index = torch::tensor({4, 1, 0, 2, 3, 9, 7, 5}, torch::kInt64);
+  auto keys = order_keys(scores, index);
+  auto order = std::get<1>(keys.sort(0, /*descending=*/true));
+  auto ranked = index.index_select(0, order).contiguous();
+  DOCTEST_CHECK(std::vector<std::int64_t>(ranked.data_ptr<std::int64_t>(), ranked.data_ptr<std::int64_t>() + 8) ==
+                std::vector<std::int64_t>{9, 4, 7, 0, 1, 5, 2, 3});
+  // Merging two lists keeps the c best of both by that order.
+  auto a_s = torch::tensor({{3.0f, 1.0f, 1.0f}}), a_i = torch::tensor({{10, 12, 11}}, torch::kInt64);
+  auto b_s = torch::tensor({{1.0f, 2.0f}}), b_i = torch::tensor({{3, 40}}, torch::kInt64);
+  auto [m_s, m_i] = merge_top(a_s, a_i, b_s, b_i, 3);
+  DOCTEST_CHECK(sorted_row(m_i, 0) == std::vector<std::int64_t>{3, 10, 40});  // of the three 1.0s, row 3
+  DOCTEST_CHECK(m_s.sum().item<float>() == 6.0f);
+  auto [all_s, all_i] = merge_top(a_s, a_i, b_s, b_i, 9);  // c beyond both: everything
+  DOCTEST_CHECK(all_i.size(1) == 5);
 }

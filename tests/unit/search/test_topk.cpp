@@ -338,7 +338,7 @@ DOCTEST_TEST_CASE("zero-dimensional vectors score 0 with every library") {
   }
 }
 
-DOCTEST_TEST_CASE("the GPU's per-block reduction (run here on the CPU) gives the host selection's results") {
+DOCTEST_TEST_CASE("the GPU's selection on the device (run here on the CPU) gives the host selection's results") {
   using kalm::search::SearchPrecision;
   auto both = [](const torch::Tensor& q, const torch::Tensor& c, kalm::search::TopKOptions opt) {
     opt.select_on_device = false;

@@ -29,18 +29,30 @@ const ScanKernel& scan_kernel();
 // Every kernel this CPU runs, widest first, the portable one last (for tests).
 std::vector<ScanKernel> runnable_scan_kernels();
 
-// A GPU search reduces each block of scores on the device before anything
-// crosses to the host: every row's `c` best columns of `scores` ([rows, width],
-// f32 or bf16, any device), by the search's order (score descending, then
-// column ascending; NaN below every number), returned as float32 scores and
-// int64 columns, each row in increasing column order (the order in which the
-// host selection wants candidates). torch::topk alone breaks ties at the c-th
-// score arbitrarily; rows with such ties are selected again by exact keys.
+// A GPU search keeps every query's candidates on the device and only the final
+// ones cross to the host. block_top reduces a block of scores ([rows, width],
+// f32 or bf16, any device) to every row's `c` best columns by the search's
+// order (score descending, then column ascending; NaN below every number), as
+// float32 scores and int64 columns in no particular order. torch::topk alone
+// breaks ties at the c-th score arbitrarily; rows with such ties are selected
+// again by exact keys (order_keys).
 struct BlockTop {
-  torch::Tensor scores;   // [rows, c] float32
+  torch::Tensor scores;   // [rows, c] float32, NaN made -inf
   torch::Tensor columns;  // [rows, c] int64
   std::int64_t tied_rows = 0;  // rows whose c-th score was tied and selected by keys
 };
 BlockTop block_top(const torch::Tensor& scores, std::int64_t c);
+
+// int64 keys that order (score, index) pairs as the search does: a larger key
+// ranks higher (score's order-preserving bits times 2^32, plus 2^32-1-index, so
+// the lower index wins among equal scores; -0 counts as +0). Scores float32
+// without NaN; indices in [0, 2^32).
+torch::Tensor order_keys(const torch::Tensor& scores, const torch::Tensor& indices);
+
+// The `c` best of two candidate lists per row (scores float32, indices int64,
+// [rows, n] and [rows, m]) by order_keys: exact, whatever the ties.
+std::pair<torch::Tensor, torch::Tensor> merge_top(const torch::Tensor& scores_a, const torch::Tensor& indices_a,
+                                                  const torch::Tensor& scores_b, const torch::Tensor& indices_b,
+                                                  std::int64_t c);
 
 }  // namespace kalm::search::detail

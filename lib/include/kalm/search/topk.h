@@ -26,9 +26,10 @@
 // order), and ties resolved the same way.
 //
 // On a GPU (queries on a CUDA device) the products run there, the corpus is
-// uploaded a block at a time, and each block of scores is reduced to every
-// query's best candidates on the device (TopKOptions::select_on_device) before
-// they cross to the host; the bf16 pass rescores on the host.
+// uploaded a block at a time (a no-op when it is there already), and every
+// query's candidates are selected and merged on the device block by block
+// (TopKOptions::select_on_device); only the final ones cross to the host, where
+// the bf16 pass rescores them.
 //
 // Products on the CPU: float32 products go to LibTorch's BLAS (MKL in pip's
 // torch), BLIS or OpenBLAS (F32Products below); on AMD CPUs BLIS and OpenBLAS
@@ -75,10 +76,10 @@ struct TopKOptions {
   // searched again in f32) more often; more cost heap work in the first pass.
   std::int64_t candidates = 0;
   F32Products f32_products = F32Products::Auto;  // CPU only; a GPU search uses LibTorch
-  // Each block's scores reduced to every query's best `candidates` on the
-  // search device (torch::topk, ties settled exactly) before they cross to the
-  // host, instead of all of them. Always so on a GPU; on the CPU only when set
-  // (the CPU's own selection is faster there; tests use it to check the GPU's).
+  // Every query's candidates selected on the search device (torch::topk per
+  // block, merged by exact (score, row) keys) so that only the final ones
+  // cross to the host. Always so on a GPU; on the CPU only when set (the CPU's
+  // own selection is faster there; tests use it to check the GPU's).
   bool select_on_device = false;
 };
 
