@@ -106,6 +106,25 @@ void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width
   }
 }
 
+// Float32 products on a GPU in float32, even when the embedding model runs in
+// TF32 (--dtype tf32 allows it process-wide): the search's ids and scores are
+// those of float32. Restores the setting when the search ends.
+class Float32ProductsOnGpu {
+ public:
+  explicit Float32ProductsOnGpu(bool active)
+      : was_allowed_(active && at::globalContext().allowTF32CuBLAS()) {
+    if (was_allowed_) at::globalContext().setAllowTF32CuBLAS(false);
+  }
+  ~Float32ProductsOnGpu() {
+    if (was_allowed_) at::globalContext().setAllowTF32CuBLAS(true);
+  }
+  Float32ProductsOnGpu(const Float32ProductsOnGpu&) = delete;
+  Float32ProductsOnGpu& operator=(const Float32ProductsOnGpu&) = delete;
+
+ private:
+  bool was_allowed_;
+};
+
 // Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
 // thrown in any of them is rethrown here.
 template <typename Body>
@@ -149,6 +168,7 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     if (!sgemm) throw InternalError("a BLAS chosen for the search products is not loaded");
     sgemm->set_threads(at::get_num_threads());
   }
+  const Float32ProductsOnGpu float32_products(compute_type == torch::kFloat32 && device.is_cuda());
   // On a GPU every query's candidates stay on the device, one pair of
   // [rows, <= cap] tensors (scores, corpus rows) per query block, merged with
   // each corpus block's best; only the final ones cross to the host.

@@ -1,6 +1,7 @@
 // Exact retrieval over precomputed embeddings.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 
@@ -47,6 +48,21 @@ DOCTEST_TEST_CASE("the tools search where the model runs: --device decides the s
     auto gpu = kalm::mine::retrieve(q, pool, 5, kalm::search::SearchPrecision::F32, torch::Device("cuda"));
     for (std::size_t i = 0; i < cpu.size(); ++i)
       for (std::size_t j = 0; j < cpu[i].size(); ++j) DOCTEST_CHECK(cpu[i][j].index == gpu[i][j].index);
+    // With TF32 allowed process-wide (--dtype tf32), the search still multiplies
+    // in float32 (TF32's 10-bit inputs would move scores by ~1e-3) and puts the
+    // setting back.
+    at::globalContext().setAllowTF32CuBLAS(true);
+    auto pool_big = torch::randn({2000, 256});
+    auto q_big = torch::randn({20, 256});
+    auto exact = kalm::mine::retrieve(q_big, pool_big, 3);
+    auto tf32 = kalm::mine::retrieve(q_big, pool_big, 3, kalm::search::SearchPrecision::F32, torch::Device("cuda"));
+    DOCTEST_CHECK(at::globalContext().allowTF32CuBLAS());
+    at::globalContext().setAllowTF32CuBLAS(false);
+    for (std::size_t i = 0; i < exact.size(); ++i)
+      for (std::size_t j = 0; j < exact[i].size(); ++j) {
+        DOCTEST_CHECK(exact[i][j].index == tf32[i][j].index);
+        DOCTEST_CHECK(std::abs(exact[i][j].score - tf32[i][j].score) < 1e-4f * std::abs(exact[i][j].score) + 1e-4f);
+      }
   } else {
     DOCTEST_CHECK_THROWS_AS(kalm::mine::search_device_of(flags), kalm::UsageError);
   }

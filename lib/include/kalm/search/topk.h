@@ -39,7 +39,10 @@
 //
 // Thread safety: a pure function; it uses LibTorch's intra-op pool and OpenMP.
 // With OpenBLAS's products, searches must not run on several threads at once
-// (its OpenMP build is not reentrant); kalm's tools search from one thread.
+// (its OpenMP build is not reentrant), and a float32 search on a GPU turns
+// LibTorch's process-wide TF32 setting off while it runs (so that its products
+// are float32 where --dtype tf32 allowed TF32): kalm's tools search from one
+// thread.
 // Throws UsageError on shape/dtype mismatches.
 
 #include <torch/torch.h>
