@@ -55,6 +55,19 @@ for precision in bf16 auto; do
 done
 expect_rc 2 "$exe" "${pre[@]}" --search-precision fp8 -o "$tmp/o_bad.jsonl" "$tmp/groups.jsonl" &&
   expect_grep "search-precision" "$tmp/err"
+# Every library the search's float32 products can come from (KALM_SEARCH_BLAS; setup.sh installs BLIS and
+# OpenBLAS) gives the same lists; an unknown one is refused before any output.
+for blas in torch blis openblas; do
+  expect_rc 0 env KALM_SEARCH_BLAS=$blas "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --scores \
+    --filter-topk 0 --rejects "$tmp/rej_$blas.jsonl" -o "$tmp/out_$blas.jsonl" "$tmp/groups.jsonl" && {
+    checks=$((checks + 1))
+    cmp -s "$tmp/out_$blas.jsonl" "$tmp/want.jsonl" && cmp -s "$tmp/rej_$blas.jsonl" "$tmp/rej.jsonl" ||
+      { echo "FAIL: KALM_SEARCH_BLAS=$blas output differs"; failures=$((failures + 1)); }
+  }
+done
+expect_rc 2 env KALM_SEARCH_BLAS=cublas "$exe" "${pre[@]}" --range 0-4 -o "$tmp/o_blas.jsonl" "$tmp/groups.jsonl" &&
+  expect_grep '^kalm-mine-negatives: error: KALM_SEARCH_BLAS=cublas: expected auto, torch, blis or openblas' "$tmp/err"
+expect_no_file "$tmp/o_blas.jsonl"
 # k = 1: q3's positive (rank 2) ties the item at index 1: kept. Without --filter-topk nothing is dropped.
 expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --filter-topk 1 --rejects "$tmp/rej1.jsonl" -o "$tmp/o1.jsonl" "$tmp/groups.jsonl" && {
   checks=$((checks + 1)); [ "$(wc -l < "$tmp/o1.jsonl")" -eq 4 ] && [ ! -s "$tmp/rej1.jsonl" ] || { echo "FAIL: k=1 keeps all"; failures=$((failures + 1)); }

@@ -231,6 +231,7 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
   // Retrieval searches where the model runs, so auto is decided for that device.
   ro.search_device = model::parse_device(o.device);
   ro.search_precision = search::resolve_search_precision(o.search_precision, ro.search_device);
+  search::resolve_f32_products(search::F32Products::Auto);  // a bad KALM_SEARCH_BLAS fails before any work
   ro.seed = tool.common().seed;
   ro.splits = o.splits;
   if (o.instructions && ro.instruction_template.find("{instruction}") == std::string::npos)

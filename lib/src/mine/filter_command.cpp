@@ -290,6 +290,7 @@ void run_filter(const FilterOptions& o, const cli::Tool& tool) {
     throw UsageError("--min-tokens, --max-tokens, --near-dup-threshold and --filter-topk need --model");
   if (o.filter_topk && *o.filter_topk < 0) throw UsageError("--filter-topk must be >= 0");
   if (!o.instruction.empty()) encode::apply_instruction(o.instruction_template, o.instruction);  // validates
+  if (has_model) search::resolve_f32_products(search::F32Products::Auto);  // a bad KALM_SEARCH_BLAS fails first
   const io::OutputLock claim = MetaJson::claim_outputs(o.output, o.rejects, tool);
 
   cli::Progress progress(tool.name(), "records", std::nullopt, tool.common().quiet);

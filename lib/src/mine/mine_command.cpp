@@ -639,6 +639,7 @@ void add_mine_flags(cli::Tool& tool, MineOptions& o) {
 
 void run_mine(const MineOptions& o, const cli::Tool& tool) {
   check_options(o);
+  search::resolve_f32_products(search::F32Products::Auto);  // a bad KALM_SEARCH_BLAS fails before any work
   const io::OutputLock claim = MetaJson::claim_outputs(o.output, o.rejects, tool);
   if (o.from_labels)
     mine_labels(o, tool);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <exception>
@@ -422,11 +423,18 @@ SearchPrecision resolve_search_precision(const std::string& name, const torch::D
 
 const char* search_precision_name(SearchPrecision p) { return p == SearchPrecision::BF16 ? "bf16" : "f32"; }
 
-F32Products parse_f32_products(const std::string& name, const std::string& what) {
+namespace {
+std::optional<F32Products> f32_products_named(const std::string& name) {
   if (name == "auto") return F32Products::Auto;
   if (name == "torch") return F32Products::Torch;
   if (name == "blis") return F32Products::Blis;
   if (name == "openblas") return F32Products::OpenBlas;
+  return std::nullopt;
+}
+}  // namespace
+
+F32Products parse_f32_products(const std::string& name, const std::string& what) {
+  if (auto p = f32_products_named(name)) return *p;
   throw UsageError(what + " " + name + ": expected auto, torch, blis or openblas");
 }
 
@@ -452,10 +460,9 @@ bool cpu_is_amd() {
 F32Products resolve_f32_products(F32Products requested) {
   if (requested == F32Products::Auto) {
     if (const char* env = std::getenv("KALM_SEARCH_BLAS"); env && *env) {
-      const std::string value = env;
-      if (value != "auto" && value != "torch" && value != "blis" && value != "openblas")
-        throw UsageError("KALM_SEARCH_BLAS=" + value + ": expected auto, torch, blis or openblas");
-      requested = parse_f32_products(value, "KALM_SEARCH_BLAS");
+      const auto named = f32_products_named(env);
+      if (!named) throw UsageError(std::string("KALM_SEARCH_BLAS=") + env + ": expected auto, torch, blis or openblas");
+      requested = *named;
     }
   }
   if (requested == F32Products::Auto) {
