@@ -189,6 +189,30 @@ void rotary_heads(const std::uint16_t* __restrict x, const std::uint16_t* __rest
   }
 }
 
+// The gradient of n = x * rsqrt(mean(x^2) + eps) over one row of float32:
+// with r = rsqrt(mean(x^2) + eps) and dot = sum(g * x),
+// dx = r * g - (r^3 * dot / cols) * x. Each row is its own: no sum across rows,
+// so the result does not depend on how the rows are shared among threads.
+KALM_ROW_KERNEL
+void rms_backward_rows(const float* __restrict x, const float* __restrict g, float* __restrict dx,
+                       std::int64_t rows, std::int64_t cols, float eps) {
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const float* xr = x + row * cols;
+    const float* gr = g + row * cols;
+    float* dr = dx + row * cols;
+    float squares = 0.0f, dot = 0.0f;
+#pragma omp simd reduction(+ : squares, dot)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      squares += xr[j] * xr[j];
+      dot += gr[j] * xr[j];
+    }
+    const float r = 1.0f / std::sqrt(squares / static_cast<float>(cols) + eps);
+    const float along_x = r * r * r * dot / static_cast<float>(cols);
+#pragma omp simd
+    for (std::int64_t j = 0; j < cols; ++j) dr[j] = r * gr[j] - along_x * xr[j];
+  }
+}
+
 const std::uint16_t* bf16_data(const torch::Tensor& t) {
   return reinterpret_cast<const std::uint16_t*>(t.data_ptr<at::BFloat16>());
 }
@@ -291,6 +315,52 @@ torch::Tensor rotary_bf16(const torch::Tensor& x, const torch::Tensor& cos, cons
     }
   });
   return out;
+}
+
+namespace {
+
+// Forward: at::rms_norm without a weight, the op-by-op values exactly (so a
+// model trains on the numbers it embeds with). Backward: rms_backward_rows,
+// one pass over each row where autograd's chain of the decomposed formula
+// (pow, mean, add, rsqrt, two products) runs about ten kernels over the whole
+// activation; for a 0-layer model that chain was a quarter of a CPU
+// pre-training step.
+struct RmsNormalizeF32 : torch::autograd::Function<RmsNormalizeF32> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double eps) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["eps"] = eps;
+    return at::rms_norm(x, {x.size(-1)}, /*weight=*/{}, eps);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    RECORD_USER_SCOPE("kalm::fused_rms_normalize_backward");
+    const torch::Tensor x = ctx->get_saved_variables()[0].contiguous();
+    const torch::Tensor g = grads[0].to(torch::kFloat).contiguous();
+    const float eps = static_cast<float>(ctx->saved_data["eps"].toDouble());
+    torch::Tensor dx = torch::empty_like(x);
+    const std::int64_t cols = x.size(-1);
+    const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+    const float* xp = x.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* dp = dx.data_ptr<float>();
+    at::parallel_for(0, rows, grain_rows(cols), [&](std::int64_t begin, std::int64_t end) {
+      rms_backward_rows(xp + begin * cols, gp + begin * cols, dp + begin * cols, end - begin, cols, eps);
+    });
+    return {dx, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_rms_normalize_applies(const torch::Tensor& x) {
+  return fused_cpu_kernels() && x.defined() && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
+         x.dim() >= 1 && x.size(-1) > 0 && at::GradMode::is_enabled() && x.requires_grad();
+}
+
+torch::Tensor rms_normalize_f32(const torch::Tensor& x, double eps) {
+  require(x.scalar_type() == torch::kFloat, "rms_normalize input must be float32");
+  return RmsNormalizeF32::apply(x, eps);
 }
 
 }  // namespace kalm::model::detail

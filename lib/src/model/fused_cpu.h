@@ -1,4 +1,5 @@
-// Fused element-wise kernels for bfloat16 inference on the CPU.
+// Fused element-wise kernels for bfloat16 inference on the CPU, and the
+// float32 RMSNorm backward for training.
 //
 // Why: on a CPU with fast bf16 GEMMs a forward pass spends a large share of
 // its time in LibTorch's element-wise kernels and in OpenMP threads waiting
@@ -16,6 +17,10 @@
 // Used only where they apply (fused_cpu_applies): CPU tensors in bf16, no
 // autograd graph being recorded (training keeps LibTorch's differentiable
 // ops), rows contiguous. Everything else takes the op-by-op path.
+//
+// One kernel serves training: RMSNorm's backward in float32 (see
+// rms_normalize_f32 below), since autograd's chain over the decomposed
+// formula was a quarter of a CPU pre-training step of a 0-layer model.
 #pragma once
 
 #include <torch/torch.h>
@@ -49,5 +54,15 @@ torch::Tensor silu_gate_bf16(const torch::Tensor& gate_up);
 // bf16(bf16(x * cos) + bf16(rotate_half(x) * sin)) with cos/sin [L, D] bf16.
 // Returns a contiguous [B, L, N, D] tensor.
 torch::Tensor rotary_bf16(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+// Training (autograd recording) on the CPU in float32: x * rsqrt(mean(x^2) +
+// eps) over the last dimension, no weight, differentiable. The forward values
+// are at::rms_norm's exactly; the backward is one fused pass per row instead
+// of autograd's ~10 kernels over the decomposed formula. Applies
+// (fused_rms_normalize_applies) when the fused-kernel switch is on, x is a
+// float32 CPU tensor with a non-empty last dimension that requires grad, and
+// autograd is recording.
+bool fused_rms_normalize_applies(const torch::Tensor& x);
+torch::Tensor rms_normalize_f32(const torch::Tensor& x, double eps);
 
 }  // namespace kalm::model::detail

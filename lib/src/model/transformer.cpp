@@ -64,7 +64,9 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
   // x * rsqrt(mean(x^2) + eps) in float32, as transformers; at::rms_norm is
   // that formula (the same ops on CPU) and one fused kernel on CUDA instead
   // of five. The weight is applied below, where the families differ.
-  const torch::Tensor normed = at::rms_norm(xf, {xf.size(-1)}, /*weight=*/{}, eps_);
+  const torch::Tensor normed = detail::fused_rms_normalize_applies(xf)
+                                   ? detail::rms_normalize_f32(xf, eps_)
+                                   : at::rms_norm(xf, {xf.size(-1)}, /*weight=*/{}, eps_);
   // The two families round at different points (transformers PR 29402):
   // Gemma multiplies in float32 then casts, Qwen2 casts then multiplies.
   if (one_plus_weight_) return (normed * (weight.to(torch::kFloat) + 1.0)).to(x.scalar_type());

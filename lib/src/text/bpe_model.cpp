@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <functional>
 #include <queue>
-#include <random>
 
 #include "kalm/text/unicode.h"
 
@@ -182,14 +181,14 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
 }
 
 void BpeModel::tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
-                                     std::mt19937_64& rng) const {
+                                     DropoutRng& rng) const {
   // As HF: with ignore_merges a whole vocab entry is taken before any merge.
   if (word.empty() || take_whole(word, out)) return;
   merge_word(word, out, p, &rng);
 }
 
 void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out, double dropout,
-                          std::mt19937_64* rng) const {
+                          DropoutRng* rng) const {
   struct Symbol {
     int32_t id;
     int32_t prev;
@@ -282,14 +281,13 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out, double 
   // BPE dropout: merges drawn for skipping, queued again once another merge applies.
   thread_local std::vector<Merge> skipped;
   skipped.clear();
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<Merge>());
     const Merge top = heap.back();
     heap.pop_back();
     // Dropout is drawn for every entry taken from the queue, before the checks
     // below, as HF's Word::merge_all does.
-    if (dropout > 0 && uniform(*rng) < dropout) {
+    if (dropout > 0 && rng->uniform() < dropout) {
       skipped.push_back(top);
       continue;
     }

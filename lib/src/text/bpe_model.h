@@ -77,7 +77,7 @@ class BpeModel final : public SubwordModel {
   // HF's BPE dropout: a merge drawn for skipping waits until the next merge is
   // applied, then competes again; never cached.
   void tokenize_with_dropout(std::string_view word, std::vector<int32_t>& out, double p,
-                             std::mt19937_64& rng) const override;
+                             DropoutRng& rng) const override;
 
   std::optional<int32_t> token_to_id(std::string_view token) const override;
   const std::string_view* id_to_token(int32_t id) const override;
@@ -85,7 +85,7 @@ class BpeModel final : public SubwordModel {
 
  private:
   void merge_word(std::string_view word, std::vector<int32_t>& out, double dropout = 0,
-                  std::mt19937_64* rng = nullptr) const;
+                  DropoutRng* rng = nullptr) const;
   int32_t char_id(std::string_view ch) const;
   // ignore_merges: a pre-token that is a vocab entry is appended whole (true).
   bool take_whole(std::string_view word, std::vector<int32_t>& out) const;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <fstream>
 #include <optional>
-#include <random>
 #include <sstream>
 
 #include "added_vocabulary.h"
@@ -105,7 +104,7 @@ class HfTokenizer final : public Tokenizer {
     enc.ids.reserve(text.size() / 3 + 4);
     check_dropout(options.bpe_dropout);
     // Seeded only for dropout: every other encode (kalm-embed's hot path) skips it.
-    std::optional<std::mt19937_64> dropout_rng;
+    std::optional<DropoutRng> dropout_rng;
     if (options.bpe_dropout > 0) dropout_rng.emplace(options.dropout_seed);
     for (const Piece& p : pieces) {
       if (p.id >= 0) {

@@ -6,7 +6,7 @@
 
 namespace kalm::text::detail {
 
-void SubwordModel::tokenize_with_dropout(std::string_view, std::vector<int32_t>&, double, std::mt19937_64&) const {
+void SubwordModel::tokenize_with_dropout(std::string_view, std::vector<int32_t>&, double, DropoutRng&) const {
   throw UsageError("BPE dropout needs a BPE tokenizer; this one's model has no merges to skip");
 }
 

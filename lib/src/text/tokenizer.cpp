@@ -37,7 +37,18 @@ bool is_file(const std::string& path) {
   }
 }
 
+// SplitMix64's output function: a bijection of 64-bit words that mixes every
+// input bit into every output bit.
+std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 }  // namespace
+
+std::uint64_t dropout_seed_for(std::uint64_t seed, std::uint64_t index) {
+  return mix64(mix64(seed + 0x9E3779B97F4A7C15ull) ^ mix64(index + 0x632BE59BD9B4E019ull));
+}
 
 std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts,
                                               const EncodeOptions& options) const {

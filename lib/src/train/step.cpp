@@ -27,10 +27,7 @@ TokenBatch tokenize_batch(const text::Tokenizer& tokenizer, const std::vector<st
     text::EncodeOptions o = eo;
     if (dropout.p > 0) {
       // One generator per text, so the ids do not depend on the thread count.
-      std::seed_seq seq{static_cast<std::uint32_t>(dropout.seed), static_cast<std::uint32_t>(dropout.seed >> 32),
-                        static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(std::uint64_t{i} >> 32)};
-      std::mt19937_64 mix(seq);
-      o.dropout_seed = mix();
+      o.dropout_seed = text::dropout_seed_for(dropout.seed, i);
       if (!dropout.keep_leading.empty()) o.dropout_after = dropout.keep_leading[i];
     }
     return o;
@@ -272,13 +269,23 @@ torch::Tensor embed_call(const model::EncoderImpl& encoder, const PackedTokens& 
 torch::Tensor embed_packed_order(const model::EncoderImpl& encoder, const PackedTokens& packed,
                                  model::Pooling pooling) {
   const bool one_lookup = torch::GradMode::is_enabled();
-  const torch::Tensor tokens = one_lookup ? encoder.embed_tokens->forward(packed.ids) : torch::Tensor();
+  const std::size_t n_calls = packed.plan.calls.size();
+  // The calls' tokens as one split of the lookup: a single autograd node whose
+  // backward concatenates the calls' gradients. A narrow() per call would give
+  // each call a backward that writes a zero tensor of the whole step's token
+  // embeddings and adds its slice in (calls x tokens x hidden of work).
+  std::vector<torch::Tensor> call_tokens;
+  if (one_lookup) {
+    std::vector<std::int64_t> sizes;
+    for (const auto& call : packed.plan.calls) sizes.push_back(call.rows * call.length);
+    call_tokens = encoder.embed_tokens->forward(packed.ids).split_with_sizes(sizes, 0);  // calls tile ids
+  }
   std::vector<torch::Tensor> parts;
-  for (std::size_t c = 0; c < packed.plan.calls.size(); ++c) {
+  for (std::size_t c = 0; c < n_calls; ++c) {
     const auto& call = packed.plan.calls[c];
     const std::int64_t offset = packed.offsets[c], count = call.rows * call.length;
     parts.push_back(embed_call(encoder, packed, c,
-                               one_lookup ? tokens.narrow(0, offset, count)
+                               one_lookup ? call_tokens[c]
                                           : encoder.embed_tokens->forward(packed.ids.narrow(0, offset, count)),
                                pooling));
   }

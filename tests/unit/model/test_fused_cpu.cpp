@@ -318,3 +318,111 @@ DOCTEST_TEST_CASE("fused bf16 kernels: whole encoders agree with the op-by-op pa
   const torch::Tensor b = run_with(false, [&] { return enc->forward(ids, mask); });
   DOCTEST_CHECK(torch::equal(a, b));
 }
+
+DOCTEST_TEST_CASE("fused f32 RMSNorm backward: the op-by-op forward values, autograd's gradient to float32 rounding") {
+  torch::manual_seed(7);
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
+  // Widths that are and are not a multiple of any vector width; no rows at all.
+  for (const std::vector<std::int64_t>& shape :
+       {std::vector<std::int64_t>{3, 5}, {2, 7, 33}, {64, 256}, {0, 16}, {1, 1}}) {
+    for (bool one_plus_weight : {false, true}) {
+      DOCTEST_CAPTURE(shape.size());
+      DOCTEST_CAPTURE(shape.back());
+      DOCTEST_CAPTURE(one_plus_weight);
+      kalm::model::RMSNorm norm(shape.back(), 1e-6, one_plus_weight, f32);
+      {
+        torch::NoGradGuard no_grad;
+        norm->weight.copy_(torch::randn({shape.back()}, f32));
+      }
+      const torch::Tensor x0 = torch::randn(shape, f32) * 3.0;
+      const torch::Tensor grad = torch::randn(shape, f32);
+      struct Result {
+        torch::Tensor y, dx, dw;
+        int fused_backwards;
+      };
+      auto run = [&](bool fused) {
+        FusedKernels switch_(fused);
+        FusedCallCounter calls;
+        norm->zero_grad();
+        const torch::Tensor x = x0.clone().requires_grad_(true);
+        const torch::Tensor y = norm->forward(x);
+        y.backward(grad);
+        return Result{y.detach(), x.grad(), norm->weight.grad().clone(), calls["rms_normalize_backward"]};
+      };
+      const Result fused = run(true), plain = run(false);
+      DOCTEST_CHECK(fused.fused_backwards == 1);
+      DOCTEST_CHECK(plain.fused_backwards == 0);
+      DOCTEST_CHECK(torch::equal(fused.y, plain.y));
+      DOCTEST_CHECK(torch::allclose(fused.dx, plain.dx, /*rtol=*/1e-5, /*atol=*/1e-5));
+      DOCTEST_CHECK(torch::allclose(fused.dw, plain.dw, /*rtol=*/1e-5, /*atol=*/1e-5));
+    }
+  }
+  // The gradient through the normalisation of a constant row is zero (scaling
+  // x does not change x * rsqrt(mean(x^2))): r * g - r^3 * dot / cols * x
+  // cancels to rounding.
+  kalm::model::RMSNorm norm(8, 0.0, false, f32);
+  {
+    torch::NoGradGuard no_grad;
+    norm->weight.fill_(1.0);
+  }
+  const torch::Tensor flat = torch::full({2, 8}, 2.5, f32).requires_grad_(true);
+  norm->forward(flat).sum().backward();
+  DOCTEST_CHECK(flat.grad().abs().max().item<double>() < 1e-6);
+  // An input that does not require grad (only the weight's gradient is
+  // wanted), or no recording: the op-by-op path.
+  FusedCallCounter calls;
+  norm->zero_grad();
+  const torch::Tensor free_x = torch::randn({2, 8}, f32);
+  norm->forward(free_x).sum().backward();
+  DOCTEST_CHECK(norm->weight.grad().defined());
+  {
+    torch::NoGradGuard no_grad;
+    DOCTEST_CHECK(!norm->forward(free_x.clone().requires_grad_(true)).requires_grad());
+  }
+  DOCTEST_CHECK(calls.total() == 0);
+}
+
+DOCTEST_TEST_CASE("fused f32 RMSNorm backward: whole-encoder gradients as autograd's, whatever the thread count") {
+  torch::manual_seed(8);
+  for (bool gemma : {false, true}) {
+    DOCTEST_CAPTURE(gemma);
+    const ModelConfig config = gemma ? gemma3_config() : qwen2_config(64, 96, 2);
+    Encoder enc(config, AttentionMode::Bidirectional, torch::TensorOptions().dtype(torch::kFloat));
+    enc->init_parameters(14);
+    const torch::Tensor ids = torch::randint(0, 300, {3, 9}, torch::kLong);
+    torch::Tensor mask = torch::ones({3, 9}, torch::kLong);
+    mask[2].narrow(0, 4, 5).zero_();
+    auto grads = [&](bool fused, int threads, int* fused_backwards) {
+      FusedKernels switch_(fused);
+      const int before = at::get_num_threads();
+      at::set_num_threads(threads);
+      FusedCallCounter calls;
+      enc->zero_grad();
+      const torch::Tensor e = enc->embed(ids, mask, kalm::model::Pooling::Mean);
+      (e * torch::linspace(-1, 1, e.size(1))).sum().backward();
+      *fused_backwards = calls["rms_normalize_backward"];
+      at::set_num_threads(before);
+      std::vector<torch::Tensor> out;
+      for (const auto& p : enc->parameters()) out.push_back(p.grad().clone());
+      return std::make_pair(e.detach(), out);
+    };
+    int n_fused = 0, n_fused2 = 0, n_plain = 0;
+    const auto [e_fused, g_fused] = grads(true, 1, &n_fused);
+    const auto [e_fused2, g_fused2] = grads(true, 2, &n_fused2);
+    const auto [e_plain, g_plain] = grads(false, 1, &n_plain);
+    // Qwen2: two norms per layer and the final one; Gemma3 four per layer, the
+    // final one and q_norm / k_norm over every head's rows.
+    const int norms = gemma ? 6 * static_cast<int>(config.num_hidden_layers) + 1
+                            : 2 * static_cast<int>(config.num_hidden_layers) + 1;
+    DOCTEST_CHECK(n_fused == norms);
+    DOCTEST_CHECK(n_plain == 0);
+    DOCTEST_CHECK(torch::equal(e_fused, e_plain));
+    DOCTEST_REQUIRE(g_fused.size() == g_plain.size());
+    for (std::size_t i = 0; i < g_fused.size(); ++i) {
+      DOCTEST_CAPTURE(i);
+      DOCTEST_CHECK(torch::equal(g_fused[i], g_fused2[i]));
+      const double scale = g_plain[i].abs().max().item<double>();
+      DOCTEST_CHECK((g_fused[i] - g_plain[i]).abs().max().item<double>() <= 1e-5 * std::max(scale, 1.0));
+    }
+  }
+}

@@ -48,8 +48,9 @@ namespace kalm::model {
 
 // bf16 inference on the CPU runs RMSNorm (with the residual add before it),
 // RoPE and the SiLU gate as fused one-pass kernels (lib/src/model/fused_cpu.h)
-// instead of LibTorch's op-by-op chains; on by default. Off gives the op-by-op
-// path, for comparison (kalm-bench-embed, tests). Process-wide.
+// instead of LibTorch's op-by-op chains, and float32 training on the CPU runs
+// RMSNorm's backward as one pass per row; on by default. Off gives the
+// op-by-op path, for comparison (kalm-bench-embed, tests). Process-wide.
 void set_fused_cpu_kernels(bool on);
 bool fused_cpu_kernels();
 // The instruction set the fused kernels' row loops run with on this CPU:

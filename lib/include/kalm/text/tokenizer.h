@@ -72,6 +72,12 @@ struct EncodeOptions {
   std::size_t dropout_after = 0;
 };
 
+// The dropout seed of text `index` of a batch whose draws come from `seed`:
+// a strong 64-bit mix of both, so that the texts' generators (SplitMix64,
+// whose streams from nearby seeds would overlap) draw unrelated sequences and
+// a text's ids do not depend on the thread that encodes it.
+std::uint64_t dropout_seed_for(std::uint64_t seed, std::uint64_t index);
+
 class Tokenizer {
  public:
   virtual ~Tokenizer();
