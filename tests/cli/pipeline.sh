@@ -115,7 +115,7 @@ expect_rc 0 make -n -f Makefile.pipeline "${knobs[@]}" SOUP_BASE=no && {
 expect_rc 0 make -n -f Makefile.pipeline PRESET=gpu OUT="$tmp/gpu" BIN="$KALM_BIN" && {
   expect_grep "kalm-train .*--init-config $tmp/gpu/configs/qwen2-L4-d384-h6-kv2-f1536-v16000.json" "$tmp/out" "PRESET=gpu model"
   expect_grep "^ *--train-tokenizer 16000 .*--batch-size 1024 --bpe-dropout 0.1 .*--device cuda --dtype bf16" "$tmp/out" "PRESET=gpu pre-training"
-  expect_grep "^ *--train-tokenizer 16000 .*--oversample fd-eng-fra=4 .*--oversample fd-eng-swe=5 " "$tmp/out" "the small FreeDict sets oversampled"
+  expect_grep "^ *--train-tokenizer 16000 .*--oversample fd-eng-fra=4 .*--oversample fd-eng-swe=8 --oversample gcide-wn-def=6 " "$tmp/out" "the small FreeDict sets and the definition pairs oversampled"
   expect_grep "pretrain-L8-d384-.*-seeded" "$tmp/out" "PRESET=gpu ladder"
   expect_grep "teacher-pretrain-L8-d512-" "$tmp/out" "PRESET=gpu teacher"
 }
