@@ -80,14 +80,18 @@ std::unique_ptr<text::Tokenizer> load_tokenizer_only(const std::string& model_di
   return text::load_tokenizer(model_dir);
 }
 
+torch::Device device_for_this_process(const std::string& name) {
+  const torch::Device device = model::parse_device(name);
+  if (const auto local_rank = core::read_launch_environment(core::process_env).local_rank)
+    return model::device_for_local_rank(device, *local_rank);
+  return device;
+}
+
 LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSettings& settings,
                              bool require_tokenizer) {
   if (!fs::is_directory(model_dir)) throw ModelError(model_dir + ": no such model directory");
   model::LoadOptions options;
-  options.device = model::parse_device(settings.device);
-  // Under torchrun or Slurm, plain "cuda" is the process's own GPU, as in kalm-train.
-  if (const auto local_rank = core::read_launch_environment(core::process_env).local_rank)
-    options.device = model::device_for_local_rank(options.device, *local_rank);
+  options.device = device_for_this_process(settings.device);
   options.dtype = model::parse_compute_dtype(settings.dtype);
   if (settings.dtype == "tf32") model::enable_tf32(options.device);
   if (!settings.attention.empty()) options.attention = model::parse_attention_mode(settings.attention);

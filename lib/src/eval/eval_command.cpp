@@ -228,8 +228,9 @@ void run_eval(const EvalOptions& o, const cli::Tool& tool) {
   ro.use_instructions = o.instructions;
   ro.bm25 = o.bm25;
   ro.top_k = o.top_k;
-  // Retrieval searches where the model runs, so auto is decided for that device.
-  ro.search_device = model::parse_device(o.device);
+  // Retrieval searches where the model runs (the rank's own GPU under
+  // torchrun), so auto is decided for that device.
+  ro.search_device = encode::device_for_this_process(o.device);
   ro.search_precision = search::resolve_search_precision(o.search_precision, ro.search_device);
   search::resolve_f32_products(search::F32Products::Auto);  // a bad KALM_SEARCH_BLAS fails before any work
   ro.seed = tool.common().seed;

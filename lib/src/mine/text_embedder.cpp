@@ -3,13 +3,15 @@
 #include <algorithm>
 
 #include "kalm/encode/engine.h"
+#include "kalm/encode/model_embedder.h"
 #include "kalm/error.h"
 #include "kalm/io/safetensors.h"
 #include "kalm/model/device.h"
 
 namespace kalm::mine {
 
-torch::Device search_device_of(const ModelFlags& flags) { return model::parse_device(flags.device); }
+// The model's device (the rank's own GPU under torchrun), where the embeddings are.
+torch::Device search_device_of(const ModelFlags& flags) { return encode::device_for_this_process(flags.device); }
 
 search::SearchPrecision search_precision_of(const ModelFlags& flags) {
   return search::resolve_search_precision(flags.search_precision, search_device_of(flags));

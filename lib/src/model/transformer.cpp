@@ -121,14 +121,41 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = k * c + rotate_half(k) * s;
   }
 
-  // [B, heads, L, D]; the K key/value heads are shared by H / K query heads
-  // each (enable_gqa), without repeating them in memory.
-  const torch::Tensor out = at::scaled_dot_product_attention(
-      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-      mask.allowed.defined() ? std::optional<torch::Tensor>(mask.allowed) : std::nullopt,
-      /*dropout_p=*/0.0, mask.causal, scale_, /*enable_gqa=*/K != H);
+  const detail::SdpaInputs in = detail::sdpa_inputs(q, k, v, mask, detail::sdpa_repeats_kv(x.device(), mask, H, K));
+  const torch::Tensor out =
+      at::scaled_dot_product_attention(in.q, in.k, in.v, in.mask, /*dropout_p=*/0.0, in.causal, scale_, in.enable_gqa);
   return o_proj->forward(out.transpose(1, 2).reshape({B, L, H * D}));
 }
+
+namespace detail {
+
+bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
+                     std::int64_t kv_heads) {
+  return device.is_cuda() && mask.allowed.defined() && kv_heads != heads;
+}
+
+SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const AttentionMask& mask, bool repeat_kv) {
+  const int64_t H = q.size(2), K = k.size(2);
+  SdpaInputs in;
+  // [B, heads, L, D]; without repeating, the K key/value heads are shared by
+  // H / K query heads each (enable_gqa) and stay K in memory.
+  in.q = q.transpose(1, 2);
+  in.k = k.transpose(1, 2);
+  in.v = v.transpose(1, 2);
+  if (mask.allowed.defined()) in.mask = mask.allowed;
+  in.causal = mask.causal;
+  in.enable_gqa = K != H;
+  if (repeat_kv && K != H) {
+    // Head h of the query uses key/value head h / (H / K), as enable_gqa does.
+    in.k = in.k.repeat_interleave(H / K, /*dim=*/1);
+    in.v = in.v.repeat_interleave(H / K, /*dim=*/1);
+    in.enable_gqa = false;
+  }
+  return in;
+}
+
+}  // namespace detail
 
 MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& options)
     : gelu_tanh_(c.hidden_activation == "gelu_pytorch_tanh") {

@@ -308,9 +308,10 @@ DataParallel::~DataParallel() = default;
 
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor& local) {
   return guarded(options_, "all_gather of embeddings", [&] {
-    // NCCL gathers on the GPU; Gloo works on host memory, so a GPU rank's
-    // rows travel through it.
-    const torch::Device where = impl_->on_device ? local.device() : torch::Device(torch::kCPU);
+    // NCCL gathers on the rank's GPU, whatever device the rows are on (a
+    // teacher's scores arrive on the host); Gloo works on host memory, so a
+    // GPU rank's rows travel through it. The result is on the rows' device.
+    const torch::Device where = impl_->on_device ? impl_->device : torch::Device(torch::kCPU);
     std::vector<torch::Tensor> input{local.detach().to(where).contiguous()};
     std::vector<std::vector<torch::Tensor>> output(1);
     for (int r = 0; r < options_.world_size; ++r) output[0].push_back(torch::empty_like(input[0]));

@@ -465,7 +465,12 @@ torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, std::opti
   std::vector<torch::Tensor> grads;
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return torch::zeros({}, torch::kDouble);
+  if (grads.empty()) {
+    // On the parameters' device, as the norm would be: the caller stacks it
+    // with the step's other device-side metrics for one read-back.
+    const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+    return torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  }
   const torch::Tensor norm = torch::stack(at::_foreach_norm(grads, 2)).norm(2);
   if (max_norm) {
     const torch::Tensor coef = (*max_norm / (norm + 1e-6)).clamp_max(1.0);

@@ -199,3 +199,48 @@ DOCTEST_TEST_CASE("transformer: CUDA matches the CPU when a GPU is present") {
     DOCTEST_CHECK(kalm_model_test::max_abs_diff(emb, kalm_model_test::expected(name, "embeddings_mean")) <= 1e-4);
   }
 }
+
+DOCTEST_TEST_CASE("transformer: key/value heads repeated only for masked grouped-query calls on CUDA, same result") {
+  using kalm::model::AttentionMask;
+  namespace detail = kalm::model::detail;
+  const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);  // a device name, no GPU needed
+  const AttentionMask key_mask{torch::ones({2, 1, 1, 5}, torch::kBool), false};
+  const AttentionMask causal_only{torch::Tensor(), true};
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2));
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, key_mask, 4, 4));     // no grouped heads
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2));  // flash takes grouped heads, no mask
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, key_mask, 4, 2));      // the CPU kernel takes both
+
+  // B 2, L 5, H 4 query heads over K 2 key/value heads, D 8; row 1 padded after 3 tokens.
+  torch::manual_seed(11);
+  const auto q = torch::randn({2, 5, 4, 8}), k = torch::randn({2, 5, 2, 8}), v = torch::randn({2, 5, 2, 8});
+  AttentionMask mask{torch::tensor({true, true, true, true, true, true, true, true, false, false}).view({2, 1, 1, 5}),
+                     false};
+  const auto shared = detail::sdpa_inputs(q, k, v, mask, /*repeat_kv=*/false);
+  const auto repeated = detail::sdpa_inputs(q, k, v, mask, /*repeat_kv=*/true);
+  DOCTEST_CHECK(shared.enable_gqa);
+  DOCTEST_CHECK_FALSE(repeated.enable_gqa);
+  DOCTEST_CHECK(shared.k.sizes() == torch::IntArrayRef({2, 2, 5, 8}));
+  DOCTEST_CHECK(repeated.k.sizes() == torch::IntArrayRef({2, 4, 5, 8}));
+  // Query heads 0-1 read key/value head 0, heads 2-3 head 1.
+  DOCTEST_CHECK(torch::equal(repeated.v.select(1, 1), shared.v.select(1, 0)));
+  DOCTEST_CHECK(torch::equal(repeated.v.select(1, 2), shared.v.select(1, 1)));
+  auto attend = [](const detail::SdpaInputs& in) {
+    return at::scaled_dot_product_attention(in.q, in.k, in.v, in.mask, 0.0, in.causal, 0.35, in.enable_gqa);
+  };
+  DOCTEST_CHECK(kalm_model_test::max_abs_diff(attend(shared), attend(repeated)) <= 1e-6);
+
+  // On a GPU: the kernel LibTorch picks for the model's masked call (Qwen2-0.5B's
+  // heads, bf16) is a fused one, not the math fallback (sdp::SDPBackend::math = 0).
+  if (torch::cuda::is_available()) {
+    const auto opt = torch::TensorOptions().dtype(torch::kBFloat16).device(cuda);
+    const auto gq = torch::randn({4, 64, 14, 64}, opt), gk = torch::randn({4, 64, 2, 64}, opt),
+               gv = torch::randn({4, 64, 2, 64}, opt);
+    const AttentionMask gmask{torch::ones({4, 1, 1, 64}, torch::TensorOptions().dtype(torch::kBool).device(cuda)),
+                              false};
+    const auto in = detail::sdpa_inputs(gq, gk, gv, gmask, detail::sdpa_repeats_kv(cuda, gmask, 14, 2));
+    const auto choice = at::_fused_sdp_choice(in.q, in.k, in.v, in.mask, 0.0, in.causal, 0.125, in.enable_gqa);
+    DOCTEST_MESSAGE("CUDA SDPA backend for a masked grouped-query call: " << choice);
+    DOCTEST_CHECK(choice != 0);
+  }
+}

@@ -185,6 +185,12 @@ DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the ide
     DOCTEST_CHECK(torch::equal(gathered.cpu(), local.detach().cpu()));
     gathered.sum().backward();  // this rank's rows keep their gradient
     DOCTEST_CHECK(torch::equal(local.grad().cpu(), torch::ones({2, 3})));
+    // A teacher's scores stay on the host (float64) whatever the rank's device:
+    // NCCL, which takes only GPU tensors, gathers them on the GPU and hands them back.
+    const auto scores = torch::tensor({0.25, -1.5, 3.0}, torch::kDouble).reshape({1, 3});
+    const auto gathered_scores = group.all_gather_rows(scores);
+    DOCTEST_CHECK(gathered_scores.device() == torch::Device(torch::kCPU));
+    DOCTEST_CHECK(torch::equal(gathered_scores, scores));
     auto p = torch::zeros({2}, options).requires_grad_(true);
     p.mutable_grad() = torch::tensor({1.5f, -2.0f}).to(device);
     group.all_reduce_gradients({p});

@@ -58,6 +58,11 @@ std::int64_t resolve_max_length(const std::optional<std::int64_t>& flag,
 std::optional<std::int64_t> sentence_transformers_max_length(const std::string& model_dir,
                                                              const text::Tokenizer* tokenizer, std::string& source);
 
+// The device `--device NAME` means for this process: plain "cuda" under torchrun
+// or Slurm is the process's own GPU (LOCAL_RANK / SLURM_LOCALID), as in
+// kalm-train. Models load there and searches run there.
+torch::Device device_for_this_process(const std::string& name);
+
 // Opens `model_dir`; a missing tokenizer is allowed only when require_tokenizer
 // is false (pre-tokenised input). Throws ModelError / FormatError naming the file.
 LoadedEmbedder load_embedder(const std::string& model_dir, const EmbedderSettings& settings,
