@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # The GPU check: builds kalm on a GPU machine against the PyTorch installed
 # there (pip's torch with CUDA) and runs what needs a GPU, each step under a
-# timeout, logs under $OUT (or ./gpu-check-out). Made for the project's lent
-# H200 machine (../shared/docs/gpu-machine.md): its Python venv has torch,
-# transformers and sentence-transformers but no pkg-config or Debian -dev
-# packages, so those travel as Debian 12 .debs in .debs/ (git-ignored; fetch
-# them with `scripts/gpu-check.sh --fetch-debs` on a Debian machine first).
+# timeout cut to what is left of one overall budget, most important first.
+# Made for the project's lent machines (../shared/docs/gpu-machine.md): a
+# Python venv with torch, transformers and sentence-transformers but no
+# pkg-config or Debian -dev packages, so those travel as Debian 12 .debs in
+# .debs/ (git-ignored; `scripts/gpu-check.sh --fetch-debs` on a Debian machine).
 #
-#   scripts/gpu-check.sh --fetch-debs        # here: download the .debs
-#   scripts/gpu-check.sh                     # there: build + GPU tests
-#   PYTHON=/path/to/python scripts/gpu-check.sh
+#   scripts/gpu-check.sh --fetch-debs         # here: download the .debs
+#   scripts/gpu-check.sh [PHASE...]           # there: build + GPU tests
+#   scripts/gpu-check.sh --cpu BUILD [PHASE...]  # here: the same steps on the CPU,
+#                                             # small shapes, an existing build
+#
+# Phases, in the order they run (default: all): build unit parity train
+# embed-bf16 search embed-f32 cli. A lent machine gives ~15 minutes in all and
+# at most 10 per command: run everything in one call with KALM_GPU_BUDGET a
+# minute under the call's timeout; whatever the budget cut off can follow in a
+# second call on the still-warm machine (the build in build-gpu/ is kept), e.g.
+# `scripts/gpu-check.sh build search embed-f32` (the build then takes seconds).
+# The device tool brings back at most 8 files from $OUT: the check leaves
+# there summary.txt (every step's verdict and the figures) and logs.tar.gz;
+# the full logs stay in build-gpu/check-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 debs=(pkgconf-bin libpkgconf3 libsimdjson-dev libsimdjson14 libcli11-dev libzstd-dev libzstd1 doctest-dev
@@ -19,88 +30,149 @@ if [ "${1:-}" = --fetch-debs ]; then
   exit
 fi
 
-out=${OUT:-$PWD/gpu-check-out}
-mkdir -p "$out"
+device=cuda
+build=$PWD/build-gpu
 py=${PYTHON:-/opt/torch/.venv/bin/python}
+if [ "${1:-}" = --cpu ]; then
+  # The dry run: every step's command line, script and parser exercised on the
+  # CPU with small shapes, so that the GPU's minutes are not spent on a typo.
+  device=cpu
+  build=$(cd "${2:?--cpu needs the build directory}" && pwd)
+  py=${PYTHON:-$PWD/.venv/bin/python}
+  shift 2
+fi
+phases=("$@")
+[ ${#phases[@]} -gt 0 ] || phases=(build unit parity train embed-bf16 search embed-f32 cli)
+for p in "${phases[@]}"; do
+  case $p in build|unit|parity|train|embed-bf16|search|embed-f32|cli) ;; *) echo "gpu-check: unknown phase '$p'" >&2; exit 2;; esac
+done
+
+out=${OUT:-$PWD/gpu-check-out}
+logs=$build/check-logs
+mkdir -p "$out" "$logs"
+summary=$out/summary.txt
+: >"$summary"
+budget=${KALM_GPU_BUDGET:-540}
+deadline=$((SECONDS + budget))
 export PATH="$(dirname "$py"):/usr/local/cuda/bin:$PATH"
-step() {  # step NAME SECONDS CMD...: run with a timeout, log to $out/NAME.log, print the verdict
+
+note() { echo "$*" | tee -a "$summary"; }
+step() {  # step NAME SECONDS CMD...: run with a timeout (cut to the budget left), log, print the verdict
   local name=$1 secs=$2; shift 2
+  local left=$((deadline - SECONDS - 5))
+  if [ "$left" -lt 20 ]; then
+    note "== $name: skipped, ${left} s of the ${budget} s budget left"
+    return 124
+  fi
+  [ "$secs" -le "$left" ] || secs=$left
   local t0=$SECONDS
-  timeout "$secs" "$@" >"$out/$name.log" 2>&1
+  timeout "$secs" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
-  echo "== $name: rc=$rc in $((SECONDS - t0)) s"
-  tail -n "${TAIL:-15}" "$out/$name.log"
+  note "== $name: rc=$rc in $((SECONDS - t0)) s (limit $secs s)"
+  tail -n "${TAIL:-15}" "$logs/$name.log"
   return $rc
 }
+wants() { local p; for p in "${phases[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+finish() {
+  note "== gpu-check: $1 after $SECONDS s"
+  # The figures of every step, gathered where the device tool's output tail shows them.
+  grep -h -E 'tokens_per_s|tokens/s|ratio|min cosine|worst|bit-identical|DIFFERENT|TFLOP|share|seconds|passed|failed' \
+    "$logs"/*.log 2>/dev/null | grep -v -E '^\s*$' | tail -n 60 >>"$summary"
+  tar -C "$logs" -czf "$out/logs.tar.gz" . 2>/dev/null
+  echo "---- summary ($summary)"
+  cat "$summary"
+}
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$py" -c 'import torch, transformers, sentence_transformers as st; print("torch", torch.__version__, "| transformers", transformers.__version__, "| sentence-transformers", st.__version__)'
+# Sizes: the issue's shapes on the GPU; small ones for the CPU dry run.
+if [ "$device" = cuda ]; then
+  layers=24 vocab=151936 short=20000 long=2000 st_batch=256 search_n=1000000 search_q=10000 ctest_j=8
+else
+  layers=2 vocab=32000 short=200 long=20 st_batch=32 search_n=20000 search_q=500 ctest_j=2
+fi
 
-# Debian -dev packages unpacked into a prefix, with a pkg-config that finds them.
-deps=/tmp/kalm-deps
-mkdir -p "$deps"
-for f in .debs/*.deb; do dpkg -x "$f" "$deps"; done
-lib=$deps/usr/lib/x86_64-linux-gnu
-printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s/usr/bin/pkgconf "$@"\n' "$lib" "$deps" >/tmp/kalm-pkgconf
-chmod +x /tmp/kalm-pkgconf
-export PKG_CONFIG_LIBDIR=$lib/pkgconfig:$deps/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$deps
+if [ "$device" = cuda ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
+fi
+"$py" -c 'import torch, transformers, sentence_transformers as st; print("torch", torch.__version__, "| transformers", transformers.__version__, "| sentence-transformers", st.__version__)' | tee -a "$summary"
 
-build=/tmp/kalm-build
-torch_prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-step configure 300 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKALM_BUILD_BENCH=OFF \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DPKG_CONFIG_EXECUTABLE=/tmp/kalm-pkgconf \
-  -DCMAKE_CXX_FLAGS="-I$deps/usr/include" -DKALM_PYTHON="$py" -DKALM_GLOO_INCLUDE_DIR="$deps/usr/include" || exit 1
-step build 480 cmake --build "$build" -j"$(nproc)" || { TAIL=60 step build-errors 5 grep -m 40 -B2 -A6 "error" "$out/build.log"; exit 1; }
-"$build/tools/kalm-embed" --version
+if wants build && [ "$device" = cuda ]; then
+  # Debian -dev packages unpacked into a prefix, with a pkg-config that finds them.
+  deps=/tmp/kalm-deps
+  if [ ! -d "$deps/usr" ]; then
+    ls .debs/*.deb >/dev/null 2>&1 || { note "no .debs/: run scripts/gpu-check.sh --fetch-debs here and carry .debs"; finish failed; exit 1; }
+    mkdir -p "$deps"
+    for f in .debs/*.deb; do dpkg -x "$f" "$deps"; done
+  fi
+  lib=$deps/usr/lib/x86_64-linux-gnu
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s/usr/bin/pkgconf "$@"\n' "$lib" "$deps" >/tmp/kalm-pkgconf
+  chmod +x /tmp/kalm-pkgconf
+  export PKG_CONFIG_LIBDIR=$lib/pkgconfig:$deps/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$deps
+  torch_prefix=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  step configure 120 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKALM_BUILD_BENCH=ON \
+    -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr" -DPKG_CONFIG_EXECUTABLE=/tmp/kalm-pkgconf \
+    -DCMAKE_CXX_FLAGS="-I$deps/usr/include" -DKALM_PYTHON="$py" -DKALM_GLOO_INCLUDE_DIR="$deps/usr/include" \
+    || { finish failed; exit 1; }
+  # The tools, the unit tests that have CUDA cases and the two benches the check runs; the
+  # rest of the tests (CPU only) build in the cli phase if it is reached.
+  step build 360 cmake --build "$build" -j"$(nproc)" --target kalm-embed kalm-train kalm-eval kalm-mine-negatives \
+      kalm-synth-filter kalm-distill kalm-bench-search \
+      unit_io unit_model unit_encode unit_search unit_eval unit_loss unit_train unit_mine \
+    || { TAIL=60 step build-errors 5 grep -m 40 -B2 -A6 "error" "$logs/build.log"; finish failed; exit 1; }
+  "$build/tools/kalm-embed" --version | tee -a "$summary"
+fi
 
 # Unit tests: the CUDA cases (model forward, training steps and resume on cuda
-# vs cpu) run where a GPU is visible. unit_text needs the staged real
-# tokenizers, which do not travel; the CPU machine runs it.
-# The search's BLIS/OpenBLAS cases need Debian's runtime libraries, which this
-# machine lacks (it searches with LibTorch's BLAS); they are skipped, not failed.
-KALM_TEST_BLAS_OPTIONAL=1 \
-  step unit 420 ctest --test-dir "$build" --output-on-failure -j4 -R '^unit_(io|model|encode|search|eval|loss|train|mine)$'
-# The pip-LibTorch paths of issue 12 and the transformers 5 / sentence-transformers 6 parity, with this
-# machine's versions of both.
-step cli 420 ctest --test-dir "$build" --output-on-failure -j4 \
-  -R '^(cli_(st_v6_parity|train_checkpoints|embed|max_length)|source_rules)$'
+# vs cpu, GPU search = CPU search) run where a GPU is visible. unit_text needs
+# the staged real tokenizers, which do not travel; the CPU machine runs it.
+# The search's BLIS/OpenBLAS cases need Debian's runtime libraries, which the
+# GPU machine lacks (it searches with LibTorch's BLAS); they skip there.
+if wants unit; then
+  KALM_TEST_BLAS_OPTIONAL=1 \
+    step unit 300 ctest --test-dir "$build" --output-on-failure -j"$ctest_j" \
+      -R '^unit_(io|model|encode|search|eval|loss|train|mine)$'
+fi
 
-# The v5 fixtures on the GPU: kalm-embed --device cuda (f32) against sentence-transformers' CPU output.
-cat >"$out/cuda_parity.py" <<'PY'
-import subprocess, sys, numpy as np, safetensors.numpy
-exe, fx, tmp = sys.argv[1:4]
-want = safetensors.numpy.load_file(fx + "/expected.safetensors")
-worst = 0.0
-for key in sorted(want):
-    name, variant = key.split(".")
-    args = [exe, "-q", "-m", f"{fx}/{name}", "--no-normalize", "--device", "cuda", f"{fx}/texts.jsonl", "-o",
-            f"{tmp}/{key}.npy"] + (["--prompt", "query"] if variant == "query" else [])
-    subprocess.run(args, check=True)
-    got = np.load(f"{tmp}/{key}.npy")
-    err = float((np.abs(got - want[key]).max(axis=1) / np.linalg.norm(want[key], axis=1)).max())
-    worst = max(worst, err)
-    print(f"{key}: relative error {err:.3g}")
-print("worst", worst)
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
-mkdir -p /tmp/kalm-cuda
-step cuda_parity 120 "$py" "$out/cuda_parity.py" "$build/tools/kalm-embed" tests/fixtures/models_v5 /tmp/kalm-cuda
-# Issue 15's figures: kalm-embed against sentence-transformers on this GPU, same texts (short and long),
-# 0.5B shape, bf16 and f32. Needs the real Qwen3 tokenizer: carry .oracle/tokenizers/qwen3 (11 MB).
-for dtype in bf16 f32; do
-  step "embed_st_$dtype" 300 "$py" bench/embed/st_peer.py --kalm-embed "$build/tools/kalm-embed" \
-    --tokenizer-dir .oracle/tokenizers/qwen3 --device cuda --dtype "$dtype" --st-batch 256 --short 20000 --long 2000
-done
-# Issue 14's figures: kalm-train tokens/s against the GPU's measured bf16 matmul rate (0.5B shape, batch 32 and
-# batch 256 with GradCache), and a CUDA resume that must give the same bytes.
-step train_bench 420 bench/gpu/train.sh "$build" "$py" "$out/train-bench"
-# Issue 15's search on the GPU, embeddings already there (1M x 896 corpus, 10k queries, top-10), f32 and
-# the certified bf16 pass, each against the same blocks' matrix products alone (the bound).
-step search_build 300 sh -c "cmake -S . -B '$build' -DKALM_BUILD_BENCH=ON >/dev/null && \
-  cmake --build '$build' --target kalm-bench-search"
-mkdir -p /tmp/kalm-search
-step search_gen 180 "$build/bench/search/kalm-bench-search" gen /tmp/kalm-search 1000000 10000 896
-for p in f32 bf16; do
-  KALM_SEARCH_DEVICE=cuda step "search_cuda_$p" 180 "$build/bench/search/kalm-bench-search" run /tmp/kalm-search 10 "$p"
-done
-echo "gpu-check: done"
+# The v5 fixtures on the device: kalm-embed (f32) against sentence-transformers' CPU output.
+if wants parity; then
+  mkdir -p /tmp/kalm-parity
+  step parity 120 "$py" bench/gpu/embed_parity.py "$build/tools/kalm-embed" tests/fixtures/models_v5 /tmp/kalm-parity \
+    "$device"
+fi
+
+# Issue 14's figures: kalm-train tokens/s against the device's measured bf16 matmul rate (0.5B shape,
+# batch 32 and batch 256 with GradCache), a resume that must give the same bytes, and issue 16's
+# one-rank NCCL group against the plain run.
+if wants train; then
+  DEVICE=$device LAYERS=$layers VOCAB=$vocab step train 330 bench/gpu/train.sh "$build" "$py" /tmp/kalm-train-bench
+fi
+
+# Issue 15's figures: kalm-embed against sentence-transformers on this device, same texts (short and
+# long), 0.5B shape. Needs the real Qwen3 tokenizer: carry .oracle/tokenizers/qwen3 (11 MB).
+embed_st() {
+  step "embed-$1" 240 "$py" bench/embed/st_peer.py --kalm-embed "$build/tools/kalm-embed" \
+    --tokenizer-dir .oracle/tokenizers/qwen3 --device "$device" --dtype "$1" --layers "$layers" \
+    --st-batch "$st_batch" --short "$short" --long "$long"
+}
+wants embed-bf16 && embed_st bf16
+
+# Issue 15's search on the device, embeddings already there (corpus x 896, top-10), f32 and the
+# certified bf16 pass, each against the same blocks' matrix products alone (the bound).
+if wants search; then
+  mkdir -p /tmp/kalm-search
+  if step search-gen 120 "$build/bench/search/kalm-bench-search" gen /tmp/kalm-search "$search_n" "$search_q" 896; then
+    for p in f32 bf16; do
+      KALM_SEARCH_DEVICE=$device step "search-$p" 150 "$build/bench/search/kalm-bench-search" run /tmp/kalm-search 10 "$p"
+    done
+  fi
+fi
+
+wants embed-f32 && embed_st f32
+
+# The pip-LibTorch paths of issue 12 and the transformers 5 / sentence-transformers 6 parity, with this
+# machine's versions of both (CPU tests; last, since the CPU machine runs them too).
+if wants cli; then
+  [ "$device" = cpu ] || step build-cli 240 cmake --build "$build" -j"$(nproc)"
+  step cli 240 ctest --test-dir "$build" --output-on-failure -j"$ctest_j" \
+    -R '^(cli_(st_v6_parity|train_checkpoints|embed|max_length)|source_rules)$'
+fi
+finish done

@@ -10,6 +10,7 @@
 # steps + --resume, compared byte for byte (--deterministic, the default).
 #
 #   bench/gpu/train.sh BUILD_DIR PYTHON [OUT_DIR]
+#   DEVICE=cpu LAYERS=2 VOCAB=32000 bench/gpu/train.sh ...   # the CPU dry run
 #
 # PYTHON is a Python with the CUDA torch that kalm was built against (it
 # measures the matmul rate). Prints per run the median tokens/s over steps
@@ -20,20 +21,32 @@ set -euo pipefail
 build=${1:?build directory}; py=${2:?python with CUDA torch}; out=${3:-$(mktemp -d)}
 train=$build/tools/kalm-train
 mkdir -p "$out"
+# A second run into the same folder starts afresh (kalm-train would resume).
+rm -rf "$out"/{tok,b32,b256,full,part,plain,nccl1,nccl1-flat,nccl2}
+# scripts/gpu-check.sh --cpu runs the same steps on the CPU with a small model
+# (fewer layers, a smaller vocabulary, fewer steps, Gloo for NCCL) to check them.
+device=${DEVICE:-cuda}; layers=${LAYERS:-24}; vocab=${VOCAB:-151936}
+if [ "$device" = cuda ]; then
+  dist=nccl gemm_n=8192 steps_b32=25 steps_b256=8 steps_dist=10
+else
+  dist=gloo gemm_n=1024 steps_b32=6 steps_b256=3 steps_dist=4
+fi
 
-# (a) the GPU's bf16 matmul rate: 8192^3, best of 20 after warm-up.
-"$py" - <<'PY' | tee "$out/gemm.txt"
-import torch, time
-a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+# (a) the device's bf16 matmul rate: N^3 (8192 on a GPU), best of 20 after warm-up.
+"$py" - "$device" "$gemm_n" <<'PY' | tee "$out/gemm.txt"
+import sys, time, torch
+device, n = sys.argv[1], int(sys.argv[2])
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
 for _ in range(5): a @ b
-torch.cuda.synchronize()
+sync()
 best = 0.0
 for _ in range(20):
-    t = time.perf_counter(); a @ b; torch.cuda.synchronize(); dt = time.perf_counter() - t
-    best = max(best, 2 * 8192 ** 3 / dt)
-print(f"gpu {torch.cuda.get_device_name()}")
-print(f"gemm_tflops_bf16 {best / 1e12:.1f}")
+    t = time.perf_counter(); a @ b; sync(); dt = time.perf_counter() - t
+    best = max(best, 2 * n ** 3 / dt)
+print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}")
+print(f"gemm_tflops_bf16 {best / 1e12:.3f}")
 PY
 gemm=$(awk '/^gemm_tflops_bf16/{print $2}' "$out/gemm.txt")
 
@@ -48,21 +61,21 @@ awk -v n=4096 -v seed=7 'BEGIN {
   }
 }
 function t(   m, s, j) { m = 10 + int(rand() * 31); s = vocab[1 + int(rand() * 20000)]; for (j = 1; j < m; j++) s = s " " vocab[1 + int(rand() * 20000)]; return s }' >"$out/train.jsonl"
-cat >"$out/qwen2-0.5b.json" <<'JSON'
+cat >"$out/qwen2-0.5b.json" <<JSON
 {"architectures": ["Qwen2Model"], "model_type": "qwen2", "hidden_act": "silu", "hidden_size": 896,
- "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2, "num_hidden_layers": 24,
+ "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2, "num_hidden_layers": $layers,
  "max_position_embeddings": 32768, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": true,
- "use_sliding_window": false, "is_causal": false, "vocab_size": 151936, "torch_dtype": "float32"}
+ "use_sliding_window": false, "is_causal": false, "vocab_size": $vocab, "torch_dtype": "float32"}
 JSON
 # Non-embedding parameters: per layer q/o 896x896, k/v 896x128 (+ biases),
 # MLP 3 x 896 x 4864, two norms; plus the final norm.
-params=$(awk 'BEGIN { h = 896; kv = 128; f = 4864; layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * f + 2 * h; print 24 * layer + h }')
+params=$(awk -v L="$layers" 'BEGIN { h = 896; kv = 128; f = 4864; layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * f + 2 * h; print L * layer + h }')
 
 # A byte-level BPE of 32,000 tokens trained on the data once (CPU), shared by the runs.
 timeout 300 "$train" "$out/train.jsonl" --init-config "$out/qwen2-0.5b.json" --train-tokenizer 32000 \
   --max-steps 1 --batch-size 8 --num-negatives 7 -q -o "$out/tok" >/dev/null
 
-common=(--init-config "$out/qwen2-0.5b.json" --tokenizer "$out/tok" --num-negatives 7 --device cuda --dtype bf16
+common=(--init-config "$out/qwen2-0.5b.json" --tokenizer "$out/tok" --num-negatives 7 --device "$device" --dtype bf16
         --query-max-length 64 --passage-max-length 64 --warmup-steps 2 --lr 1e-5 -q)
 median_tps() {  # METRICS: median tokens_per_s of steps 3..N
   sed -E 's/.*"tokens_per_s": ([0-9.e+]+).*/\1/' "$1" | tail -n +3 | sort -g |
@@ -72,58 +85,61 @@ report() {  # NAME METRICS
   local tps; tps=$(median_tps "$2")
   awk -v n="$1" -v t="$tps" -v g="$gemm" -v p="$params" 'BEGIN {
     b = g * 1e12 / (6 * p)
-    printf "%s: %.0f tokens/s, bound %.0f tokens/s (%.1f TFLOP/s bf16 / (6 x %d params)), share %.2f\n", n, t, b, g, p, t / b }'
+    printf "%s: %.0f tokens/s, bound %.0f tokens/s (%.4g TFLOP/s bf16 / (6 x %d params)), share %.2f\n", n, t, b, g, p, t / b }'
 }
 
-timeout 240 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 25 -o "$out/b32" \
+timeout 240 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps "$steps_b32" -o "$out/b32" \
   --metrics "$out/b32.jsonl"
 report "batch 32" "$out/b32.jsonl"
-timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 256 --grad-cache --max-steps 8 -o "$out/b256" \
+timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 256 --grad-cache --max-steps "$steps_b256" -o "$out/b256" \
   --metrics "$out/b256.jsonl"
 report "batch 256, --grad-cache" "$out/b256.jsonl"
 
-# Issue 16: a one-rank NCCL group (all-gather and all-reduce on the GPU) gives
-# the same weights as the plain run, and what the collectives cost per step.
-timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/plain" \
-  --metrics "$out/plain.jsonl"
-timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/nccl1" \
-  --metrics "$out/nccl1.jsonl" --dist-backend nccl
-if cmp -s "$out/plain/model.safetensors" "$out/nccl1/model.safetensors"; then
-  echo "nccl world size 1: bit-identical to the plain run"
-else
-  echo "nccl world size 1: DIFFERENT weights from the plain run"
-fi
-timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps 10 -o "$out/nccl1-flat" \
-  --metrics "$out/nccl1-flat.jsonl" --dist-backend nccl --grad-bucket-mb 0
-if cmp -s "$out/plain/model.safetensors" "$out/nccl1-flat/model.safetensors"; then
-  echo "nccl world size 1, one flat all-reduce: bit-identical to the plain run"
-else
-  echo "nccl world size 1, one flat all-reduce: DIFFERENT weights from the plain run"
-fi
-report "batch 32, plain" "$out/plain.jsonl"
-report "batch 32, one-rank NCCL group, 25 MiB buckets during backward" "$out/nccl1.jsonl"
-report "batch 32, one-rank NCCL group, one flat all-reduce after backward" "$out/nccl1-flat.jsonl"
-echo "buckets launched during backward (last step): $(tail -1 "$out/nccl1.jsonl" | grep -o '"grad_buckets": [0-9]*, "grad_buckets_in_backward": [0-9]*')"
-# Two GPUs or more: 2 ranks x batch 16 against 1 rank x batch 32 (same global batch).
-gpus=$("$py" -c 'import torch; print(torch.cuda.device_count())')
-if [ "$gpus" -ge 2 ]; then
-  torchrun=$(dirname "$py")/torchrun
-  timeout 240 "$torchrun" --no-python --standalone --nproc-per-node 2 "$train" "$out/train.jsonl" "${common[@]}" \
-    --batch-size 16 --max-steps 10 -o "$out/nccl2" --metrics "$out/nccl2.jsonl"
-  report "batch 2 x 16, two ranks over NCCL" "$out/nccl2.jsonl"
-else
-  echo "one GPU: no 2-rank run"
-fi
-
-# Resume on CUDA: the same bytes as the uninterrupted run.
+# Resume on the device: the same bytes as the uninterrupted run (before the
+# NCCL runs: a difference is a failure of the check, reported at the end).
 timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/full"
 timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/part" \
   --stop-at-step 3
 timeout 120 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 16 --max-steps 6 --save-steps 3 -o "$out/part" \
   --resume
 if cmp -s "$out/full/model.safetensors" "$out/part/model.safetensors"; then
-  echo "cuda resume: bit-identical (6 steps vs 3 + resume)"
+  echo "$device resume: bit-identical (6 steps vs 3 + resume)"
 else
-  echo "cuda resume: DIFFERENT weights"
-  exit 1
+  echo "$device resume: DIFFERENT weights"
+  resume_failed=1
 fi
+
+# Issue 16: a one-rank NCCL group (all-gather and all-reduce on the GPU; Gloo in
+# the CPU dry run) gives the same weights as the plain run, and what the
+# collectives cost per step.
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps "$steps_dist" -o "$out/plain" \
+  --metrics "$out/plain.jsonl"
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps "$steps_dist" -o "$out/nccl1" \
+  --metrics "$out/nccl1.jsonl" --dist-backend "$dist"
+if cmp -s "$out/plain/model.safetensors" "$out/nccl1/model.safetensors"; then
+  echo "$dist world size 1: bit-identical to the plain run"
+else
+  echo "$dist world size 1: DIFFERENT weights from the plain run"
+fi
+timeout 180 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps "$steps_dist" -o "$out/nccl1-flat" \
+  --metrics "$out/nccl1-flat.jsonl" --dist-backend "$dist" --grad-bucket-mb 0
+if cmp -s "$out/plain/model.safetensors" "$out/nccl1-flat/model.safetensors"; then
+  echo "$dist world size 1, one flat all-reduce: bit-identical to the plain run"
+else
+  echo "$dist world size 1, one flat all-reduce: DIFFERENT weights from the plain run"
+fi
+report "batch 32, plain" "$out/plain.jsonl"
+report "batch 32, one-rank $dist group, 25 MiB buckets during backward" "$out/nccl1.jsonl"
+report "batch 32, one-rank $dist group, one flat all-reduce after backward" "$out/nccl1-flat.jsonl"
+echo "buckets launched during backward (last step): $(tail -1 "$out/nccl1.jsonl" | grep -o '"grad_buckets": [0-9]*, "grad_buckets_in_backward": [0-9]*')"
+# Two GPUs or more: 2 ranks x batch 16 against 1 rank x batch 32 (same global batch).
+gpus=$("$py" -c 'import torch; print(torch.cuda.device_count())')
+if [ "$gpus" -ge 2 ]; then
+  torchrun=$(dirname "$py")/torchrun
+  timeout 240 "$torchrun" --no-python --standalone --nproc-per-node 2 "$train" "$out/train.jsonl" "${common[@]}" \
+    --batch-size 16 --max-steps "$steps_dist" -o "$out/nccl2" --metrics "$out/nccl2.jsonl"
+  report "batch 2 x 16, two ranks over NCCL" "$out/nccl2.jsonl"
+else
+  echo "one GPU: no 2-rank run"
+fi
+exit "${resume_failed:-0}"
