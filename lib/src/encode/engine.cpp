@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
+
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "kalm/error.h"
 
@@ -50,6 +54,20 @@ Engine::Engine(BatchEmbedder& embedder, EngineOptions options) : embedder_(embed
   if (options_.batch_tokens == 0) options_.batch_tokens = default_batch_tokens(embedder_.device());
 }
 
+namespace {
+
+// A batch whose pooled rows are on their way to the host: on a GPU the copy
+// was queued behind the batch's forward pass and `ready` marks its end, so
+// the host can build and queue the next batch before waiting for this one.
+struct InFlight {
+  std::vector<std::size_t> rows;  // input positions, in the batch's order
+  torch::Tensor pooled;           // [rows, D] float32 on the host (pinned on a GPU)
+  std::optional<c10::Event> ready;
+  std::int64_t tokens = 0;
+};
+
+}  // namespace
+
 torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequences,
                             const EngineProgress& progress, const std::vector<std::int64_t>& pool_from) {
   torch::NoGradGuard no_grad;
@@ -65,16 +83,47 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
                        "nothing is left to pool (an empty text, or --max-length too short)");
   }
   const auto batches = plan_batches(lengths, options_);
+  const torch::Device device = embedder_.device();
+  // On a GPU: ids and masks in pinned host memory (uploaded without blocking
+  // by the embedder), results copied back without blocking; one wait per
+  // batch, for the batch before the one just queued, so the GPU always has
+  // the next batch while the host reads a finished one and builds another.
+  const bool gpu = device.is_cuda();
+  const auto host_long = torch::TensorOptions().dtype(torch::kInt64).pinned_memory(gpu);
   torch::Tensor out;
   std::int64_t done = 0, done_tokens = 0;
+
+  auto retire = [&](InFlight& batch) {
+    if (batch.ready) batch.ready->synchronize();
+    const torch::Tensor& pooled = batch.pooled;
+    const auto rows = static_cast<std::int64_t>(batch.rows.size());
+    if (pooled.dim() != 2 || pooled.size(0) != rows) throw InternalError("embedder returned a tensor of the wrong shape");
+    const float* values = pooled.data_ptr<float>();
+    const std::int64_t dim = pooled.size(1);
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < dim; ++c)
+        if (!std::isfinite(values[r * dim + c])) {
+          const std::size_t index = batch.rows[static_cast<std::size_t>(r)];
+          throw NonFiniteEmbedding(index, "sequence " + std::to_string(index) +
+                                              ": the model's output is NaN or infinite");
+        }
+    if (!out.defined()) out = torch::empty({static_cast<std::int64_t>(sequences.size()), dim}, torch::kFloat32);
+    auto index = torch::tensor(std::vector<std::int64_t>(batch.rows.begin(), batch.rows.end()), torch::kInt64);
+    out.index_copy_(0, index, pooled);
+    done += rows;
+    done_tokens += batch.tokens;
+    if (progress) progress(done, done_tokens);
+  };
+
+  std::optional<InFlight> previous;
   for (const auto& batch : batches) {
     std::size_t longest = 0;
     for (auto i : batch) longest = std::max(longest, lengths[i]);
     const auto rows = static_cast<std::int64_t>(batch.size());
     const auto cols = static_cast<std::int64_t>(longest);
-    torch::Tensor ids = torch::full({rows, cols}, embedder_.pad_id(), torch::kInt64);
-    torch::Tensor mask = torch::zeros({rows, cols}, torch::kInt64);
-    torch::Tensor pool_mask = pool_from.empty() ? mask : torch::zeros({rows, cols}, torch::kInt64);
+    torch::Tensor ids = torch::full({rows, cols}, embedder_.pad_id(), host_long);
+    torch::Tensor mask = torch::zeros({rows, cols}, host_long);
+    torch::Tensor pool_mask = pool_from.empty() ? mask : torch::zeros({rows, cols}, host_long);
     auto* id_ptr = ids.data_ptr<std::int64_t>();
     auto* mask_ptr = mask.data_ptr<std::int64_t>();
     auto* pool_ptr = pool_mask.data_ptr<std::int64_t>();
@@ -91,35 +140,25 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
       }
       batch_tokens += static_cast<std::int64_t>(seq.size());
     }
-    const auto device = embedder_.device();
-    const torch::Tensor mask_on_device = mask.to(device);
-    torch::Tensor pooled = embedder_.embed(ids.to(device), mask_on_device,
-                                           pool_from.empty() ? mask_on_device : pool_mask.to(device));
-    pooled = pooled.to(torch::kCPU, torch::kFloat32);
-    if (pooled.dim() != 2 || pooled.size(0) != rows)
-      throw InternalError("embedder returned a tensor of the wrong shape");
-    pooled = pooled.contiguous();
-    const float* values = pooled.data_ptr<float>();
-    const std::int64_t dim = pooled.size(1);
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t c = 0; c < dim; ++c)
-        if (!std::isfinite(values[r * dim + c])) {
-          const std::size_t index = batch[static_cast<std::size_t>(r)];
-          throw NonFiniteEmbedding(index, "sequence " + std::to_string(index) +
-                                              ": the model's output is NaN or infinite");
-        }
-    if (!out.defined())
-      out = torch::empty({static_cast<std::int64_t>(sequences.size()), pooled.size(1)}, torch::kFloat32);
-    auto index = torch::tensor(std::vector<std::int64_t>(batch.begin(), batch.end()), torch::kInt64);
-    out.index_copy_(0, index, pooled);
+    const torch::Tensor pooled = embedder_.embed(ids, mask, pool_mask).to(torch::kFloat32);
+    InFlight current{batch, torch::Tensor(), std::nullopt, batch_tokens};
+    if (pooled.device().is_cpu()) {
+      current.pooled = pooled.contiguous();
+    } else {
+      current.pooled = torch::empty(pooled.sizes(), torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true));
+      current.pooled.copy_(pooled, /*non_blocking=*/true);
+      current.ready.emplace(pooled.device().type());
+      c10::impl::VirtualGuardImpl guard(pooled.device().type());
+      current.ready->record(guard.getStream(pooled.device()));
+    }
     ++stats_.batches;
     stats_.sequences += rows;
     stats_.tokens += batch_tokens;
     stats_.padded_tokens += rows * cols;
-    done += rows;
-    done_tokens += batch_tokens;
-    if (progress) progress(done, done_tokens);
+    if (previous) retire(*previous);
+    previous = std::move(current);
   }
+  if (previous) retire(*previous);
   if (!out.defined()) out = torch::empty({0, 0}, torch::kFloat32);
   return out;
 }

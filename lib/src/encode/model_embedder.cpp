@@ -27,7 +27,11 @@ class EncoderEmbedder : public BatchEmbedder {
 
   torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& pool_mask) override {
     // Unnormalised: the engine's caller truncates (Matryoshka) before normalising.
-    return model::pool(loaded_.encoder->forward(ids, mask), pool_mask, pooling_);
+    // The engine checked on the host that every row pools at least one token,
+    // so pooling need not wait for the device to check it again.
+    const torch::Tensor hidden = loaded_.encoder->forward(ids, mask);
+    return model::pool(hidden, pool_mask.to(hidden.device(), /*non_blocking=*/true), pooling_,
+                       model::EmptyRows::kCheckedByCaller);
   }
   torch::Device device() const override { return loaded_.encoder->device(); }
   std::int64_t pad_id() const override { return pad_id_; }

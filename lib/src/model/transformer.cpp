@@ -2,6 +2,7 @@
 
 #include "fused_cpu.h"
 
+#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 
 #include <cmath>
@@ -121,7 +122,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = k * c + rotate_half(k) * s;
   }
 
-  const detail::SdpaInputs in = detail::sdpa_inputs(q, k, v, mask, detail::sdpa_repeats_kv(x.device(), mask, H, K));
+  // Under autocast SDPA runs in autocast's type whatever q's (float32 after
+  // RoPE's float32 tables).
+  const torch::ScalarType compute_type = x.is_cuda() && at::autocast::is_autocast_enabled(at::kCUDA)
+                                             ? at::autocast::get_autocast_dtype(at::kCUDA)
+                                             : q.scalar_type();
+  const detail::SdpaInputs in =
+      detail::sdpa_inputs(q, k, v, mask, detail::sdpa_repeats_kv(x.device(), mask, H, K, compute_type));
   const torch::Tensor out =
       at::scaled_dot_product_attention(in.q, in.k, in.v, in.mask, /*dropout_p=*/0.0, in.causal, scale_, in.enable_gqa);
   return o_proj->forward(out.transpose(1, 2).reshape({B, L, H * D}));
@@ -130,8 +137,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 namespace detail {
 
 bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
-                     std::int64_t kv_heads) {
-  return device.is_cuda() && mask.allowed.defined() && kv_heads != heads;
+                     std::int64_t kv_heads, torch::ScalarType compute_type) {
+  const bool flash_dtype = compute_type == torch::kBFloat16 || compute_type == torch::kHalf;
+  return device.is_cuda() && kv_heads != heads && (mask.allowed.defined() || !flash_dtype);
 }
 
 SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -324,27 +332,33 @@ torch::Tensor EncoderImpl::checked_input_ids(const torch::Tensor& input_ids,
   if (B == 0 || L == 0) throw UsageError("model input: empty batch " + shape_str(input_ids.sizes()));
   const torch::Device dev = device();
 
-  const torch::Tensor valid = attention_mask.to(dev).ne(0);
-  const torch::Tensor ids = input_ids.to(dev, torch::kLong).masked_fill(valid.logical_not(), 0);
-  // One host sync for all input checks.
+  // Checked where the ids are: ids still on the host (kalm's embedding engine
+  // passes them so) cost the device nothing; ids already on the device one
+  // host synchronisation for all checks. Padding positions hold any id.
+  const torch::Tensor valid = attention_mask.to(input_ids.device()).ne(0);
+  const torch::Tensor ids = input_ids.to(torch::kLong);
+  const torch::Tensor real = ids.masked_fill(valid.logical_not(), 0);
   const torch::Tensor checks =
-      torch::stack({(ids < 0).any(), (ids >= config_.vocab_size).any(),
+      torch::stack({(real < 0).any(), (real >= config_.vocab_size).any(),
                     (valid.narrow(1, 1, L - 1) & valid.narrow(1, 0, L - 1).logical_not()).any()})
           .cpu();
   const bool* bad = checks.data_ptr<bool>();
   if (bad[0] || bad[1]) {
-    const torch::Tensor out_of_range = ((ids < 0) | (ids >= config_.vocab_size)).nonzero();
+    const torch::Tensor out_of_range = ((real < 0) | (real >= config_.vocab_size)).nonzero();
     const int64_t row = out_of_range.index({0, 0}).item<int64_t>();
     const int64_t col = out_of_range.index({0, 1}).item<int64_t>();
     // Ids the tokenizer produced that the model has no row for: the two do not belong together.
-    throw ModelError("model input: token id " + std::to_string(ids.index({row, col}).item<int64_t>()) +
+    throw ModelError("model input: token id " + std::to_string(real.index({row, col}).item<int64_t>()) +
                      " at sequence " + std::to_string(row) + ", position " + std::to_string(col) +
                      " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
   }
   if (bad[2])
     throw UsageError("model input: attention_mask is not right-padded (a token follows padding); "
                      "kalm pads on the right so that positions start at 0");
-  return ids;
+  // Uploaded without blocking (the source is pinned where the engine made it
+  // so); padding ids become 0 on the device, where the lookup reads them.
+  const torch::Tensor on_device = ids.to(dev, /*non_blocking=*/true);
+  return on_device.masked_fill(attention_mask.to(dev, /*non_blocking=*/true).eq(0), 0);
 }
 
 torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_embeddings,
@@ -360,7 +374,7 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
   const int64_t L = token_embeddings.size(1);
   const torch::Device dev = device();
   const torch::ScalarType dt = dtype();
-  const torch::Tensor valid = attention_mask.to(dev).ne(0);
+  const torch::Tensor valid = attention_mask.to(dev, /*non_blocking=*/true).ne(0);
   torch::Tensor h = token_embeddings;
   if (config_.scales_embeddings()) {
     // sqrt(hidden) rounded to float32, then to the compute dtype, as transformers.

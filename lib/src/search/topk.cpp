@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <exception>
 #include <vector>
@@ -107,25 +108,6 @@ void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width
   }
 }
 
-// Float32 products on a GPU in float32, even when the embedding model runs in
-// TF32 (--dtype tf32 allows it process-wide): the search's ids and scores are
-// those of float32. Restores the setting when the search ends.
-class Float32ProductsOnGpu {
- public:
-  explicit Float32ProductsOnGpu(bool active)
-      : was_allowed_(active && at::globalContext().allowTF32CuBLAS()) {
-    if (was_allowed_) at::globalContext().setAllowTF32CuBLAS(false);
-  }
-  ~Float32ProductsOnGpu() {
-    if (was_allowed_) at::globalContext().setAllowTF32CuBLAS(true);
-  }
-  Float32ProductsOnGpu(const Float32ProductsOnGpu&) = delete;
-  Float32ProductsOnGpu& operator=(const Float32ProductsOnGpu&) = delete;
-
- private:
-  bool was_allowed_;
-};
-
 // Runs `body(q)` for q in [begin, end) on OpenMP threads; the first exception
 // thrown in any of them is rethrown here.
 template <typename Body>
@@ -169,7 +151,7 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     if (!sgemm) throw InternalError("a BLAS chosen for the search products is not loaded");
     sgemm->set_threads(at::get_num_threads());
   }
-  const Float32ProductsOnGpu float32_products(compute_type == torch::kFloat32 && device.is_cuda());
+  const CublasProductsGuard exact_products(device, compute_type);
   // On a GPU every query's candidates stay on the device, one pair of
   // [rows, <= cap] tensors (scores, corpus rows) per query block, merged with
   // each corpus block's best; only the final ones cross to the host.
@@ -409,6 +391,55 @@ bool cpu_has_native_bf16() {
 #else
   return false;
 #endif
+}
+
+namespace {
+
+// LibTorch's BF16 reduction setting as (reduced-precision reductions allowed,
+// split-K allowed): older LibTorch has a bool, newer an enum of the three
+// combinations; read and written through generic code so that both compile.
+template <typename Context>
+std::pair<bool, bool> bf16_reduction(const Context& context) {
+  const auto option = context.allowBF16ReductionCuBLAS();
+  if constexpr (std::is_same_v<std::decay_t<decltype(option)>, bool>) {
+    return {option, true};
+  } else {
+    const int value = static_cast<int>(option);  // 0: both allowed, 1: split-K only, 2: neither
+    return {value == 0, value != 2};
+  }
+}
+template <typename Context>
+void set_bf16_reduction(Context& context, std::pair<bool, bool> allowed) {
+  if constexpr (std::is_same_v<std::decay_t<decltype(context.allowBF16ReductionCuBLAS())>, bool>) {
+    context.setAllowBF16ReductionCuBLAS(allowed.first);
+  } else {
+    context.setAllowBF16ReductionCuBLAS(allowed.first, allowed.second);
+  }
+}
+
+}  // namespace
+
+CublasProductsGuard::CublasProductsGuard(const torch::Device& device, torch::ScalarType compute_type) {
+  if (!device.is_cuda()) return;
+  auto& context = at::globalContext();
+  if (compute_type == torch::kFloat32 && context.allowTF32CuBLAS()) {
+    restore_tf32_ = true;
+    context.setAllowTF32CuBLAS(false);
+  }
+  if (compute_type == torch::kBFloat16) {
+    const auto allowed = bf16_reduction(context);
+    if (allowed.first) {
+      restore_bf16_reduction_ = true;
+      bf16_split_k_ = allowed.second;
+      set_bf16_reduction(context, {false, allowed.second});
+    }
+  }
+}
+
+CublasProductsGuard::~CublasProductsGuard() {
+  auto& context = at::globalContext();
+  if (restore_tf32_) context.setAllowTF32CuBLAS(true);
+  if (restore_bf16_reduction_) set_bf16_reduction(context, {true, bf16_split_k_});
 }
 
 SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,

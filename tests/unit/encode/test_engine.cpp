@@ -96,6 +96,28 @@ DOCTEST_TEST_CASE("Engine restores input order and masks padding") {
   DOCTEST_CHECK(engine.stats().padded_tokens >= 10);
 }
 
+DOCTEST_TEST_CASE("Engine: each batch is read back after the next one is handed to the embedder") {
+  // On a GPU the next batch then runs while the host reads this one; the
+  // order is the same on every device, so the CPU checks it.
+  FakeEmbedder model;
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 4;
+  opt.max_padding = 1.0;
+  kalm::encode::Engine engine(model, opt);
+  // Lengths 4, 4, 2, 2, 1 -> batches {0}, {1}, {2, 3}, {4}.
+  std::vector<std::vector<std::int32_t>> seqs = {{1, 1, 1, 1}, {2, 2, 2, 2}, {3, 3}, {4, 4}, {5}};
+  std::vector<std::size_t> calls_at_progress;
+  std::vector<std::int64_t> done_at_progress;
+  auto out = engine.embed(seqs, [&](std::int64_t done, std::int64_t) {
+    calls_at_progress.push_back(model.shapes.size());
+    done_at_progress.push_back(done);
+  });
+  DOCTEST_CHECK(calls_at_progress == std::vector<std::size_t>{2, 3, 4, 4});
+  DOCTEST_CHECK(done_at_progress == std::vector<std::int64_t>{1, 2, 4, 5});
+  DOCTEST_CHECK(out.index({torch::indexing::Slice(), 0}).equal(torch::tensor({4.0f, 8.0f, 6.0f, 8.0f, 5.0f})));
+  DOCTEST_CHECK(engine.stats().batches == 4);
+}
+
 DOCTEST_TEST_CASE("Engine: pool_from leaves each row's leading tokens out of pooling, not out of attention") {
   FakeEmbedder model;
   kalm::encode::Engine engine(model, {});
@@ -176,9 +198,55 @@ DOCTEST_TEST_CASE("Engine: a NaN or infinite output is an error naming the seque
     }
     DOCTEST_CHECK(index == 2);
     DOCTEST_CHECK(msg == "sequence 2: the model's output is NaN or infinite");
+    // The bad row in the last batch, which is read back after the loop.
+    PoisonedEmbedder again(bad);
+    kalm::encode::Engine last(again, options);
+    index = 99;
+    try {
+      last.embed({{1, 2, 3, 4}, {5, 6, 7}, {13}});
+    } catch (const kalm::encode::NonFiniteEmbedding& e) {
+      index = e.index;
+    }
+    DOCTEST_CHECK(index == 2);
   }
   PoisonedEmbedder clean(0.5f);
   kalm::encode::Engine engine(clean, {});
   auto out = engine.embed({{1, 2}, {3}});
   DOCTEST_CHECK(out.size(0) == 2);
+}
+
+#include <ATen/record_function.h>
+
+#include <atomic>
+
+#include "kalm/encode/model_embedder.h"
+
+namespace {
+std::atomic<int> scalar_reads{0};
+std::unique_ptr<at::ObserverContext> count_scalar_read(const at::RecordFunction& fn) {
+  if (std::string_view(fn.name()) == "aten::_local_scalar_dense") ++scalar_reads;
+  return nullptr;
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("Engine over a real model: no scalar read-back per batch (each is a wait for a GPU)") {
+  // aten::_local_scalar_dense is every .item(); on a GPU each waits for the
+  // device. Counted on the CPU, where the same calls run: the engine's path
+  // (input checks, forward, pooling) must make none, so that on a GPU the only
+  // wait per batch is the engine's own for the batch before the one queued.
+  kalm::encode::EmbedderSettings settings;
+  auto loaded = kalm::encode::load_embedder(std::string(KALM_FIXTURES_DIR) + "/models/qwen2_bidir", settings,
+                                            /*require_tokenizer=*/false);
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 8;
+  kalm::encode::Engine engine(*loaded.embedder, opt);
+  const std::vector<std::vector<std::int32_t>> seqs = {{5, 6, 7, 8}, {9, 10}, {11, 12, 13}, {14}, {15, 16}};
+  const auto handle = at::addThreadLocalCallback(
+      at::RecordFunctionCallback(count_scalar_read).scopes({at::RecordScope::FUNCTION}));
+  scalar_reads = 0;
+  const auto out = engine.embed(seqs);
+  at::removeCallback(handle);
+  DOCTEST_CHECK(engine.stats().batches >= 3);
+  DOCTEST_CHECK(out.sizes() == torch::IntArrayRef({5, loaded.dim}));
+  DOCTEST_CHECK(scalar_reads.load() == 0);
 }

@@ -206,10 +206,14 @@ DOCTEST_TEST_CASE("transformer: key/value heads repeated only for masked grouped
   const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);  // a device name, no GPU needed
   const AttentionMask key_mask{torch::ones({2, 1, 1, 5}, torch::kBool), false};
   const AttentionMask causal_only{torch::Tensor(), true};
-  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2));
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, key_mask, 4, 4));     // no grouped heads
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2));  // flash takes grouped heads, no mask
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, key_mask, 4, 2));      // the CPU kernel takes both
+  const auto bf16 = torch::kBFloat16, f16 = torch::kHalf, f32 = torch::kFloat32;
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, bf16));
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, f32));
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, key_mask, 4, 4, bf16));     // no grouped heads
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, bf16));  // flash: grouped heads, no mask
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f16));
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f32));         // flash takes no float32
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, key_mask, 4, 2, f32));       // the CPU kernel takes both
 
   // B 2, L 5, H 4 query heads over K 2 key/value heads, D 8; row 1 padded after 3 tokens.
   torch::manual_seed(11);
@@ -238,9 +242,17 @@ DOCTEST_TEST_CASE("transformer: key/value heads repeated only for masked grouped
                gv = torch::randn({4, 64, 2, 64}, opt);
     const AttentionMask gmask{torch::ones({4, 1, 1, 64}, torch::TensorOptions().dtype(torch::kBool).device(cuda)),
                               false};
-    const auto in = detail::sdpa_inputs(gq, gk, gv, gmask, detail::sdpa_repeats_kv(cuda, gmask, 14, 2));
+    const auto in = detail::sdpa_inputs(gq, gk, gv, gmask, detail::sdpa_repeats_kv(cuda, gmask, 14, 2, bf16));
     const auto choice = at::_fused_sdp_choice(in.q, in.k, in.v, in.mask, 0.0, in.causal, 0.125, in.enable_gqa);
     DOCTEST_MESSAGE("CUDA SDPA backend for a masked grouped-query call: " << choice);
     DOCTEST_CHECK(choice != 0);
+    // Causal, no mask, float32 (kalm's default dtype): not flash's, still fused.
+    const auto f = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
+    const AttentionMask causal{torch::Tensor(), true};
+    const auto in32 = detail::sdpa_inputs(f(gq), f(gk), f(gv), causal, detail::sdpa_repeats_kv(cuda, causal, 14, 2, f32));
+    const auto choice32 =
+        at::_fused_sdp_choice(in32.q, in32.k, in32.v, in32.mask, 0.0, in32.causal, 0.125, in32.enable_gqa);
+    DOCTEST_MESSAGE("CUDA SDPA backend for a causal float32 grouped-query call: " << choice32);
+    DOCTEST_CHECK(choice32 != 0);
   }
 }

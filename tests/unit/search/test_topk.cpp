@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "kalm/error.h"
@@ -384,4 +385,38 @@ DOCTEST_TEST_CASE("the GPU's selection on the device (run here on the CPU) gives
   opt.precision = SearchPrecision::BF16;
   opt.candidates = 12;
   both(q, dup, opt);
+}
+
+DOCTEST_TEST_CASE("CublasProductsGuard: exact cuBLAS products on CUDA while alive, the settings restored after") {
+  // The settings are process-wide flags: toggling them needs no GPU.
+  auto& context = at::globalContext();
+  const torch::Device cuda(torch::kCUDA, 0), cpu(torch::kCPU);
+  const bool tf32_before = context.allowTF32CuBLAS();
+  context.setAllowTF32CuBLAS(true);
+  context.setAllowBF16ReductionCuBLAS(true);
+  auto bf16_reduction_allowed = [&] {
+    // Older LibTorch: a bool (true = allowed); newer: an enum whose 0 is "allowed".
+    const auto value = context.allowBF16ReductionCuBLAS();
+    return static_cast<int>(value) == (std::is_same_v<std::decay_t<decltype(value)>, bool> ? 1 : 0);
+  };
+  DOCTEST_REQUIRE(bf16_reduction_allowed());
+  {
+    kalm::search::CublasProductsGuard f32(cuda, torch::kFloat32);
+    DOCTEST_CHECK_FALSE(context.allowTF32CuBLAS());
+    DOCTEST_CHECK(bf16_reduction_allowed());  // float32 products leave bf16's setting alone
+  }
+  DOCTEST_CHECK(context.allowTF32CuBLAS());
+  {
+    kalm::search::CublasProductsGuard bf16(cuda, torch::kBFloat16);
+    DOCTEST_CHECK_FALSE(bf16_reduction_allowed());
+    DOCTEST_CHECK(context.allowTF32CuBLAS());
+  }
+  DOCTEST_CHECK(bf16_reduction_allowed());
+  {
+    kalm::search::CublasProductsGuard on_cpu(cpu, torch::kBFloat16);  // the CPU's products: nothing to change
+    DOCTEST_CHECK(bf16_reduction_allowed());
+    kalm::search::CublasProductsGuard on_cpu32(cpu, torch::kFloat32);
+    DOCTEST_CHECK(context.allowTF32CuBLAS());
+  }
+  context.setAllowTF32CuBLAS(tf32_before);
 }

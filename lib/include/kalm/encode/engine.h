@@ -34,11 +34,15 @@ class NonFiniteEmbedding : public ModelError {
 class BatchEmbedder {
  public:
   virtual ~BatchEmbedder() = default;
-  // ids, mask: [B, L] int64 on device(); mask is 1 for tokens, 0 for padding.
+  // ids, mask: [B, L] int64 on the host (in pinned memory when device() is a
+  // GPU, so that the embedder uploads them without blocking); mask is 1 for
+  // tokens, 0 for padding.
   // pool_mask: [B, L] int64, 1 for the tokens to pool: the mask, less each
   // row's leading prompt tokens where the pooling leaves them out
   // (sentence-transformers' include_prompt=false). Attention sees `mask`.
-  // Returns [B, D] pooled embeddings (any floating dtype, not yet normalised).
+  // Returns [B, D] pooled embeddings (any floating dtype, not yet normalised)
+  // on device(), without waiting for the device: the engine reads them back
+  // after it has queued the next batch.
   virtual torch::Tensor embed(const torch::Tensor& ids, const torch::Tensor& mask,
                               const torch::Tensor& pool_mask) = 0;
   virtual torch::Device device() const = 0;
@@ -73,7 +77,9 @@ struct EngineStats {
   std::int64_t batches = 0;
 };
 
-// Called after each batch with (sequences done, real tokens done).
+// Called after each batch with (sequences done, real tokens done); on every
+// device the call for a batch comes after the next batch has been handed to
+// the embedder (on a GPU that batch then runs while the host reads this one).
 using EngineProgress = std::function<void(std::int64_t, std::int64_t)>;
 
 // A plan of batches: each is a list of indices into the input sequences.

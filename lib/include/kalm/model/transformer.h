@@ -112,10 +112,10 @@ namespace detail {
 // What kalm hands to at::scaled_dot_product_attention: q [B, H, L, D], k and v
 // [B, K, L, D] or, where `repeat_kv` is set, [B, H, L, D] with each key/value
 // head repeated for the H / K query heads that share it (enable_gqa then
-// false). On CUDA a masked call with grouped heads would otherwise run
-// LibTorch's math kernel ([B, H, L, L] scores in float32): flash attention
-// takes no mask, and the memory-efficient kernel no grouped heads. Repeating
-// costs (H / K - 1) copies of k and v, small beside the scores.
+// false). On CUDA a call with grouped heads that flash attention cannot take
+// (a mask, or float32) would otherwise run LibTorch's math kernel ([B, H, L,
+// L] scores in float32): the memory-efficient kernel takes no grouped heads.
+// Repeating costs (H / K - 1) copies of k and v, small beside the scores.
 struct SdpaInputs {
   torch::Tensor q, k, v;
   std::optional<torch::Tensor> mask;
@@ -125,9 +125,11 @@ struct SdpaInputs {
 // q [B, L, H, D], k and v [B, L, K, D] as projected.
 SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        const AttentionMask& mask, bool repeat_kv);
-// Whether kalm repeats key/value heads for this call: CUDA, a mask, K < H.
+// Whether kalm repeats key/value heads for this call: CUDA, K < H, and a mask
+// or a `compute_type` (what SDPA runs in: autocast's type where autocast is
+// on) other than float16 / bfloat16, the two flash attention takes.
 bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
-                     std::int64_t kv_heads);
+                     std::int64_t kv_heads, torch::ScalarType compute_type);
 }  // namespace detail
 
 // Self-attention with fused q/k/v. qkv_proj.weight: [(H + 2 K) * D, hidden].

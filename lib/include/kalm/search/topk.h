@@ -108,6 +108,25 @@ const char* search_precision_name(SearchPrecision p);
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16).
 bool cpu_has_native_bf16();
 
+// While alive, on a CUDA device: cuBLAS multiplies as the search's results and
+// the bf16 pass's certificate assume. Float32 products without TF32 (which
+// --dtype tf32 allows process-wide: its 10-bit inputs move scores by ~1e-3);
+// bf16 products summed in float32, without the reduced-precision split-K
+// reductions LibTorch allows by default (outside the certificate's error
+// bound). The process's settings come back when it ends. Nothing elsewhere.
+class CublasProductsGuard {
+ public:
+  CublasProductsGuard(const torch::Device& device, torch::ScalarType compute_type);
+  ~CublasProductsGuard();
+  CublasProductsGuard(const CublasProductsGuard&) = delete;
+  CublasProductsGuard& operator=(const CublasProductsGuard&) = delete;
+
+ private:
+  bool restore_tf32_ = false;
+  bool restore_bf16_reduction_ = false;
+  bool bf16_split_k_ = true;
+};
+
 // "auto", "torch", "blis" or "openblas"; anything else is a UsageError naming `what`.
 F32Products parse_f32_products(const std::string& name, const std::string& what);
 const char* f32_products_name(F32Products p);
