@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -221,6 +222,7 @@ struct Chunk {
   std::vector<std::vector<std::int32_t>> sequences;  // token ids, after truncation
   std::vector<std::string> positions;                // file:line per record, for errors
   std::vector<bool> pretokenized;
+  std::int64_t truncated = 0;                        // records cut at the token limit
 };
 
 }  // namespace
@@ -323,6 +325,11 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   app.add_option("--chunk-records", o.chunk_records,
                  "Records tokenised and sorted by length together (under torchrun or Slurm, the unit handed to ranks)")
       ->check(cli::positive_number())
+      ->group(cli::kGroupCompute);
+  app.add_option("--prefetch", o.prefetch,
+                 "Read and tokenise the next chunk on a second thread while the model embeds this one: auto (on a "
+                 "GPU), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
       ->group(cli::kGroupCompute);
   app.add_option("--dist-timeout", o.dist_timeout,
                  "Under torchrun or Slurm: seconds rank 0 waits for the other ranks' parts before it gives up")
@@ -456,83 +463,106 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
   std::vector<std::int64_t> chunk_rows;  // rows of every chunk, every rank's (for rank 0's join)
 
   RecordSource source(o.inputs, input_format);
-  io::CorpusRecord record;
-  bool more = true;
   std::string line;
-  while (more) {
-    Chunk chunk;
-    std::vector<std::size_t> text_slots;  // chunk rows that need tokenising
-    while (static_cast<std::int64_t>(chunk.ids.size()) < o.chunk_records) {
-      if (!(more = source.next(record))) break;
-      const std::int64_t i = index++;
-      if (i < first || (last >= 0 && i >= last)) continue;
-      chunk.ids.push_back(record.has_id ? record.id : std::to_string(i));
-      chunk.has_id.push_back(record.has_id);
-      chunk.positions.push_back(source.position());
-      if (record.has_text) {
-        text_slots.push_back(chunk.texts.size());
-        chunk.texts.push_back(prefix + record.text);
-        chunk.sequences.emplace_back();
-        chunk.pretokenized.push_back(false);
-      } else {
-        if (!model.embedder && !tokens_only) throw InternalError("no model");
-        std::vector<std::int32_t> ids;
-        ids.reserve(record.input_ids.size());
-        for (auto id : record.input_ids) {
-          if (model.vocab_size > 0 && id >= model.vocab_size)
-            throw FormatError(chunk.positions.back() + ": token id " + std::to_string(id) +
-                              " is outside the model's vocabulary of " + std::to_string(model.vocab_size));
-          ids.push_back(static_cast<std::int32_t>(id));
+  // The next chunk of this rank's records, read and tokenised; nullopt at the
+  // end of the input. Touches only the input side (source, index,
+  // chunk_index, chunk_rows), so it can run on a thread of its own beside the
+  // model.
+  auto read_chunk = [&]() -> std::optional<Chunk> {
+    io::CorpusRecord record;
+    bool more = true;
+    while (more) {
+      Chunk chunk;
+      std::vector<std::size_t> text_slots;  // chunk rows that need tokenising
+      while (static_cast<std::int64_t>(chunk.ids.size()) < o.chunk_records) {
+        if (!(more = source.next(record))) break;
+        const std::int64_t i = index++;
+        if (i < first || (last >= 0 && i >= last)) continue;
+        chunk.ids.push_back(record.has_id ? record.id : std::to_string(i));
+        chunk.has_id.push_back(record.has_id);
+        chunk.positions.push_back(source.position());
+        if (record.has_text) {
+          text_slots.push_back(chunk.texts.size());
+          chunk.texts.push_back(prefix + record.text);
+          chunk.sequences.emplace_back();
+          chunk.pretokenized.push_back(false);
+        } else {
+          if (!model.embedder && !tokens_only) throw InternalError("no model");
+          std::vector<std::int32_t> ids;
+          ids.reserve(record.input_ids.size());
+          for (auto id : record.input_ids) {
+            if (model.vocab_size > 0 && id >= model.vocab_size)
+              throw FormatError(chunk.positions.back() + ": token id " + std::to_string(id) +
+                                " is outside the model's vocabulary of " + std::to_string(model.vocab_size));
+            ids.push_back(static_cast<std::int32_t>(id));
+          }
+          if (static_cast<std::int64_t>(ids.size()) > max_length) {
+            if (!o.truncate)
+              throw FormatError(chunk.positions.back() + ": " + std::to_string(ids.size()) + " tokens exceed " +
+                                limit + " (--no-truncate)");
+            ids.resize(static_cast<std::size_t>(max_length));
+            ++chunk.truncated;
+          }
+          if (ids.empty()) throw FormatError(chunk.positions.back() + ": input_ids is empty");
+          chunk.texts.emplace_back();
+          chunk.sequences.push_back(std::move(ids));
+          chunk.pretokenized.push_back(true);
         }
-        if (static_cast<std::int64_t>(ids.size()) > max_length) {
-          if (!o.truncate)
-            throw FormatError(chunk.positions.back() + ": " + std::to_string(ids.size()) + " tokens exceed " + limit +
-                              " (--no-truncate)");
-          ids.resize(static_cast<std::size_t>(max_length));
-          ++truncated;
-        }
-        if (ids.empty()) throw FormatError(chunk.positions.back() + ": input_ids is empty");
-        chunk.texts.emplace_back();
-        chunk.sequences.push_back(std::move(ids));
-        chunk.pretokenized.push_back(true);
       }
-    }
-    if (chunk.ids.empty()) continue;
-    chunk_rows.push_back(static_cast<std::int64_t>(chunk.ids.size()));
-    if (chunk_index++ % mp.world != mp.rank) continue;  // another rank's chunk
+      if (chunk.ids.empty()) continue;
+      chunk_rows.push_back(static_cast<std::int64_t>(chunk.ids.size()));
+      if (chunk_index++ % mp.world != mp.rank) continue;  // another rank's chunk
 
-    // Tokenise the chunk's texts on all cores.
-    std::vector<std::string> to_encode;
-    std::vector<std::size_t> rows;
-    for (std::size_t r = 0; r < chunk.ids.size(); ++r)
-      if (!chunk.pretokenized[r]) {
-        to_encode.push_back(std::move(chunk.texts[r]));
-        rows.push_back(r);
-      }
-    if (!to_encode.empty()) {
-      if (!tokenizer)
-        throw ModelError(o.model + ": has no tokenizer (tokenizer.json or tokenizer.model); "
-                         "give records with \"input_ids\" instead of \"text\"");
-      std::vector<text::Encoding> encodings;
-      try {
-        encodings = tokenizer->encode_batch(to_encode, enc);
-      } catch (const FormatError& e) {
-        throw FormatError(std::string("in a record of ") + chunk.positions.front() + "..: " + e.what());
-      }
-      for (std::size_t j = 0; j < rows.size(); ++j) {
-        auto& e = encodings[j];
-        if (e.truncated) {
-          if (!o.truncate)
-            throw FormatError(chunk.positions[rows[j]] + ": text exceeds " + limit + " (--no-truncate)");
-          ++truncated;
+      // Tokenise the chunk's texts on all cores.
+      std::vector<std::string> to_encode;
+      std::vector<std::size_t> rows;
+      for (std::size_t r = 0; r < chunk.ids.size(); ++r)
+        if (!chunk.pretokenized[r]) {
+          to_encode.push_back(std::move(chunk.texts[r]));
+          rows.push_back(r);
         }
-        if (e.ids.empty() && !tokens_only)
-          throw FormatError(chunk.positions[rows[j]] + ": text has no tokens (empty text and no special tokens)");
-        chunk.sequences[rows[j]] = std::move(e.ids);
+      if (!to_encode.empty()) {
+        if (!tokenizer)
+          throw ModelError(o.model + ": has no tokenizer (tokenizer.json or tokenizer.model); "
+                           "give records with \"input_ids\" instead of \"text\"");
+        std::vector<text::Encoding> encodings;
+        try {
+          encodings = tokenizer->encode_batch(to_encode, enc);
+        } catch (const FormatError& e) {
+          throw FormatError(std::string("in a record of ") + chunk.positions.front() + "..: " + e.what());
+        }
+        for (std::size_t j = 0; j < rows.size(); ++j) {
+          auto& e = encodings[j];
+          if (e.truncated) {
+            if (!o.truncate)
+              throw FormatError(chunk.positions[rows[j]] + ": text exceeds " + limit + " (--no-truncate)");
+            ++chunk.truncated;
+          }
+          if (e.ids.empty() && !tokens_only)
+            throw FormatError(chunk.positions[rows[j]] + ": text has no tokens (empty text and no special tokens)");
+          chunk.sequences[rows[j]] = std::move(e.ids);
+        }
       }
+      return chunk;
     }
-
-    for (const auto& s : chunk.sequences) tokens += static_cast<std::int64_t>(s.size());
+    return std::nullopt;
+  };
+  // On a GPU the next chunk is read and tokenised on a second thread while
+  // the model embeds this one (--prefetch auto); on a CPU both would share
+  // the same cores, so they take turns. Chunks are used in input order and
+  // an input error surfaces where it would without prefetching: after the
+  // chunks before it are written, never in a complete-looking output.
+  const bool prefetch = o.prefetch == "on" || (o.prefetch == "auto" && model.embedder &&
+                                               model.embedder->device().is_cuda());
+  std::future<std::optional<Chunk>> next;
+  if (prefetch) next = std::async(std::launch::async, read_chunk);
+  while (true) {
+    std::optional<Chunk> ready = prefetch ? next.get() : read_chunk();
+    if (!ready) break;
+    if (prefetch) next = std::async(std::launch::async, read_chunk);
+    Chunk& chunk = *ready;
+    truncated += chunk.truncated;
+    for (const auto& seq : chunk.sequences) tokens += static_cast<std::int64_t>(seq.size());
     texts += static_cast<std::int64_t>(chunk.ids.size());
 
     if (tokens_only) {
