@@ -56,26 +56,30 @@ expect_rc 0 "$embed" -q -m "$model" --batch-tokens 1024 "$tmp/corpus.jsonl" -o "
 expect_rc 0 cmp "$tmp/e.npy" "$tmp/b0.npy"
 expect_rc 0 cmp "$tmp/e.npy" "$tmp/b1024.npy"
 
-# 2b. --prefetch (the next chunk read and tokenised beside the model; auto = on a GPU): the same
-# bytes with it on and off over several chunks, streamed and matrix outputs, a count of truncated
-# records that adds up across chunks, and an input error in a later chunk that ends the run with
-# the error and no output, as without it.
+# 2b. --overlap (the next chunk read and tokenised, the last one's JSON Lines written, on other
+# threads beside the model; auto = on a GPU): the same bytes with it on and off over several
+# chunks, streamed and matrix outputs, a count of truncated records that adds up across chunks;
+# an input error in a later chunk ends the run with the error and no output, as without it, and
+# so does a write error on the writing thread.
 for f in npy jsonl; do
-  expect_rc 0 "$embed" -m "$model" --chunk-records 1 --prefetch off --max-length 6 "$tmp/corpus.jsonl" -o "$tmp/pf_off.$f"
-  cp "$tmp/err" "$tmp/pf_off.err"
-  expect_rc 0 "$embed" -m "$model" --chunk-records 1 --prefetch on --max-length 6 "$tmp/corpus.jsonl" -o "$tmp/pf_on.$f"
+  expect_rc 0 "$embed" -m "$model" --chunk-records 1 --overlap off --max-length 6 "$tmp/corpus.jsonl" -o "$tmp/ov_off.$f"
+  cp "$tmp/err" "$tmp/ov_off.err"
+  expect_rc 0 "$embed" -m "$model" --chunk-records 1 --overlap on --max-length 6 "$tmp/corpus.jsonl" -o "$tmp/ov_on.$f"
   expect_grep "4 texts, [0-9]* tokens .2 truncated." "$tmp/err"
-  expect_grep "4 texts, [0-9]* tokens .2 truncated." "$tmp/pf_off.err"
-  expect_rc 0 cmp "$tmp/pf_off.$f" "$tmp/pf_on.$f"
+  expect_grep "4 texts, [0-9]* tokens .2 truncated." "$tmp/ov_off.err"
+  expect_rc 0 cmp "$tmp/ov_off.$f" "$tmp/ov_on.$f"
 done
 { head -n 3 "$tmp/corpus.jsonl"; echo '{"id": "bad", "text": 7}'; } > "$tmp/late_bad.jsonl"
 for p in on off; do
-  rm -f "$tmp/late_bad.npy"
-  expect_rc 1 "$embed" -q -m "$model" --chunk-records 2 --prefetch $p "$tmp/late_bad.jsonl" -o "$tmp/late_bad.npy"
-  expect_grep "late_bad.jsonl:4" "$tmp/err"
-  checks=$((checks + 1)); [ ! -e "$tmp/late_bad.npy" ] || { echo "FAIL: --prefetch $p left an output after an input error"; failures=$((failures + 1)); }
+  for f in npy jsonl; do
+    expect_rc 1 "$embed" -q -m "$model" --chunk-records 2 --overlap $p "$tmp/late_bad.jsonl" -o "$tmp/late_out.$f"
+    expect_grep "late_bad.jsonl:4" "$tmp/err"
+    expect_no_file "$tmp/late_out.$f"
+  done
+  expect_rc 1 "$embed" -q -m "$model" --chunk-records 1 --overlap $p "$tmp/corpus.jsonl" -o /dev/full --output-format jsonl
+  expect_grep "/dev/full: write failed: No space left on device" "$tmp/err"
 done
-expect_rc 2 "$embed" -q -m "$model" --prefetch sometimes "$tmp/corpus.jsonl" -o "$tmp/x.npy"
+expect_rc 2 "$embed" -q -m "$model" --overlap sometimes "$tmp/corpus.jsonl" -o "$tmp/x.npy"
 
 # 3. Matryoshka --dim: 16 columns, renormalised; equals the normalised prefix of --no-normalize.
 expect_rc 0 "$embed" -q -m "$model" --dim 16 "$tmp/corpus.jsonl" -o "$tmp/d16.npy"

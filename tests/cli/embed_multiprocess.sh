@@ -55,11 +55,11 @@ expect_grep '"processes": "2"' <($PY -c 'import json,struct,sys; f=open(sys.argv
 checks=$((checks + 1))
 launch 3 "$tmp/w3_int8.npy" --quantize int8 && cmp -s "$tmp/one_int8.npy" "$tmp/w3_int8.npy" ||
   { echo "FAIL: --quantize int8 under 3 processes differs from one"; failures=$((failures + 1)); }
-# With the next chunk read on a second thread (--prefetch on; the default on a GPU), each rank
+# With the next chunk read on another thread (--overlap on; the default on a GPU), each rank
 # still takes its own chunks: the same bytes.
 checks=$((checks + 1))
-launch 3 "$tmp/w3_prefetch.npy" --prefetch on && cmp -s "$tmp/one.npy" "$tmp/w3_prefetch.npy" ||
-  { echo "FAIL: --prefetch on under 3 processes differs from one"; failures=$((failures + 1)); }
+launch 3 "$tmp/w3_overlap.npy" --overlap on && cmp -s "$tmp/one.npy" "$tmp/w3_overlap.npy" ||
+  { echo "FAIL: --overlap on under 3 processes differs from one"; failures=$((failures + 1)); }
 # Slurm's variables work the same way.
 checks=$((checks + 1))
 for r in 0 1; do

@@ -326,9 +326,9 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
                  "Records tokenised and sorted by length together (under torchrun or Slurm, the unit handed to ranks)")
       ->check(cli::positive_number())
       ->group(cli::kGroupCompute);
-  app.add_option("--prefetch", o.prefetch,
-                 "Read and tokenise the next chunk on a second thread while the model embeds this one: auto (on a "
-                 "GPU), on, off")
+  app.add_option("--overlap", o.overlap,
+                 "Read and tokenise the next chunk, and write the last one's JSON Lines, on other threads while the "
+                 "model embeds: auto (on a GPU), on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->group(cli::kGroupCompute);
   app.add_option("--dist-timeout", o.dist_timeout,
@@ -547,19 +547,21 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
     }
     return std::nullopt;
   };
-  // On a GPU the next chunk is read and tokenised on a second thread while
-  // the model embeds this one (--prefetch auto); on a CPU both would share
-  // the same cores, so they take turns. Chunks are used in input order and
-  // an input error surfaces where it would without prefetching: after the
-  // chunks before it are written, never in a complete-looking output.
-  const bool prefetch = o.prefetch == "on" || (o.prefetch == "auto" && model.embedder &&
-                                               model.embedder->device().is_cuda());
+  // On a GPU the next chunk is read and tokenised, and the last one's JSON
+  // written, on other threads while the model embeds this one (--overlap
+  // auto); on a CPU they would share the model's cores, so all take turns.
+  // Chunks are used and written in input order, and an input error surfaces
+  // where it would without overlap: after the chunks before it, never in a
+  // complete-looking output.
+  const bool overlap =
+      o.overlap == "on" || (o.overlap == "auto" && model.embedder && model.embedder->device().is_cuda());
   std::future<std::optional<Chunk>> next;
-  if (prefetch) next = std::async(std::launch::async, read_chunk);
+  std::future<void> writing;
+  if (overlap) next = std::async(std::launch::async, read_chunk);
   while (true) {
-    std::optional<Chunk> ready = prefetch ? next.get() : read_chunk();
+    std::optional<Chunk> ready = overlap ? next.get() : read_chunk();
     if (!ready) break;
-    if (prefetch) next = std::async(std::launch::async, read_chunk);
+    if (overlap) next = std::async(std::launch::async, read_chunk);
     Chunk& chunk = *ready;
     truncated += chunk.truncated;
     for (const auto& seq : chunk.sequences) tokens += static_cast<std::int64_t>(seq.size());
@@ -596,25 +598,40 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
     }
     torch::Tensor emb = finalize_embeddings(pooled, o.dim, o.normalize);
     out_dim = emb.size(1);
-    const float* data = emb.data_ptr<float>();
     if (streamed) {
-      for (std::int64_t r = 0; r < emb.size(0); ++r) {
-        line.clear();
-        line += "{\"id\":";
-        io::append_json_string(line, chunk.ids[static_cast<std::size_t>(r)]);
-        line += ",\"embedding\":[";
-        for (std::int64_t c = 0; c < out_dim; ++c) {
-          if (c) line += ',';
-          io::append_json_number(line, static_cast<double>(data[r * out_dim + c]));
+      // Formatting a chunk's numbers as JSON takes about as long as a GPU takes
+      // to embed it: overlapped, it runs beside the next chunk's forward passes.
+      // Chunks are written in order: the one before must be written first.
+      auto write_chunk = [&writer, emb, ids = std::move(chunk.ids), out_dim] {
+        const float* data = emb.data_ptr<float>();
+        std::string row;
+        for (std::int64_t r = 0; r < emb.size(0); ++r) {
+          row.clear();
+          row += "{\"id\":";
+          io::append_json_string(row, ids[static_cast<std::size_t>(r)]);
+          row += ",\"embedding\":[";
+          for (std::int64_t c = 0; c < out_dim; ++c) {
+            if (c) row += ',';
+            io::append_json_number(row, static_cast<double>(data[r * out_dim + c]));
+          }
+          row += "]}";
+          writer->write_line(row);
         }
-        line += "]}";
-        writer->write_line(line);
-      }
-    } else {
-      matrix.insert(matrix.end(), data, data + emb.numel());
+      };
+      const std::size_t rows_written = emb.size(0);
+      if (writing.valid()) writing.get();
+      if (overlap)
+        writing = std::async(std::launch::async, std::move(write_chunk));
+      else
+        write_chunk();
+      progress.advance(rows_written);
+      continue;
     }
+    const float* data = emb.data_ptr<float>();
+    matrix.insert(matrix.end(), data, data + emb.numel());
     progress.advance(chunk.ids.size());
   }
+  if (writing.valid()) writing.get();  // the last chunk's rows, and any error writing them
 
   if (mp.world > 1) {
     if (out_dim == 0) out_dim = model.dim > 0 && o.dim > 0 ? o.dim : model.dim;  // a rank with no chunk

@@ -45,7 +45,7 @@ struct EmbedOptions {
   std::string shard;                           // "K/N": embed the K-th (1-based) of N contiguous slices
   bool special_tokens = true;                  // tokens output: include the model's special tokens
   std::int64_t chunk_records = 8192;           // records tokenised and embedded per chunk
-  std::string prefetch = "auto";               // read and tokenise the next chunk beside the model: auto (on a GPU) | on | off
+  std::string overlap = "auto";                // input and JSON output on other threads beside the model: auto (on a GPU) | on | off
 };
 
 // The compute flags every model-running tool shares, same names, defaults and
