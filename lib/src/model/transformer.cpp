@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -135,6 +136,29 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 }
 
 namespace detail {
+
+bool host_mask_unpadded(const torch::Tensor& attention_mask) {
+  if (!attention_mask.device().is_cpu() || attention_mask.numel() == 0) return false;
+  const torch::Tensor mask = attention_mask.contiguous();
+  const auto n = mask.numel();
+  // A scan of the host memory: no tensor op, no scalar read-back.
+  switch (mask.scalar_type()) {
+    case torch::kLong: {
+      const auto* p = mask.data_ptr<std::int64_t>();
+      return std::none_of(p, p + n, [](std::int64_t v) { return v == 0; });
+    }
+    case torch::kInt: {
+      const auto* p = mask.data_ptr<std::int32_t>();
+      return std::none_of(p, p + n, [](std::int32_t v) { return v == 0; });
+    }
+    case torch::kBool: {
+      const auto* p = mask.data_ptr<bool>();
+      return std::none_of(p, p + n, [](bool v) { return !v; });
+    }
+    default:
+      return false;
+  }
+}
 
 bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
                      std::int64_t kv_heads, torch::ScalarType compute_type) {
@@ -300,11 +324,13 @@ torch::Tensor EncoderImpl::attention_allowed(const torch::Tensor& attention_mask
   return (allowed | (i == j)).expand({B, 1, L, L});
 }
 
-AttentionMask EncoderImpl::attention_mask_for(const torch::Tensor& attention_mask, bool sliding) const {
+AttentionMask EncoderImpl::attention_mask_for(const torch::Tensor& attention_mask, bool sliding,
+                                              bool unpadded) const {
   const int64_t L = attention_mask.size(1);
   const auto window = config_.attention_window(attention_);
   const bool window_applies = sliding && window && *window < L;
   if (!window_applies && attention_ == AttentionMode::Causal) return {torch::Tensor(), true};
+  if (!window_applies && unpadded) return {torch::Tensor(), false};  // every key of every row is real
   if (!window_applies) {
     // Bidirectional: only the padding keys go. A row that is all padding (which
     // pooling refuses) may see every key, so that no row is empty.
@@ -391,14 +417,18 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
   torch::Tensor cos_global = global.first.to(dt), sin_global = global.second.to(dt);
   torch::Tensor cos_local, sin_local;
   AttentionMask mask_local;
-  const AttentionMask mask_full = attention_mask_for(valid, false);
+  // A GPU batch without padding needs no key mask, so flash attention (which
+  // takes none) applies to bidirectional layers too. Known from the host copy
+  // of the mask that kalm's engine passes; on the CPU the masked call stays.
+  const bool unpadded = dev.is_cuda() && detail::host_mask_unpadded(attention_mask);
+  const AttentionMask mask_full = attention_mask_for(valid, false, unpadded);
   bool any_sliding = false;
   for (const auto& layer : layer_list_) any_sliding = any_sliding || layer->sliding();
   if (gemma && any_sliding) {
     auto local = rope(L, config_.rope_local_base_freq, config_.rope_local_scaling.factor, dev);
     cos_local = local.first.to(dt);
     sin_local = local.second.to(dt);
-    mask_local = attention_mask_for(valid, true);
+    mask_local = attention_mask_for(valid, true, unpadded);
   }
   if (!gemma && norm->fused_applies(h)) {
     // Pre-norm layers with each residual add fused into the norm that reads

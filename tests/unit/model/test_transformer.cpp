@@ -82,6 +82,23 @@ DOCTEST_TEST_CASE("transformer: bidirectional masks follow transformers' Gemma3 
   const auto keys = enc->attention_mask_for(with_empty, false);
   DOCTEST_CHECK_FALSE(keys.causal);
   DOCTEST_CHECK(torch::equal(keys.allowed, torch::tensor({{true, true, false}, {true, true, true}}).view({2, 1, 1, 3})));
+  // A batch without padding (known on the host): full layers need no mask at all
+  // (flash attention on a GPU takes none); a window shorter than the batch still does.
+  const torch::Tensor full_rows = torch::ones({2, 9}, torch::kLong);
+  const auto none = enc->attention_mask_for(full_rows, false, /*unpadded=*/true);
+  DOCTEST_CHECK_FALSE(none.allowed.defined());
+  DOCTEST_CHECK_FALSE(none.causal);
+  DOCTEST_CHECK(torch::equal(enc->attention_mask_for(full_rows, true, true).allowed,
+                             enc->attention_allowed(full_rows, true)));
+  namespace detail = kalm::model::detail;
+  DOCTEST_CHECK(detail::host_mask_unpadded(full_rows));
+  DOCTEST_CHECK(detail::host_mask_unpadded(torch::ones({2, 3}, torch::kInt)));
+  DOCTEST_CHECK(detail::host_mask_unpadded(torch::ones({2, 3}, torch::kBool)));
+  DOCTEST_CHECK_FALSE(detail::host_mask_unpadded(pad));
+  DOCTEST_CHECK_FALSE(detail::host_mask_unpadded(torch::zeros({2, 3}, torch::kBool)));
+  DOCTEST_CHECK(detail::host_mask_unpadded(full_rows.t()));         // non-contiguous views are scanned too
+  DOCTEST_CHECK_FALSE(detail::host_mask_unpadded(pad.t()));
+  DOCTEST_CHECK_FALSE(detail::host_mask_unpadded(torch::ones({2, 3}, torch::kFloat)));  // not a mask type kalm makes
 }
 
 DOCTEST_TEST_CASE("transformer: padding never produces NaN, even for rows that see nothing") {
@@ -197,6 +214,14 @@ DOCTEST_TEST_CASE("transformer: CUDA matches the CPU when a GPU is present") {
     const torch::Tensor mask = kalm_model_test::expected(name, "attention_mask");
     const torch::Tensor emb = model.encoder->embed(ids, mask, Pooling::Mean).cpu();
     DOCTEST_CHECK(kalm_model_test::max_abs_diff(emb, kalm_model_test::expected(name, "embeddings_mean")) <= 1e-4);
+    // Rows without padding, the mask on the host: the unmasked attention call
+    // (flash, in bf16) gives what the CPU's masked one does.
+    const torch::Tensor dense_ids = ids.narrow(1, 0, 3);
+    const torch::Tensor dense_mask = torch::ones_like(dense_ids);
+    const auto cpu_model = kalm::model::load_model(kalm_model_test::fixture(name), {});
+    const torch::Tensor on_cpu = cpu_model.encoder->embed(dense_ids, dense_mask, Pooling::Mean);
+    const torch::Tensor on_gpu = model.encoder->embed(dense_ids, dense_mask, Pooling::Mean).cpu();
+    DOCTEST_CHECK(kalm_model_test::max_abs_diff(on_gpu, on_cpu) <= 1e-4);
   }
 }
 

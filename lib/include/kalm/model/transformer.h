@@ -125,6 +125,10 @@ struct SdpaInputs {
 // q [B, L, H, D], k and v [B, L, K, D] as projected.
 SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        const AttentionMask& mask, bool repeat_kv);
+// Whether `attention_mask` [B, L] is known on the host to hold no padding: a
+// CPU tensor with no zero. False for a mask on a GPU (finding out would wait
+// for the device).
+bool host_mask_unpadded(const torch::Tensor& attention_mask);
 // Whether kalm repeats key/value heads for this call: CUDA, K < H, and a mask
 // or a `compute_type` (what SDPA runs in: autocast's type where autocast is
 // on) other than float16 / bfloat16, the two flash attention takes.
@@ -244,8 +248,9 @@ class EncoderImpl : public torch::nn::Module {
   torch::Tensor attention_allowed(const torch::Tensor& attention_mask, bool sliding) const;
   // The same in the cheapest form SDPA takes: is_causal alone where it says
   // everything (causal, no window within L: flash kernels apply), a key-padding
-  // mask [B, 1, 1, L] for bidirectional full layers, the dense mask otherwise.
-  AttentionMask attention_mask_for(const torch::Tensor& attention_mask, bool sliding) const;
+  // mask [B, 1, 1, L] for bidirectional full layers (none when `unpadded`: a
+  // batch without padding, known on the host), the dense mask otherwise.
+  AttentionMask attention_mask_for(const torch::Tensor& attention_mask, bool sliding, bool unpadded = false) const;
 
   // Every tensor transformers' base model holds, in transformers' order.
   std::vector<HfTensorSpec> hf_tensor_specs() const;
