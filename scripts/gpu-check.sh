@@ -56,6 +56,7 @@ budget=${KALM_GPU_BUDGET:-540}
 deadline=$((SECONDS + budget))
 export PATH="$(dirname "$py"):/usr/local/cuda/bin:$PATH"
 
+ran=()  # this run's step logs
 note() { echo "$*" | tee -a "$summary"; }
 step() {  # step NAME SECONDS CMD...: run with a timeout (cut to the budget left), log, print the verdict
   local name=$1 secs=$2; shift 2
@@ -66,6 +67,7 @@ step() {  # step NAME SECONDS CMD...: run with a timeout (cut to the budget left
   fi
   [ "$secs" -le "$left" ] || secs=$left
   local t0=$SECONDS
+  ran+=("$logs/$name.log")
   timeout "$secs" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
   note "== $name: rc=$rc in $((SECONDS - t0)) s (limit $secs s)"
@@ -75,19 +77,21 @@ step() {  # step NAME SECONDS CMD...: run with a timeout (cut to the budget left
 wants() { local p; for p in "${phases[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 finish() {
   note "== gpu-check: $1 after $SECONDS s"
-  # The figures of every step, gathered where the device tool's output tail shows them.
-  grep -h -E 'tokens_per_s|tokens/s|ratio|min cosine|worst|bit-identical|DIFFERENT|TFLOP|share|seconds|passed|failed' \
-    "$logs"/*.log 2>/dev/null | grep -v -E '^\s*$' | tail -n 60 >>"$summary"
-  tar -C "$logs" -czf "$out/logs.tar.gz" . 2>/dev/null
+  # The figures of this run's steps, gathered where the device tool's output tail shows them.
+  [ ${#ran[@]} -eq 0 ] ||
+    grep -h -E 'tokens_per_s|tokens/s|ratio|min cosine|worst|bit-identical|DIFFERENT|TFLOP|share|seconds|passed|failed' \
+      "${ran[@]}" 2>/dev/null | grep -v -E '^\s*$' | tail -n 60 >>"$summary"
+  [ ${#ran[@]} -eq 0 ] || tar -C "$logs" -czf "$out/logs.tar.gz" "${ran[@]##*/}" 2>/dev/null
   echo "---- summary ($summary)"
   cat "$summary"
 }
 
 # Sizes: the issue's shapes on the GPU; small ones for the CPU dry run.
 if [ "$device" = cuda ]; then
-  layers=24 vocab=151936 short=20000 long=2000 st_batch=256 search_n=1000000 search_q=10000 ctest_j=8
+  layers=24 vocab=151936 short=20000 long=2000 st_batch=256 search_n=1000000 search_q=10000 ctest_j=8 train_s=330
 else
-  layers=2 vocab=32000 short=200 long=20 st_batch=32 search_n=20000 search_q=500 ctest_j=2
+  # (train.sh's dozen runs take ~5.5 minutes on 2 cores even at these sizes)
+  layers=2 vocab=32000 short=200 long=20 st_batch=32 search_n=20000 search_q=500 ctest_j=2 train_s=600
 fi
 
 if [ "$device" = cuda ]; then
@@ -143,7 +147,7 @@ fi
 # batch 32 and batch 256 with GradCache), a resume that must give the same bytes, and issue 16's
 # one-rank NCCL group against the plain run.
 if wants train; then
-  DEVICE=$device LAYERS=$layers VOCAB=$vocab step train 330 bench/gpu/train.sh "$build" "$py" /tmp/kalm-train-bench
+  DEVICE=$device LAYERS=$layers VOCAB=$vocab step train "$train_s" bench/gpu/train.sh "$build" "$py" /tmp/kalm-train-bench
 fi
 
 # Issue 15's figures: kalm-embed against sentence-transformers on this device, same texts (short and
