@@ -138,7 +138,10 @@ std::vector<std::vector<Candidate>> blocked_candidates(
   const auto device = queries.device();
   std::vector<Selection> selections(static_cast<std::size_t>(num_queries));
   const std::size_t heap_cap = static_cast<std::size_t>(cap);
-  for (auto& sel : selections) sel.kept.reserve(2 * heap_cap);
+  // The host's selection appends up to 2 x cap candidates per query before
+  // cutting back; a selection on the device hands over at most cap at the end.
+  const bool selected_on_host = device.is_cpu() && !options.select_on_device;
+  for (auto& sel : selections) sel.kept.reserve(selected_on_host ? 2 * heap_cap : heap_cap);
 
   // BLIS or OpenBLAS multiplies float32 blocks on the CPU when chosen
   // (exact_topk resolved the choice and loaded the library), on as many threads
