@@ -618,13 +618,13 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
           writer->write_line(row);
         }
       };
-      const std::size_t rows_written = emb.size(0);
+      const auto chunk_size = static_cast<std::size_t>(emb.size(0));
       if (writing.valid()) writing.get();
       if (overlap)
         writing = std::async(std::launch::async, std::move(write_chunk));
       else
         write_chunk();
-      progress.advance(rows_written);
+      progress.advance(chunk_size);
       continue;
     }
     const float* data = emb.data_ptr<float>();
