@@ -14,7 +14,29 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 python=${KALM_PYTHON:-$src/.venv/bin/python}
 bin=$build/bench/search/kalm-bench-search
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+faiss_env=()
 "$bin" gen "$dir" "$n" "$q" "$d"
+
+# faiss-cpu's wheel bundles its own OpenBLAS (0.3.15 in faiss 1.15.1), which
+# may not know a newer CPU and fall back to generic SSE3 kernels ("Prescott"):
+# 4.6x slower on a 2-core Intel Xeon (model 207) than with its SkylakeX kernels.
+# A peer run below its best says nothing, so such a fallback is overridden
+# with the kernels the CPU can run, and said so.
+faiss_openblas=$("$python" -c '
+import faiss
+from threadpoolctl import threadpool_info
+print(" ".join(i.get("architecture") or "?" for i in threadpool_info()
+               if i.get("internal_api") == "openblas" and "faiss" in i.get("filepath", "")))' 2>/dev/null || true)
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [[ " $faiss_openblas " == *" Prescott "* ]]; then
+  if grep -qw avx512f /proc/cpuinfo; then export_coretype=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo; then export_coretype=Haswell
+  else export_coretype=; fi
+  if [ -n "$export_coretype" ]; then
+    echo "faiss: its OpenBLAS took generic kernels (Prescott) on this CPU; running it with OPENBLAS_CORETYPE=$export_coretype"
+    faiss_env=(OPENBLAS_CORETYPE="$export_coretype")
+  fi
+fi
+echo "faiss OpenBLAS kernels: ${faiss_openblas:-unknown}${faiss_env:+ -> ${faiss_env[*]}}"
 
 # kalm RUN_NAME PRECISION [ENV=VALUE...]: one search; appends its seconds to DIR/RUN_NAME.secs
 kalm() {
@@ -35,7 +57,7 @@ for r in $(seq "$rounds"); do
     kalm f32_torch f32 KALM_SEARCH_BLAS=torch
     [ "$r" -gt 1 ] || runs+=(f32_torch)
   fi
-  "$python" - "$dir" "$k" <<'PY'
+  env "${faiss_env[@]}" "$python" - "$dir" "$k" <<'PY'
 import sys, time, numpy as np, faiss
 d, k = sys.argv[1], int(sys.argv[2])
 xb = np.load(d + "/corpus.npy"); xq = np.load(d + "/queries.npy")

@@ -267,7 +267,7 @@ void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& d
 void add_search_precision_flag(CLI::App& app, std::string& precision) {
   app.add_option("--search-precision", precision,
                  "Top-k search products: f32, bf16 (first pass in bf16, candidates rescored in f32, certified to "
-                 "give f32's top k) or auto (bf16 on GPUs and CPUs with native bf16)")
+                 "give f32's top k) or auto (bf16 on GPUs and on CPUs where it is faster: AMX, or AMD with AVX512-BF16)")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}))
       ->group(cli::kGroupCompute);
 }

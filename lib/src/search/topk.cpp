@@ -155,82 +155,98 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     sgemm->set_threads(at::get_num_threads());
   }
   const CublasProductsGuard exact_products(device, compute_type);
-  // On a GPU every query's candidates stay on the device, one pair of
-  // [rows, <= cap] tensors (scores, corpus rows) per query block, merged with
-  // each corpus block's best; only the final ones cross to the host.
+  // On a GPU every query's candidates stay on the device until the corpus has
+  // passed; only the final ones cross to the host.
   const bool select_on_device = !device.is_cpu() || options.select_on_device;
   if (select_on_device && num_corpus >= (std::int64_t{1} << 32))
     throw UsageError("a corpus of 2^32 rows or more is searched on the CPU only");
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> on_device(
-      select_on_device ? static_cast<std::size_t>((num_queries + options.query_block - 1) / options.query_block) : 0);
-  torch::Tensor score_buffer, block_buffer;
-  for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
-    const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
-    torch::Tensor source = corpus.slice(0, c0, c1).to(device);
-    if (on_block) on_block(source);
-    // A converted block goes to one buffer reused for every block: a fresh
-    // tensor per block costs its page faults every time.
-    torch::Tensor block = source;
-    if (source.scalar_type() != compute_type || !source.is_contiguous()) {
-      if (!block_buffer.defined() || block_buffer.numel() < source.numel())
-        block_buffer = torch::empty({source.numel()}, torch::TensorOptions().dtype(compute_type).device(device));
-      block = block_buffer.narrow(0, 0, source.numel()).view(source.sizes());
-      block.copy_(source);
-    }
-    for (std::int64_t q0 = 0; q0 < num_queries; q0 += options.query_block) {
-      const std::int64_t q1 = std::min(num_queries, q0 + options.query_block);
-      torch::Tensor qblock = queries.slice(0, q0, q1);
-      // One score buffer reused for every block: a fresh [Qb, Cb] tensor per
-      // product costs its page faults every time (about 10% of the search).
-      const std::int64_t rows = q1 - q0, width = c1 - c0;
-      if (!score_buffer.defined() || score_buffer.numel() < rows * width)
-        score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(compute_type).device(device));
-      torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
-      if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
-        sgemm->sgemm(detail::kCblasRowMajor, detail::kCblasNoTrans, detail::kCblasTrans, static_cast<int>(rows),
-                     static_cast<int>(width), static_cast<int>(qblock.size(1)), 1.0f, qblock.data_ptr<float>(),
-                     static_cast<int>(qblock.stride(0)), block.data_ptr<float>(), static_cast<int>(block.stride(0)),
-                     0.0f, scores_view.data_ptr<float>(), static_cast<int>(width));
-      } else {
-        torch::mm_out(scores_view, qblock, block.t());
-      }
-      if (select_on_device) {
-        detail::BlockTop top = detail::block_top(scores_view, cap);
-        auto& [kept_scores, kept_rows] = on_device[static_cast<std::size_t>(q0 / options.query_block)];
-        if (!kept_scores.defined()) {
-          kept_scores = top.scores;
-          kept_rows = top.columns + c0;
-        } else {
-          std::tie(kept_scores, kept_rows) = detail::merge_top(kept_scores, kept_rows, top.scores, top.columns + c0, cap);
-        }
-        continue;
-      }
-      const torch::Tensor& scores = scores_view;  // on the CPU
-      if (compute_type == torch::kBFloat16) {
-        const auto* s = scores.data_ptr<c10::BFloat16>();
-        parallel_queries(q0, q1, [&](std::int64_t q) {
-          offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
-        });
-      } else {
-        const float* s = scores.data_ptr<float>();
-        parallel_queries(q0, q1, [&](std::int64_t q) {
-          offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
-        });
-      }
-    }
-    if (progress) progress(c1);
+  // Queries searched per pass of the corpus: all of them on the host; on the
+  // device as many whole query blocks as device_candidate_bytes holds.
+  std::int64_t group_rows = num_queries;
+  if (select_on_device) {
+    constexpr std::int64_t kCandidateBytes = sizeof(float) + sizeof(std::int64_t);
+    const std::int64_t block_bytes = kCandidateBytes * std::max<std::int64_t>(cap, 1) * options.query_block;
+    const std::int64_t blocks = std::max<std::int64_t>(1, options.device_candidate_bytes / block_bytes);
+    group_rows = std::min(num_queries, blocks * options.query_block);
   }
-  for (std::size_t b = 0; b < on_device.size(); ++b) {
-    const auto& [kept_scores, kept_rows] = on_device[b];
-    if (!kept_scores.defined()) continue;  // an empty corpus
-    const torch::Tensor s = kept_scores.to(torch::kCPU).contiguous();
-    const torch::Tensor r = kept_rows.to(torch::kCPU).contiguous();
-    const std::int64_t n = s.size(1), q0 = static_cast<std::int64_t>(b) * options.query_block;
-    const float* sp = s.data_ptr<float>();
-    const std::int64_t* rp = r.data_ptr<std::int64_t>();
-    for (std::int64_t i = 0; i < s.size(0); ++i) {
-      auto& kept = selections[static_cast<std::size_t>(q0 + i)].kept;
-      for (std::int64_t j = 0; j < n; ++j) kept.push_back({sp[i * n + j], rp[i * n + j]});
+  const std::int64_t groups = num_queries == 0 ? 1 : (num_queries + group_rows - 1) / group_rows;
+  torch::Tensor score_buffer, block_buffer;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t g0 = g * group_rows, g1 = std::min(num_queries, g0 + group_rows);
+    // One pair of [rows, <= cap] tensors (scores, corpus rows) per query block
+    // of the group, merged with each corpus block's best.
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> on_device(
+        select_on_device ? static_cast<std::size_t>((g1 - g0 + options.query_block - 1) / options.query_block) : 0);
+    for (std::int64_t c0 = 0; c0 < num_corpus; c0 += options.corpus_block) {
+      const std::int64_t c1 = std::min(num_corpus, c0 + options.corpus_block);
+      torch::Tensor source = corpus.slice(0, c0, c1).to(device);
+      if (on_block && g == 0) on_block(source);
+      // A converted block goes to one buffer reused for every block: a fresh
+      // tensor per block costs its page faults every time.
+      torch::Tensor block = source;
+      if (source.scalar_type() != compute_type || !source.is_contiguous()) {
+        if (!block_buffer.defined() || block_buffer.numel() < source.numel())
+          block_buffer = torch::empty({source.numel()}, torch::TensorOptions().dtype(compute_type).device(device));
+        block = block_buffer.narrow(0, 0, source.numel()).view(source.sizes());
+        block.copy_(source);
+      }
+      for (std::int64_t q0 = g0; q0 < g1; q0 += options.query_block) {
+        const std::int64_t q1 = std::min(g1, q0 + options.query_block);
+        torch::Tensor qblock = queries.slice(0, q0, q1);
+        // One score buffer reused for every block: a fresh [Qb, Cb] tensor per
+        // product costs its page faults every time (about 10% of the search).
+        const std::int64_t rows = q1 - q0, width = c1 - c0;
+        if (!score_buffer.defined() || score_buffer.numel() < rows * width)
+          score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(compute_type).device(device));
+        torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
+        if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
+          sgemm->sgemm(detail::kCblasRowMajor, detail::kCblasNoTrans, detail::kCblasTrans, static_cast<int>(rows),
+                       static_cast<int>(width), static_cast<int>(qblock.size(1)), 1.0f, qblock.data_ptr<float>(),
+                       static_cast<int>(qblock.stride(0)), block.data_ptr<float>(), static_cast<int>(block.stride(0)),
+                       0.0f, scores_view.data_ptr<float>(), static_cast<int>(width));
+        } else {
+          torch::mm_out(scores_view, qblock, block.t());
+        }
+        if (select_on_device) {
+          detail::BlockTop top = detail::block_top(scores_view, cap);
+          auto& [kept_scores, kept_rows] = on_device[static_cast<std::size_t>((q0 - g0) / options.query_block)];
+          if (!kept_scores.defined()) {
+            kept_scores = top.scores;
+            kept_rows = top.columns + c0;
+          } else {
+            std::tie(kept_scores, kept_rows) =
+                detail::merge_top(kept_scores, kept_rows, top.scores, top.columns + c0, cap);
+          }
+          continue;
+        }
+        const torch::Tensor& scores = scores_view;  // on the CPU
+        if (compute_type == torch::kBFloat16) {
+          const auto* s = scores.data_ptr<c10::BFloat16>();
+          parallel_queries(q0, q1, [&](std::int64_t q) {
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+          });
+        } else {
+          const float* s = scores.data_ptr<float>();
+          parallel_queries(q0, q1, [&](std::int64_t q) {
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+          });
+        }
+      }
+      // Corpus rows done, counting each group's pass as 1/groups of the search.
+      if (progress) progress((g * num_corpus + c1) / groups);
+    }
+    for (std::size_t b = 0; b < on_device.size(); ++b) {
+      const auto& [kept_scores, kept_rows] = on_device[b];
+      if (!kept_scores.defined()) continue;  // an empty corpus
+      const torch::Tensor s = kept_scores.to(torch::kCPU).contiguous();
+      const torch::Tensor r = kept_rows.to(torch::kCPU).contiguous();
+      const std::int64_t n = s.size(1), q0 = g0 + static_cast<std::int64_t>(b) * options.query_block;
+      const float* sp = s.data_ptr<float>();
+      const std::int64_t* rp = r.data_ptr<std::int64_t>();
+      for (std::int64_t i = 0; i < s.size(0); ++i) {
+        auto& kept = selections[static_cast<std::size_t>(q0 + i)].kept;
+        for (std::int64_t j = 0; j < n; ++j) kept.push_back({sp[i * n + j], rp[i * n + j]});
+      }
     }
   }
   std::vector<std::vector<Candidate>> heaps(static_cast<std::size_t>(num_queries));
@@ -294,12 +310,20 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
 
   // Largest corpus row norm, measured on the blocks as they pass (f32 norms of
   // the stored values, which is what the rescoring multiplies).
-  double corpus_norm_max = 0;
+  // Kept on the search device and read once at the end: a read per block
+  // would make a GPU wait for every block.
+  torch::Tensor block_norm_max;
   auto heaps = blocked_candidates(
       queries.to(torch::kBFloat16).contiguous(), corpus, cap, options, torch::kBFloat16, progress,
       [&](const torch::Tensor& block) {
-        corpus_norm_max = std::max(corpus_norm_max, block.to(torch::kFloat32).norm(2, 1).max().item<double>());
+        if (block.size(0) == 0) return;
+        // A row with NaN is never a candidate (its scores are NaN), so its
+        // norm does not count, as when this maximum was taken on the host.
+        const double inf = std::numeric_limits<double>::infinity();
+        torch::Tensor m = torch::nan_to_num(block.to(torch::kFloat32).norm(2, 1), 0.0, inf, inf).max();
+        block_norm_max = block_norm_max.defined() ? torch::maximum(block_norm_max, m) : m;
       });
+  const double corpus_norm_max = block_norm_max.defined() ? block_norm_max.item<double>() : 0.0;
 
   // Rescoring reads float32 rows on the host: the queries once, corpus rows as
   // candidates name them (a block of the corpus at a time when it is not f32).
@@ -387,13 +411,23 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
 
 }  // namespace
 
-bool cpu_has_native_bf16() {
+CpuBf16Support cpu_bf16_support() {
+  CpuBf16Support cpu;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
-#else
-  return false;
+  cpu.amd = __builtin_cpu_is("amd");
+  cpu.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+  cpu.amx_bf16 = __builtin_cpu_supports("amx-bf16");
 #endif
+  return cpu;
+}
+
+bool bf16_search_pays(const CpuBf16Support& cpu) {
+  // Measured (bench/README.md, search): AMX on an Intel Xeon, bf16 pass 3.5-3.8x
+  // the float32 search; AVX512-BF16 on an AMD EPYC (Zen 4), 1.7-1.9x; AVX512-BF16
+  // without AMX on an Intel Xeon, 0.52x: there bf16 products run at 0.65x the
+  // float32 rate, whose AVX-512 FMAs are twice as wide as Zen 4's.
+  return cpu.amx_bf16 || (cpu.amd && cpu.avx512_bf16);
 }
 
 namespace {
@@ -450,8 +484,8 @@ SearchPrecision resolve_search_precision(const std::string& name, const torch::D
   if (name == "f32") return SearchPrecision::F32;
   if (name == "bf16") return SearchPrecision::BF16;
   if (name == "auto")
-    return device.is_cuda() || (device.is_cpu() && cpu_has_native_bf16()) ? SearchPrecision::BF16
-                                                                          : SearchPrecision::F32;
+    return device.is_cuda() || (device.is_cpu() && bf16_search_pays(cpu_bf16_support())) ? SearchPrecision::BF16
+                                                                                          : SearchPrecision::F32;
   throw UsageError(flag + " " + name + ": expected auto, f32 or bf16");
 }
 
@@ -535,8 +569,18 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
   const std::int64_t k = std::min<std::int64_t>(options.k, corpus.size(0));
   TopKOptions resolved = options;
   const bool bf16 = options.precision == SearchPrecision::BF16;
-  if (resolved.corpus_block == 0) resolved.corpus_block = bf16 ? 4096 : 8192;
-  if (resolved.query_block == 0) resolved.query_block = bf16 ? 1024 : 8192;
+  if (queries.device().is_cpu()) {
+    if (resolved.corpus_block == 0) resolved.corpus_block = bf16 ? 4096 : 8192;
+    if (resolved.query_block == 0) resolved.query_block = bf16 ? 1024 : 8192;
+  } else {
+    // A GPU multiplies a CPU-sized block (4096 x 1024 x 896: 7.5 GFLOP) in
+    // tens of microseconds, about what each block's selection waits for the
+    // host (the count of tied rows is read back); blocks 32x larger keep the
+    // products the bulk of the time. Scores of one block: 4096 x 32768, 0.5 GB
+    // in float32, about three times that at the selection's peak.
+    if (resolved.corpus_block == 0) resolved.corpus_block = 32768;
+    if (resolved.query_block == 0) resolved.query_block = 4096;
+  }
   resolved.f32_products =
       queries.device().is_cpu() ? resolve_f32_products(options.f32_products) : F32Products::Torch;
   if (bf16) return search_bf16_rescored(queries, corpus, k, resolved, progress);

@@ -218,7 +218,15 @@ DOCTEST_TEST_CASE("search precision names") {
   DOCTEST_CHECK(kalm::search::resolve_search_precision("bf16", torch::kCPU) == SearchPrecision::BF16);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::Device("cuda:0")) == SearchPrecision::BF16);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) ==
-                (kalm::search::cpu_has_native_bf16() ? SearchPrecision::BF16 : SearchPrecision::F32));
+                (kalm::search::bf16_search_pays(kalm::search::cpu_bf16_support()) ? SearchPrecision::BF16
+                                                                                   : SearchPrecision::F32));
+  // auto's CPU rule, as measured: AMX, or AVX512-BF16 on AMD; not AVX512-BF16 alone on Intel.
+  using kalm::search::CpuBf16Support;
+  DOCTEST_CHECK(kalm::search::bf16_search_pays(CpuBf16Support{false, true, true}));   // Intel Xeon with AMX
+  DOCTEST_CHECK(kalm::search::bf16_search_pays(CpuBf16Support{true, true, false}));   // AMD Zen 4
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{false, true, false}));  // Intel, AMX not offered
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{true, false, false}));  // AMD before Zen 4
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{}));
   try {
     kalm::search::resolve_search_precision("fp8", torch::kCPU);
     DOCTEST_FAIL("fp8 accepted");
@@ -349,6 +357,22 @@ DOCTEST_TEST_CASE("the GPU's selection on the device (run here on the CPU) gives
     DOCTEST_CHECK(torch::equal(host.indices, device.indices));
     DOCTEST_CHECK(torch::equal(host.scores, device.scores));
     DOCTEST_CHECK(host.exact_fallbacks == device.exact_fallbacks);
+    // Candidates bounded to one query block at a time: the corpus passes once
+    // per block of queries, with the same results, and progress counts each
+    // pass as its share of the search.
+    opt.device_candidate_bytes = 1;
+    std::vector<std::int64_t> done;
+    auto grouped = kalm::search::exact_topk(q, c, opt, [&](std::int64_t rows) { done.push_back(rows); });
+    DOCTEST_CHECK(torch::equal(host.indices, grouped.indices));
+    DOCTEST_CHECK(torch::equal(host.scores, grouped.scores));
+    DOCTEST_CHECK(host.exact_fallbacks == grouped.exact_fallbacks);
+    if (opt.query_block > 0 && opt.corpus_block > 0) {  // blocks the test chose (else the defaults)
+      const std::int64_t groups = (q.size(0) + opt.query_block - 1) / opt.query_block;
+      const std::int64_t blocks = (c.size(0) + opt.corpus_block - 1) / opt.corpus_block;
+      DOCTEST_REQUIRE(static_cast<std::int64_t>(done.size()) >= groups * blocks);  // f32 fallbacks may add passes
+      DOCTEST_CHECK(std::is_sorted(done.begin(), done.begin() + groups * blocks));
+      DOCTEST_CHECK(done[static_cast<std::size_t>(groups * blocks - 1)] == c.size(0));
+    }
     return device;
   };
   torch::manual_seed(12);

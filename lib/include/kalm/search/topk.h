@@ -68,9 +68,10 @@ enum class F32Products {
 
 struct TopKOptions {
   std::int64_t k = 10;                // results per query (fewer if N < k)
-  // Rows multiplied at once; 0 = measured defaults (bench/search): 8192 x 8192
-  // for f32, 4096 corpus x 1024 query rows for bf16, whose selection then
-  // reads a score block that stays in cache.
+  // Rows multiplied at once; 0 = measured defaults on a CPU (bench/search):
+  // 8192 x 8192 for f32, 4096 corpus x 1024 query rows for bf16, whose
+  // selection then reads a score block that stays in cache; on a GPU 32768
+  // corpus x 4096 query rows (chosen by arithmetic, not yet measured there).
   std::int64_t corpus_block = 0;
   std::int64_t query_block = 0;
   SearchPrecision precision = SearchPrecision::F32;
@@ -84,6 +85,11 @@ struct TopKOptions {
   // cross to the host. Always so on a GPU; on the CPU only when set (the CPU's
   // own selection is faster there; tests use it to check the GPU's).
   bool select_on_device = false;
+  // A selection on the device holds every query's candidates there (12 bytes
+  // per candidate) until the corpus has passed: queries are searched in
+  // groups whose candidates fit in this many bytes, the corpus passing once
+  // per group (a GPU's queries by the million would otherwise fill it).
+  std::int64_t device_candidate_bytes = std::int64_t{1} << 30;
 };
 
 struct TopKResult {
@@ -98,15 +104,24 @@ struct TopKResult {
   F32Products f32_products = F32Products::Torch;
 };
 
-// "f32", "bf16" or "auto" (bf16 where it is fast: a CUDA device, or a CPU with
-// native bf16 dot products, AVX512-BF16 or AMX; f32 elsewhere). The answer is
-// the same either way (see above); only the time differs. Anything else is a
-// UsageError naming the flag.
+// "f32", "bf16" or "auto" (bf16 where it is faster: a CUDA device, or a CPU
+// where bf16_search_pays; f32 elsewhere). The answer is the same either way
+// (see above); only the time differs. Anything else is a UsageError naming
+// the flag.
 SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,
                                          const std::string& flag = "--search-precision");
 const char* search_precision_name(SearchPrecision p);
-// Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16).
-bool cpu_has_native_bf16();
+// What a CPU offers for bf16 products.
+struct CpuBf16Support {
+  bool amd = false;          // an AMD CPU
+  bool avx512_bf16 = false;  // AVX512-BF16 dot products
+  bool amx_bf16 = false;     // AMX-BF16 tiles
+};
+CpuBf16Support cpu_bf16_support();  // this CPU's (all false off x86-64)
+// Whether a bf16 first pass is faster than float32 products on such a CPU:
+// with AMX, or with AVX512-BF16 on AMD. AVX512-BF16 alone on an Intel CPU is
+// not enough: there bf16 products run slower than float32's (bench/README.md).
+bool bf16_search_pays(const CpuBf16Support& cpu);
 
 // While alive, on a CUDA device: cuBLAS multiplies as the search's results and
 // the bf16 pass's certificate assume. Float32 products without TF32 (which
