@@ -39,11 +39,15 @@
 #include <torch/csrc/autograd/variable.h>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "kalm/error.h"
 
@@ -51,10 +55,12 @@ namespace kalm::train {
 
 #if KALM_HAVE_C10D
 struct DataParallel::Impl {
+  c10::intrusive_ptr<c10d::Store> store;  // the rendezvous, kept for leader_work
   c10::intrusive_ptr<c10d::Backend> group;
   // NCCL: collectives on the ranks' device; Gloo: on host memory.
   bool on_device = false;
   torch::Device device{torch::kCPU};
+  std::int64_t leader_calls = 0;  // leader_work calls so far: each gets its own keys
 };
 #else
 struct DataParallel::Impl {};
@@ -175,6 +181,9 @@ torch::Tensor DataParallel::all_gather_rows(const torch::Tensor&) { KALM_ASSERT(
 void DataParallel::all_reduce_gradients(const std::vector<torch::Tensor>&) { KALM_ASSERT(false, "no data parallelism in this build"); }
 std::int64_t DataParallel::all_max(std::int64_t) { KALM_ASSERT(false, "no data parallelism in this build"); return 0; }
 void DataParallel::barrier(const char*) { KALM_ASSERT(false, "no data parallelism in this build"); }
+void DataParallel::leader_work(const char*, const std::function<void()>&) {
+  KALM_ASSERT(false, "no data parallelism in this build");
+}
 
 struct GradientBuckets::Impl {};
 GradientBuckets::GradientBuckets(DataParallel&, const std::vector<torch::Tensor>&, double) {
@@ -290,6 +299,7 @@ DataParallel::DataParallel(const DistOptions& options, const torch::Device& devi
   impl_->device = device;
   guarded(o, where.c_str(), [&] {
     const auto store = make_store(o, timeout);
+    impl_->store = store;
 #if KALM_HAVE_NCCL
     if (backend_ == DistBackend::kNccl) {
       impl_->group = make_nccl(store, o, timeout, device);
@@ -304,7 +314,23 @@ DataParallel::DataParallel(const DistOptions& options, const torch::Device& devi
   });
 }
 
-DataParallel::~DataParallel() = default;
+DataParallel::~DataParallel() {
+#if KALM_HAVE_NCCL
+  // NCCL's communicators are finalised here, as PyTorch's
+  // destroy_process_group() does (the group's destructor warns otherwise);
+  // while an error unwinds the stack a peer may be gone, so they are aborted
+  // rather than finalised (which could wait for that peer).
+  if (impl_ && impl_->group && backend_ == DistBackend::kNccl) {
+    try {
+      if (std::uncaught_exceptions() > 0)
+        impl_->group->abort();
+      else
+        impl_->group->shutdown();
+    } catch (...) {  // nothing a destructor could do about it
+    }
+  }
+#endif
+}
 
 torch::Tensor DataParallel::all_gather_rows(const torch::Tensor& local) {
   return guarded(options_, "all_gather of embeddings", [&] {
@@ -370,6 +396,92 @@ void DataParallel::barrier(const char* what) {
       impl_->group->barrier()->wait();
     }
     return 0;
+  });
+}
+
+namespace {
+std::vector<std::uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+std::string text_of(const std::vector<std::uint8_t>& bytes) { return {bytes.begin(), bytes.end()}; }
+}  // namespace
+
+void DataParallel::leader_work(const char* what, const std::function<void()>& work) {
+  const std::string prefix = "kalm/leader_work/" + std::to_string(impl_->leader_calls++) + "/";
+  const std::string alive_key = prefix + "alive", done_key = prefix + "done";
+  c10d::Store& store = *impl_->store;
+  // Rank 0's sign of life: often enough that a waiting rank sees several
+  // within any timeout, rarely enough to cost nothing.
+  const auto period = std::chrono::milliseconds(
+      std::clamp<std::int64_t>(to_ms(options_.timeout_s).count() / 4, 10, 1000));
+  if (options_.rank == 0) {
+    guarded(options_, what, [&] {
+      store.set(alive_key, bytes_of("0"));
+      return 0;
+    });
+    std::mutex mutex;
+    std::condition_variable wake;
+    bool finished = false;
+    std::thread beat([&] {
+      std::unique_lock<std::mutex> lock(mutex);
+      for (std::int64_t n = 1; !wake.wait_for(lock, period, [&] { return finished; }); ++n) {
+        try {
+          store.set(alive_key, bytes_of(std::to_string(n)));
+        } catch (...) {  // a store that went away: the others find out on their own
+        }
+      }
+    });
+    std::exception_ptr failure;
+    std::string outcome = "ok";
+    try {
+      work();
+    } catch (const std::exception& e) {
+      failure = std::current_exception();
+      outcome = std::string("failed: ") + e.what();
+    } catch (...) {
+      failure = std::current_exception();
+      outcome = "failed: an unknown error";
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      finished = true;
+    }
+    wake.notify_all();
+    beat.join();
+    try {
+      guarded(options_, what, [&] {
+        store.set(done_key, bytes_of(outcome));
+        return 0;
+      });
+    } catch (...) {
+      if (!failure) throw;  // the work's own error is the one worth reporting
+    }
+    if (failure) std::rethrow_exception(failure);
+    return;
+  }
+  guarded(options_, what, [&] {
+    const auto fail = [&](const std::string& why) {
+      return Error("data parallel " + std::string(what) + " failed on rank " + std::to_string(options_.rank) +
+                   " of " + std::to_string(options_.world_size) + ": " + why);
+    };
+    store.wait({alive_key});  // rank 0's arrival, within the store's timeout (--dist-timeout)
+    std::string last_beat = text_of(store.get(alive_key));
+    auto last_change = std::chrono::steady_clock::now();
+    for (;;) {
+      if (store.check({done_key})) {
+        const std::string outcome = text_of(store.get(done_key));
+        if (outcome == "ok") return 0;
+        throw fail("rank 0 " + outcome);
+      }
+      std::this_thread::sleep_for(period);
+      std::string beat = text_of(store.get(alive_key));
+      const auto now = std::chrono::steady_clock::now();
+      if (beat != last_beat) {
+        last_beat = std::move(beat);
+        last_change = now;
+      } else if (now - last_change > to_ms(options_.timeout_s)) {
+        throw fail("rank 0 showed no sign of life for --dist-timeout " + seconds_text(options_.timeout_s) +
+                   " s (it died, hangs or is stopped)");
+      }
+    }
   });
 }
 

@@ -276,6 +276,7 @@ class Trainer {
   void resolve_options();
   void prepare_model(const std::string& resume_dir);
   void save_checkpoint();
+  void write_checkpoint();  // rank 0's part of save_checkpoint
   void prune_checkpoints();
   void export_final();
   void seed_embeddings(const model::EncoderImpl& donor, const std::string& source);
@@ -548,17 +549,17 @@ void Trainer::write_model_files(const std::string& dir) {
   write_sentence_transformers_files(dir, st);
 }
 
+// Rank 0 writes; the other ranks wait for it in the store (leader_work), not in
+// a collective that NCCL's watchdog would abort behind a long write, and stop
+// with rank 0's error when writing failed.
 void Trainer::save_checkpoint() {
-  if (!leader_) {
-    parallel_->barrier("barrier (waiting for rank 0's checkpoint)");
-    return;
-  }
-  struct Release {  // the other ranks wait for the checkpoint, even when writing it failed
-    DataParallel* p;
-    ~Release() {
-      if (p) try { p->barrier("barrier (checkpoint written)"); } catch (...) {}
-    }
-  } release{parallel_.get()};
+  if (parallel_)
+    parallel_->leader_work("wait for rank 0's checkpoint", [&] { write_checkpoint(); });
+  else
+    write_checkpoint();
+}
+
+void Trainer::write_checkpoint() {
   const std::string name = "checkpoint-" + std::to_string(state_.step);
   const fs::path final_dir = fs::path(o_.output) / name;
   const fs::path tmp = fs::path(o_.output) / ("." + name + ".kalm-tmp");

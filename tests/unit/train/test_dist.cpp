@@ -1,12 +1,20 @@
 // resolve_dist: flags, torchrun's and Slurm's variables, and their errors.
 #include <doctest/doctest.h>
 
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "kalm/error.h"
 #include "kalm/train/dist.h"
@@ -220,6 +228,111 @@ DOCTEST_TEST_CASE("DataParallel: a one-rank group gathers and reduces as the ide
     DOCTEST_CHECK(group.backend() == kalm::train::DistBackend::kNccl);
     exercise(group, cuda);
   }
+}
+
+namespace {
+
+// Runs rank 0's and rank 1's bodies on two threads, each with its own group of
+// two over a FileStore (as two processes would); returns each rank's error
+// message ("" = none).
+std::pair<std::string, std::string> two_ranks(
+    const std::string& store, double timeout_s,
+    const std::function<void(kalm::train::DataParallel&)>& rank0,
+    const std::function<void(kalm::train::DataParallel&)>& rank1) {
+  std::filesystem::remove(store);
+  std::string errors[2];
+  auto run = [&](int rank, const std::function<void(kalm::train::DataParallel&)>& body) {
+    try {
+      DistOptions o;
+      o.world_size = 2;
+      o.rank = rank;
+      o.store_path = store;
+      o.timeout_s = timeout_s;
+      kalm::train::DataParallel group(o, torch::Device(torch::kCPU));
+      body(group);
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+      if (errors[rank].empty()) errors[rank] = "(empty message)";
+    }
+  };
+  std::thread first(run, 0, rank0);
+  run(1, rank1);
+  first.join();
+  std::filesystem::remove(store);
+  return {errors[0], errors[1]};
+}
+
+}  // namespace
+
+DOCTEST_TEST_CASE("DataParallel::leader_work: the others wait out a write longer than the timeout; failures reach them") {
+  if (!kalm::train::gloo_available()) return;  // CPU ranks need Gloo (a GPU-only NCCL build has no CPU group)
+  const std::string store = std::filesystem::temp_directory_path() /
+                            ("kalm_test_leader_" + std::to_string(::getpid()));
+  std::atomic<bool> written{false};
+  bool written_when_released = false;
+  // Rank 0 works 2.5 s with a 1 s timeout: a barrier (the old checkpoint wait)
+  // fails here; the store wait sees rank 0's signs of life and waits.
+  auto [e0, e1] = two_ranks(
+      store, 1.0,
+      [&](kalm::train::DataParallel& group) {
+        group.leader_work("wait for rank 0's checkpoint", [&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+          written = true;
+        });
+        DOCTEST_CHECK(group.all_max(3) == 5);  // the group still works afterwards
+      },
+      [&](kalm::train::DataParallel& group) {
+        group.leader_work("wait for rank 0's checkpoint", [] { DOCTEST_FAIL("only rank 0 works"); });
+        written_when_released = written;
+        DOCTEST_CHECK(group.all_max(5) == 5);
+      });
+  DOCTEST_CHECK(e0 == "");
+  DOCTEST_CHECK(e1 == "");
+  DOCTEST_CHECK(written_when_released);
+
+  // Rank 0's work fails: rank 0 gets its own error back (same type), rank 1 an
+  // error carrying its message, at once rather than at its next collective.
+  bool rank0_io_error = false;
+  std::tie(e0, e1) = two_ranks(
+      store, 5.0,
+      [&](kalm::train::DataParallel& group) {
+        try {
+          group.leader_work("wait for rank 0's checkpoint",
+                            [] { throw kalm::IoError("out/checkpoint-4: No space left on device"); });
+        } catch (const kalm::IoError&) {
+          rank0_io_error = true;
+          throw;
+        }
+      },
+      [&](kalm::train::DataParallel& group) { group.leader_work("wait for rank 0's checkpoint", [] {}); });
+  DOCTEST_CHECK(rank0_io_error);
+  DOCTEST_CHECK(e0 == "out/checkpoint-4: No space left on device");
+  DOCTEST_CHECK(e1 ==
+                "data parallel wait for rank 0's checkpoint failed on rank 1 of 2: rank 0 failed: "
+                "out/checkpoint-4: No space left on device");
+
+  // Rank 0 never arrives: rank 1 gives up after the timeout.
+  std::tie(e0, e1) = two_ranks(
+      store, 1.0, [](kalm::train::DataParallel&) { std::this_thread::sleep_for(std::chrono::milliseconds(2000)); },
+      [](kalm::train::DataParallel& group) { group.leader_work("wait for rank 0's checkpoint", [] {}); });
+  DOCTEST_CHECK(e0 == "");
+  DOCTEST_CHECK(e1.find("data parallel wait for rank 0's checkpoint failed on rank 1 of 2: a peer may have died or "
+                        "stalled (--dist-timeout 1 s)") == 0);
+
+  // Rank 0 arrived (its first sign of life is in the store) and then froze:
+  // written here by hand, with no heartbeat after it.
+  std::tie(e0, e1) = two_ranks(
+      store, 1.0,
+      [&](kalm::train::DataParallel&) {
+        c10d::FileStore raw(store, 1);
+        raw.set("kalm/leader_work/0/alive", std::vector<std::uint8_t>{'0'});
+        std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+      },
+      [](kalm::train::DataParallel& group) { group.leader_work("wait for rank 0's checkpoint", [] {}); });
+  DOCTEST_CHECK(e0 == "");
+  DOCTEST_CHECK(e1 ==
+                "data parallel wait for rank 0's checkpoint failed on rank 1 of 2: rank 0 showed no sign of life for "
+                "--dist-timeout 1 s (it died, hangs or is stopped)");
 }
 
 DOCTEST_TEST_CASE("GradientBuckets: buckets launch in order while the armed backward runs; sums written back") {

@@ -31,7 +31,10 @@
 // peer usually closes its sockets, which Gloo reports at once) instead of
 // waiting forever. Under NCCL a collective is queued on the GPU and returns at
 // once; NCCL's watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING, PyTorch's default)
-// ends the process with an error when one exceeds the timeout.
+// ends the process with an error when one exceeds the timeout. While rank 0
+// writes a checkpoint the others wait in the store, not in a collective
+// (leader_work): a long write neither trips that watchdog nor needs a longer
+// timeout.
 //
 // World size 1: with no rendezvous given, the group lives in memory (a c10d
 // HashStore); this is how a one-GPU NCCL run is compared with a plain run.
@@ -131,6 +134,17 @@ class DataParallel {
   std::int64_t all_max(std::int64_t value);
   // Waits for every rank; `what` names the occasion in an error message.
   void barrier(const char* what = "barrier");
+  // Rank 0 runs `work` (writing a checkpoint) while every other rank waits
+  // for it through the rendezvous store rather than in a collective: under
+  // NCCL a collective left pending behind a write longer than --dist-timeout
+  // would be aborted by NCCL's watchdog. Rank 0 marks itself alive in the
+  // store about once a second while `work` runs, so a write may take as long
+  // as it needs. A waiting rank throws kalm::Error (naming `what`) when rank 0
+  // has not arrived within the timeout, has shown no sign of life for the
+  // timeout (a hung or frozen rank 0), or reports that `work` failed (with its
+  // message). On rank 0 an exception from `work` is rethrown, unchanged,
+  // after the others have been told. Every rank calls it at the same points.
+  void leader_work(const char* what, const std::function<void()>& work);
 
  private:
   friend class GradientBuckets;
