@@ -19,7 +19,7 @@ faiss_env=()
 
 # faiss-cpu's wheel bundles its own OpenBLAS (0.3.15 in faiss 1.15.1), which
 # may not know a newer CPU and fall back to generic SSE3 kernels ("Prescott"):
-# 4.6x slower on a 2-core Intel Xeon (model 207) than with its SkylakeX kernels.
+# 4.8x slower on a 2-core Intel Xeon (model 207) than with its SkylakeX kernels.
 # A peer run below its best says nothing, so such a fallback is overridden
 # with the kernels the CPU can run, and said so.
 faiss_openblas=$("$python" -c '

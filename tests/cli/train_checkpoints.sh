@@ -37,4 +37,18 @@ expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --kee
 checks=$((checks + 1))
 cmp -s "$tmp/run/model.safetensors" "$tmp/resumed/model.safetensors" ||
   { echo "FAIL: resumed weights differ from the straight run"; failures=$((failures + 1)); }
+
+# Subnormal floats: flushed unless --keep-denormals, recorded in the state; a
+# resumed run must agree, and a state naming another mode is refused.
+expect_grep '"cpu_denormals": "flushed"' "$tmp/run/kalm_training.json" "the default mode in the state"
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --stop-at-step 1 --keep-denormals   -o "$tmp/kept"
+expect_grep '"cpu_denormals": "kept"' "$tmp/kept/checkpoint-1/trainer_state.json" "--keep-denormals in the state"
+expect_rc 2 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --resume -o "$tmp/kept"
+expect_grep "was made with subnormal floats \(--keep-denormals\) kept, this run has flushed" "$tmp/err"   "resuming without --keep-denormals"
+checks=$((checks + 1))
+[ ! -e "$tmp/kept/model.safetensors" ] || { echo "FAIL: the refused resume exported a model"; failures=$((failures + 1)); }
+sed -i 's/"cpu_denormals": "kept"/"cpu_denormals": "sometimes"/' "$tmp/kept/checkpoint-1/trainer_state.json"
+expect_rc 1 "$train" "$fx/toy" "${common[@]}" --max-steps 3 --save-steps 1 --resume --keep-denormals -o "$tmp/kept"
+expect_grep "checkpoint-1/trainer_state.json: field 'cpu_denormals' must be \"flushed\" or \"kept\"" "$tmp/err" \
+  "an unknown mode in the state"
 finish

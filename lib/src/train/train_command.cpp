@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "kalm/core/runtime.h"
 #include "kalm/error.h"
 
 namespace kalm::train {
@@ -125,7 +124,7 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
   app.add_option("--device", o.device,
                  "cpu, cuda or cuda:N (cuda under a data-parallel launch: cuda:LOCAL_RANK); the teacher runs there too")
       ->group(cli::kGroupCompute);
-  app.add_flag("--keep-denormals", f.keep_denormals,
+  app.add_flag("--keep-denormals", o.keep_denormals,
                "Keep subnormal floats on the CPU (default: flush them to zero, as Intel cores slow down on them)")
       ->group(cli::kGroupCompute);
   if (!distill)
@@ -313,7 +312,6 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   o.seed = tool.common().seed;
   o.quiet = tool.common().quiet;
   o.command_line = tool.command_line();
-  if (!f.keep_denormals) core::set_flush_denormals(true);  // where the CPU has no such mode nothing changes
   auto result = run_training(o);
   return result.signal ? 128 + result.signal : 0;
 }

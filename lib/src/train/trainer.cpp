@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "kalm/cli/progress.h"
+#include "kalm/core/runtime.h"
 #include "kalm/error.h"
 #include "kalm/io/json_writer.h"
 #include "kalm/io/output_dir.h"
@@ -101,6 +102,9 @@ struct Fingerprint {
   std::string stage;
   std::string teacher;  // "" = none
   double bpe_dropout = 0;
+  // CPU arithmetic: "flushed" (subnormals to zero) or "kept"; "" = not
+  // recorded (checkpoints older than --keep-denormals), accepted either way.
+  std::string cpu_denormals;
 };
 
 std::string stage_name(Stage s) {
@@ -138,6 +142,7 @@ std::string state_json(const SavedState& s, const std::string& command_line) {
     io::append_json_string(out, s.fingerprint.teacher);
     out += ",\n";
   }
+  out += "  \"cpu_denormals\": \"" + s.fingerprint.cpu_denormals + "\",\n";
   out += "  \"tool_version\": ";
   io::append_json_string(out, std::string(kVersion) + " (" + kGitRevision + ")");
   out += ",\n  \"command_line\": ";
@@ -182,6 +187,14 @@ SavedState read_state(const std::string& path) {
   if (doc["bpe_dropout"].error() != simdjson::NO_SUCH_FIELD &&
       doc["bpe_dropout"].get_double().get(s.fingerprint.bpe_dropout) != simdjson::SUCCESS)
     throw FormatError(path + ": field 'bpe_dropout' is not a number");
+  // Absent in checkpoints older than --keep-denormals.
+  std::string_view denormals;
+  if (doc["cpu_denormals"].error() != simdjson::NO_SUCH_FIELD) {
+    if (doc["cpu_denormals"].get_string().get(denormals) != simdjson::SUCCESS ||
+        (denormals != "flushed" && denormals != "kept"))
+      throw FormatError(path + ": field 'cpu_denormals' must be \"flushed\" or \"kept\"");
+    s.fingerprint.cpu_denormals = std::string(denormals);
+  }
   return s;
 }
 
@@ -204,6 +217,8 @@ void check_fingerprint(const Fingerprint& saved, const Fingerprint& now, const s
   if (saved.stage != now.stage) mismatch("--stage", saved.stage, now.stage);
   if (saved.bpe_dropout != now.bpe_dropout)
     mismatch("--bpe-dropout", std::to_string(saved.bpe_dropout), std::to_string(now.bpe_dropout));
+  if (!saved.cpu_denormals.empty() && saved.cpu_denormals != now.cpu_denormals)
+    mismatch("subnormal floats (--keep-denormals)", saved.cpu_denormals, now.cpu_denormals);
   if (saved.teacher != now.teacher)
     mismatch("--teacher", saved.teacher.empty() ? "(none)" : saved.teacher, now.teacher.empty() ? "(none)" : now.teacher);
 }
@@ -614,6 +629,9 @@ void Trainer::write_metrics(const std::string& line) {
 }
 
 TrainResult Trainer::run() {
+  // Before any of the run's threads start (they inherit the mode). Where the
+  // CPU has no such mode nothing changes; the state records what was asked.
+  if (!o_.keep_denormals) core::set_flush_denormals(true);
   resolve_options();
   std::error_code ec;
   fs::create_directories(o_.output, ec);
@@ -664,7 +682,7 @@ TrainResult Trainer::run() {
 
   Fingerprint fp{o_.seed,       global_batching_.batch_size, o_.grad_accumulation, total,
                  static_cast<std::int64_t>(data_.examples.size()), num_negatives_, stage_name(o_.stage), o_.teacher,
-                 o_.bpe_dropout};
+                 o_.bpe_dropout, o_.keep_denormals ? "kept" : "flushed"};
   state_.fingerprint = fp;
 
   AdamWOptions adamw;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <regex>
 
+#include "kalm/core/runtime.h"
 #include "kalm/error.h"
 #include "kalm/io/remove_tree.h"
 #include "kalm/model/checkpoint.h"
@@ -762,4 +763,33 @@ DOCTEST_TEST_CASE("build_batch with BPE dropout: same groups, seeded ids, instru
   auto rng = batch_rng(5, 0, 0);
   DOCTEST_CHECK_THROWS_AS(build_batch(data, indices, 3, false, rng, *tok, 64, 64, prompt_ids, 0.5),
                           kalm::InternalError);
+}
+
+DOCTEST_TEST_CASE("run_training flushes subnormal floats unless keep_denormals, and records which in its state") {
+#if defined(__x86_64__)
+  TempDir t;
+  volatile float min_normal = 1.17549435e-38f;
+  auto read_text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  kalm::core::set_flush_denormals(false);
+  auto kept = tiny_options(t.sub("kept"));
+  kept.max_steps = 1;
+  kept.keep_denormals = true;
+  run_training(kept);
+  DOCTEST_CHECK(min_normal * 0.5f != 0.0f);
+  DOCTEST_CHECK(read_text(t.sub("kept") + "/kalm_training.json").find("\"cpu_denormals\": \"kept\"") !=
+                std::string::npos);
+
+  auto flushed = tiny_options(t.sub("flushed"));
+  flushed.max_steps = 1;
+  run_training(flushed);
+  DOCTEST_CHECK(min_normal * 0.5f == 0.0f);  // the calling thread runs flushed now
+  DOCTEST_CHECK(read_text(t.sub("flushed") + "/kalm_training.json").find("\"cpu_denormals\": \"flushed\"") !=
+                std::string::npos);
+  kalm::core::set_flush_denormals(false);  // the other tests run as they always did
+#else
+  DOCTEST_MESSAGE("flush-to-zero is checked on x86-64 only");
+#endif
 }

@@ -26,7 +26,6 @@ struct TrainFlags {
   std::string matryoshka_dims;     // "896,512,..."; "" = the recipe's for the hidden size
   std::string matryoshka_weights;  // "1,0.3,..."
   bool no_grad_clip = false;
-  bool keep_denormals = false;     // --keep-denormals: no flush-to-zero (core::set_flush_denormals)
   bool keep_duplicate_negatives = false;
   bool mix_gradient = false;       // --mix-gradient: options.loss.mix_detach = false
   std::vector<std::string> oversample;  // --oversample TASK=K, repeatable

@@ -144,6 +144,10 @@ struct TrainOptions {
   std::uint64_t seed = 42;
   bool quiet = false;
   std::string command_line;                  // recorded in trainer_state.json
+  // false: run_training turns on flush-to-zero for the process's CPU threads
+  // (core::set_flush_denormals; it stays on after the run) and records
+  // "cpu_denormals": "flushed" in the state; a resumed run must agree.
+  bool keep_denormals = false;
 };
 
 struct TrainResult {
