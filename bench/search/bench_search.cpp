@@ -1,6 +1,6 @@
 // bench/search: exact top-k with kalm's search engine on random unit vectors.
 //   kalm-bench-search gen DIR N Q D        writes DIR/corpus.npy, DIR/queries.npy (f32, seed 0)
-//   kalm-bench-search run DIR K [f32|bf16 [CB QB [CANDIDATES]]]
+//   kalm-bench-search run DIR K [f32|bf16|int8|auto [CB QB [CANDIDATES]]]
 //                                          searches (f32 products, or the certified bf16 first
 //                                          pass with f32 rescoring), writes DIR/kalm_ids.npy and
 //                                          kalm_scores.npy, prints seconds. KALM_SEARCH_DEVICE=cuda
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
       opt.corpus_block = std::stol(argv[5]);
       opt.query_block = std::stol(argv[6]);
     }
-    if (argc >= 8) opt.candidates = std::stol(argv[7]);  // bf16 first-pass candidates per query
+    if (argc >= 8) opt.candidates = std::stol(argv[7]);  // bf16/int8 first-pass candidates per query
     auto corpus = load(dir + "/corpus.npy");
     auto queries = load(dir + "/queries.npy");
     const char* device_name = std::getenv("KALM_SEARCH_DEVICE");
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     std::printf("kalm_precision %s\nkalm_seconds %.3f\nkalm_threads %d\nkalm_peak_rss_mb %.1f\n",
                 kalm::search::search_precision_name(opt.precision), secs, at::get_num_threads(), ru.ru_maxrss / 1024.0);
     std::printf("kalm_f32_products %s\n", kalm::search::f32_products_name(res.f32_products));
-    if (opt.precision == kalm::search::SearchPrecision::BF16)
+    if (opt.precision != kalm::search::SearchPrecision::F32)
       std::printf("kalm_rescored_rows_per_query %.1f\nkalm_exact_fallbacks %lld\n",
                   static_cast<double>(res.rescored_rows) / std::max<std::int64_t>(1, queries.size(0)),
                   static_cast<long long>(res.exact_fallbacks));
@@ -153,6 +153,6 @@ int main(int argc, char** argv) {
                 peak_anon / 1024.0);
     return 0;
   }
-  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [f32|bf16 [CB QB [CANDIDATES]]] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
+  std::fprintf(stderr, "usage: kalm-bench-search gen DIR N Q D | run DIR K [f32|bf16|int8|auto [CB QB [CANDIDATES]]] | gen-st FILE N D | run-st FILE QUERIES.npy K\n");
   return 2;
 }

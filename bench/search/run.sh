@@ -4,7 +4,8 @@
 # the same run. Each round runs kalm with float32 products (the library
 # KALM_SEARCH_BLAS / auto picks, and LibTorch's BLAS beside it when that is
 # another one), kalm's bf16 first pass with certified f32 rescoring
-# (--search-precision bf16), and faiss, one after the other, so that a machine
+# (--search-precision bf16), its int8 first pass (--search-precision int8,
+# where the CPU has VNNI), and faiss, one after the other, so that a machine
 # whose speed drifts (a shared VM) slows all of them alike. Prints each round's
 # times, the ratios of the medians, and id agreement of each with faiss.
 #   bench/search/run.sh BUILD_DIR [N Q D K [ROUNDS]]
@@ -49,10 +50,14 @@ kalm() {
   mv "$dir/kalm_scores.npy" "$dir/kalm_scores_$name.npy"
 }
 runs=(f32 bf16)
+# The int8 pass runs where the CPU has VNNI int8 dot products (kalm refuses it elsewhere).
+int8=no
+if grep -qwE 'avx512_vnni|avx_vnni|amx_int8' /proc/cpuinfo; then int8=yes; runs+=(int8); fi
 for r in $(seq "$rounds"); do
   echo "== round $r"
   kalm f32 f32
   kalm bf16 bf16
+  [ "$int8" = no ] || kalm int8 int8
   if [ "$(cat "$dir/f32.products")" != torch ]; then
     kalm f32_torch f32 KALM_SEARCH_BLAS=torch
     [ "$r" -gt 1 ] || runs+=(f32_torch)

@@ -24,17 +24,22 @@ expect_rc 0 "$embed_exe" -q -m "$model" --max-length 64 --instruction "$instruct
 expect_rc 0 "$embed_exe" -q -m "$model" --max-length 64 "$tmp/corpus.jsonl" -o "$tmp/c.safetensors"
 expect_rc 0 "$eval_exe" -q --query-embeddings "$tmp/q.safetensors" --corpus-embeddings "$tmp/c.safetensors" \
   --output-dir "$tmp/pre" "$task" && expect_grep "^LicenseRetrieval +retrieval +test +ndcg_at_10 +[0-9]+\.[0-9]{2} +[0-9]+\.[0-9]{2}$" "$tmp/out"
-# The bf16 first pass returns f32's rankings: the same metrics to the last digit.
-expect_rc 0 "$eval_exe" -q --query-embeddings "$tmp/q.safetensors" --corpus-embeddings "$tmp/c.safetensors" \
-  --search-precision bf16 --output-dir "$tmp/pre-bf16" "$task"
-checks=$((checks + 1))
-if ! $PY - "$tmp/pre/LicenseRetrieval.json" "$tmp/pre-bf16/LicenseRetrieval.json" <<'PYEOF'
+# The bf16 and int8 (where the CPU has VNNI) first passes return f32's rankings: the same metrics to
+# the last digit.
+precisions=(bf16)
+grep -qwE 'avx512_vnni|avx_vnni|amx_int8' /proc/cpuinfo && precisions+=(int8)
+for precision in "${precisions[@]}"; do
+  expect_rc 0 "$eval_exe" -q --query-embeddings "$tmp/q.safetensors" --corpus-embeddings "$tmp/c.safetensors" \
+    --search-precision "$precision" --output-dir "$tmp/pre-$precision" "$task"
+  checks=$((checks + 1))
+  if ! $PY - "$tmp/pre/LicenseRetrieval.json" "$tmp/pre-$precision/LicenseRetrieval.json" <<'PYEOF'
 import json, sys
 a, b = (json.load(open(p))["scores"]["test"][0] for p in sys.argv[1:3])
 a.pop("evaluation_time", None); b.pop("evaluation_time", None)
 assert a == b, {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
 PYEOF
-then echo "FAIL: --search-precision bf16 changed the metrics"; failures=$((failures + 1)); fi
+  then echo "FAIL: --search-precision $precision changed the metrics"; failures=$((failures + 1)); fi
+done
 expect_rc 0 "$eval_exe" -q -m "$model" --max-length 64 --output-dir "$tmp/model-out" "$task"
 expect_grep '"max_length": null,' "$tmp/pre/LicenseRetrieval.json" "results of precomputed embeddings"
 expect_grep '"max_length": 64,' "$tmp/model-out/LicenseRetrieval.json" "results of a model run"

@@ -44,8 +44,16 @@ J
   expect_grep '"range": "0-4"' "$tmp/out.jsonl.meta.json" "meta window"
   expect_grep '"rejected": \{"ranking_consistency": 1\}' "$tmp/out.jsonl.meta.json" "meta counts"
 }
-# The bf16 first pass with f32 rescoring returns the same lists, ties and scores included.
-for precision in bf16 auto; do
+# The bf16 and int8 first passes with f32 rescoring return the same lists, ties and scores included
+# (int8 where the CPU has VNNI; elsewhere it is refused, with the reason).
+precisions=(bf16 auto)
+if grep -qwE 'avx512_vnni|avx_vnni|amx_int8' /proc/cpuinfo; then
+  precisions+=(int8)
+else
+  expect_rc 2 "$exe" "${pre[@]}" --search-precision int8 -o "$tmp/o_int8.jsonl" "$tmp/groups.jsonl" &&
+    expect_grep "int8 needs a CPU with VNNI" "$tmp/err"
+fi
+for precision in "${precisions[@]}"; do
   expect_rc 0 "$exe" -q "${pre[@]}" --range 0-4 --negatives 2 --sampling top --scores --filter-topk 0 \
     --search-precision "$precision" --rejects "$tmp/rej_$precision.jsonl" -o "$tmp/out_$precision.jsonl" "$tmp/groups.jsonl" && {
     checks=$((checks + 1))

@@ -266,9 +266,10 @@ void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& d
 
 void add_search_precision_flag(CLI::App& app, std::string& precision) {
   app.add_option("--search-precision", precision,
-                 "Top-k search products: f32, bf16 (first pass in bf16, candidates rescored in f32, certified to "
-                 "give f32's top k) or auto (bf16 on GPUs and on CPUs where it is faster: AMX, or AMD with AVX512-BF16)")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
+                 "Top-k search products: f32, bf16 or int8 (a first pass in bf16, or in int8 on a CPU with VNNI, "
+                 "candidates rescored in f32, certified to give f32's top k) or auto (bf16 on GPUs and on CPUs "
+                 "where it is faster: AMX, or AMD with AVX512-BF16; int8 on other CPUs with AVX512-VNNI; else f32)")
+      ->check(CLI::IsMember({"f32", "bf16", "int8", "auto"}))
       ->group(cli::kGroupCompute);
 }
 

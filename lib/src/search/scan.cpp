@@ -32,6 +32,14 @@ std::int64_t portable_bf16(const std::uint16_t* row, std::int64_t j, std::int64_
   return j;
 }
 
+std::int64_t portable_i32_scaled(const std::int32_t* row, const float* scale, std::int64_t j, std::int64_t width,
+                                 float floor) {
+  for (; j + kScanGroup <= width; j += kScanGroup)
+    for (std::int64_t t = 0; t < kScanGroup; ++t)
+      if (static_cast<float>(row[j + t]) * scale[j + t] > floor) return j;
+  return j;
+}
+
 #ifdef KALM_SCAN_X86
 // The comparisons are ordered and quiet (_CMP_GT_OQ, cmpgtps): false for NaN.
 // bf16 becomes float32 by interleaving zero halves below the bf16 ones; the
@@ -64,6 +72,22 @@ std::int64_t sse2_bf16(const std::uint16_t* row, std::int64_t j, std::int64_t wi
   return j;
 }
 
+// int32 to float32 conversion (cvtdq2ps) rounds to nearest as the scalar cast
+// does, and the product is a single rounding either way: the same floats.
+std::int64_t sse2_i32_scaled(const std::int32_t* row, const float* scale, std::int64_t j, std::int64_t width,
+                             float floor) {
+  const __m128 f = _mm_set1_ps(floor);
+  for (; j + kScanGroup <= width; j += kScanGroup) {
+    __m128 any = _mm_setzero_ps();
+    for (int t = 0; t < kScanGroup; t += 4) {
+      const __m128 v = _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j + t)));
+      any = _mm_or_ps(any, _mm_cmpgt_ps(_mm_mul_ps(v, _mm_loadu_ps(scale + j + t)), f));
+    }
+    if (_mm_movemask_ps(any)) return j;
+  }
+  return j;
+}
+
 __attribute__((target("avx2"))) std::int64_t avx2_f32(const float* row, std::int64_t j, std::int64_t width,
                                                        float floor) {
   const __m256 f = _mm256_set1_ps(floor);
@@ -88,6 +112,20 @@ __attribute__((target("avx2"))) std::int64_t avx2_bf16(const std::uint16_t* row,
   return j;
 }
 
+__attribute__((target("avx2"))) std::int64_t avx2_i32_scaled(const std::int32_t* row, const float* scale,
+                                                              std::int64_t j, std::int64_t width, float floor) {
+  const __m256 f = _mm256_set1_ps(floor);
+  for (; j + kScanGroup <= width; j += kScanGroup) {
+    const __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j))),
+                                   _mm256_loadu_ps(scale + j));
+    const __m256 b =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j + 8))),
+                      _mm256_loadu_ps(scale + j + 8));
+    if (_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(a, f, _CMP_GT_OQ), _mm256_cmp_ps(b, f, _CMP_GT_OQ)))) return j;
+  }
+  return j;
+}
+
 __attribute__((target("avx512f,avx512bw"))) std::int64_t avx512_f32(const float* row, std::int64_t j,
                                                                      std::int64_t width, float floor) {
   const __m512 f = _mm512_set1_ps(floor);
@@ -102,6 +140,17 @@ __attribute__((target("avx512f,avx512bw"))) std::int64_t avx512_bf16(const std::
   for (; j + kScanGroup <= width; j += kScanGroup) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j));
     const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    if (_mm512_cmp_ps_mask(v, f, _CMP_GT_OQ)) return j;
+  }
+  return j;
+}
+
+__attribute__((target("avx512f,avx512bw"))) std::int64_t avx512_i32_scaled(const std::int32_t* row,
+                                                                            const float* scale, std::int64_t j,
+                                                                            std::int64_t width, float floor) {
+  const __m512 f = _mm512_set1_ps(floor);
+  for (; j + kScanGroup <= width; j += kScanGroup) {
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(row + j)), _mm512_loadu_ps(scale + j));
     if (_mm512_cmp_ps_mask(v, f, _CMP_GT_OQ)) return j;
   }
   return j;
@@ -168,11 +217,11 @@ std::vector<ScanKernel> runnable_scan_kernels() {
 #ifdef KALM_SCAN_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-    out.push_back({"avx512", avx512_f32, avx512_bf16});
-  if (__builtin_cpu_supports("avx2")) out.push_back({"avx2", avx2_f32, avx2_bf16});
-  out.push_back({"sse2", sse2_f32, sse2_bf16});
+    out.push_back({"avx512", avx512_f32, avx512_bf16, avx512_i32_scaled});
+  if (__builtin_cpu_supports("avx2")) out.push_back({"avx2", avx2_f32, avx2_bf16, avx2_i32_scaled});
+  out.push_back({"sse2", sse2_f32, sse2_bf16, sse2_i32_scaled});
 #endif
-  out.push_back({"portable", portable_f32, portable_bf16});
+  out.push_back({"portable", portable_f32, portable_bf16, portable_i32_scaled});
   return out;
 }
 

@@ -43,18 +43,33 @@ void check_matrix(const torch::Tensor& t, const char* what) {
 }
 
 
-// The score types a block's product is read in.
-inline float as_float(float v) { return v; }
-inline float as_float(c10::BFloat16 v) { return static_cast<float>(v); }
-
-// The first score of a group that may hold one above `floor` (scan.h).
-inline std::int64_t next_group_above(const float* row, std::int64_t from, std::int64_t width, float floor) {
-  return detail::scan_kernel().f32(row, from, width, floor);
-}
-inline std::int64_t next_group_above(const c10::BFloat16* row, std::int64_t from, std::int64_t width,
-                                     float floor) {
-  return detail::scan_kernel().bf16(reinterpret_cast<const std::uint16_t*>(row), from, width, floor);
-}
+// How a block's scores are read by the selection: the value of column j, and
+// the start of the first group from `from` that may hold one above `floor`
+// (scan.h). The int8 pass's int32 products are read as float(p) * scale of the
+// column's corpus row; the query's own scale multiplies every one of its
+// scores alike, so the selection leaves it out and the rescoring puts it back.
+struct F32Scores {
+  const float* row;
+  float operator[](std::int64_t j) const { return row[j]; }
+  std::int64_t next_group_above(std::int64_t from, std::int64_t width, float floor) const {
+    return detail::scan_kernel().f32(row, from, width, floor);
+  }
+};
+struct Bf16Scores {
+  const c10::BFloat16* row;
+  float operator[](std::int64_t j) const { return static_cast<float>(row[j]); }
+  std::int64_t next_group_above(std::int64_t from, std::int64_t width, float floor) const {
+    return detail::scan_kernel().bf16(reinterpret_cast<const std::uint16_t*>(row), from, width, floor);
+  }
+};
+struct ScaledInt32Scores {
+  const std::int32_t* row;
+  const float* scale;
+  float operator[](std::int64_t j) const { return static_cast<float>(row[j]) * scale[j]; }
+  std::int64_t next_group_above(std::int64_t from, std::int64_t width, float floor) const {
+    return detail::scan_kernel().i32_scaled(row, scale, from, width, floor);
+  }
+};
 
 // One query's candidates while the corpus streams past: those that may still
 // be among its `cap` best. Once `cap` are held, a newcomer is kept only when it
@@ -83,12 +98,12 @@ struct Selection {
 // Offers one query's scores for corpus rows base .. base+width-1. Until `cap`
 // candidates are held every row enters (NaN as -inf, below every number);
 // after that a vector scan skips the groups with no score above the floor.
-template <typename T>
-void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width, std::int64_t base) {
+template <typename Scores>
+void offer_row(Selection& sel, std::size_t cap, const Scores& row, std::int64_t width, std::int64_t base) {
   std::int64_t j = 0;
   if (sel.kept.size() < cap) {
     for (; j < width && sel.kept.size() < cap; ++j) {
-      float v = as_float(row[j]);
+      float v = row[j];
       if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
       sel.kept.push_back({v, base + j});
     }
@@ -96,10 +111,10 @@ void offer_row(Selection& sel, std::size_t cap, const T* row, std::int64_t width
     sel.cut(cap);  // sets the floor
   }
   while (j < width) {
-    j = next_group_above(row, j, width, sel.floor);
+    j = row.next_group_above(j, width, sel.floor);
     const std::int64_t end = std::min(width, j + detail::kScanGroup);
     for (; j < end; ++j) {
-      const float v = as_float(row[j]);
+      const float v = row[j];
       if (v > sel.floor) {  // false for NaN
         sel.kept.push_back({v, base + j});
         if (sel.kept.size() == 2 * cap) sel.cut(cap);
@@ -125,14 +140,135 @@ void parallel_queries(std::int64_t begin, std::int64_t end, const Body& body) {
   if (failure) std::rethrow_exception(failure);
 }
 
+// The int8 pass's rounding of one row x (float32, `dim` values): q = round(x /
+// s) with s = max|x| / 127, so q lies in [-127, 127] and x~ = s * q. What the
+// certificate needs of the row comes back with it: |x|, |x - x~| and |x~|
+// (Euclidean, summed in double from the exact residuals: s * q is exact in
+// double). A row with NaN or an infinity is marked and rounded to zeros; an
+// all-zero row (or one too small for its scale to be a normal float) gets
+// scale 1, its residual then being the row itself.
+struct Int8Row {
+  float scale = 1.0f;
+  double norm = 0, residual_norm = 0, quantized_norm = 0;
+  bool finite = true;
+};
+// Compiled for AVX2, which every CPU the int8 pass runs on has (VNNI came
+// after it), so that its loops are vectorised; rounding to the nearest integer
+// (ties to even, as nearbyint in the default mode) by adding and subtracting
+// 1.5 * 2^23, exact for |v| < 2^22 (here |v / scale| <= 127): nearbyintf is
+// a library call per value on x86-64's baseline and keeps the loop scalar.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2")))
+#endif
+Int8Row round_row_to_int8(const float* x, std::int64_t dim, std::int8_t* out) {
+  constexpr float kRoundingShift = 12582912.0f;  // 1.5 * 2^23
+  // Sums and maxima in kLanes independent lanes, combined at the end: a single
+  // accumulator is a chain the compiler may not reorder into vectors.
+  constexpr std::int64_t kLanes = 16;
+  Int8Row row;
+  float largest_lane[kLanes] = {};
+  double norm2_lane[kLanes] = {};
+  std::int64_t j = 0;
+  for (; j + kLanes <= dim; j += kLanes)
+    for (std::int64_t t = 0; t < kLanes; ++t) {
+      const float a = std::fabs(x[j + t]);
+      largest_lane[t] = largest_lane[t] < a ? a : largest_lane[t];
+      norm2_lane[t] += static_cast<double>(x[j + t]) * x[j + t];  // NaN or infinite when any value is
+    }
+  for (; j < dim; ++j) {
+    const float a = std::fabs(x[j]);
+    largest_lane[0] = largest_lane[0] < a ? a : largest_lane[0];
+    norm2_lane[0] += static_cast<double>(x[j]) * x[j];
+  }
+  float largest = 0.0f;
+  double norm2 = 0;
+  for (std::int64_t t = 0; t < kLanes; ++t) {
+    largest = std::max(largest, largest_lane[t]);
+    norm2 += norm2_lane[t];
+  }
+  row.finite = std::isfinite(norm2);
+  const float scale = largest / 127.0f;
+  if (row.finite && scale >= std::numeric_limits<float>::min()) row.scale = scale;
+  // Three simple loops (levels, int8 values, residual sums) rather than one,
+  // so that each is vectorised.
+  thread_local std::vector<float> levels;
+  levels.resize(static_cast<std::size_t>(dim));
+  const float scale_used = row.scale;
+  for (std::int64_t i = 0; i < dim; ++i) {
+    const float v = row.finite ? x[i] : 0.0f;
+    const float level = (v / scale_used + kRoundingShift) - kRoundingShift;
+    levels[static_cast<std::size_t>(i)] = level > 127.0f ? 127.0f : (level < -127.0f ? -127.0f : level);
+  }
+  for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<std::int8_t>(levels[static_cast<std::size_t>(i)]);
+  double residual2_lane[kLanes] = {}, quantized2_lane[kLanes] = {};
+  const double scale_wide = scale_used;
+  const float* level = levels.data();
+  for (j = 0; j + kLanes <= dim; j += kLanes)
+    for (std::int64_t t = 0; t < kLanes; ++t) {
+      const double rounded = scale_wide * level[j + t];  // exact: 24 by 8 significant bits
+      const double residual = (row.finite ? static_cast<double>(x[j + t]) : 0.0) - rounded;
+      residual2_lane[t] += residual * residual;
+      quantized2_lane[t] += rounded * rounded;
+    }
+  for (; j < dim; ++j) {
+    const double rounded = scale_wide * level[j];
+    const double residual = (row.finite ? static_cast<double>(x[j]) : 0.0) - rounded;
+    residual2_lane[0] += residual * residual;
+    quantized2_lane[0] += rounded * rounded;
+  }
+  double residual2 = 0, quantized2 = 0;
+  for (std::int64_t t = 0; t < kLanes; ++t) {
+    residual2 += residual2_lane[t];
+    quantized2 += quantized2_lane[t];
+  }
+  row.norm = std::sqrt(norm2);
+  row.residual_norm = std::sqrt(residual2);
+  row.quantized_norm = std::sqrt(quantized2);
+  return row;
+}
+
+// What the int8 pass learns of the corpus as its blocks are rounded: the
+// current block's row scales (the selection reads scores through them) and,
+// over every row so far, the largest |c| and |c - c~| of finite rows and
+// whether any row was not finite.
+struct Int8Corpus {
+  std::vector<float> scales;
+  double max_norm = 0, max_residual_norm = 0;
+  bool finite = true;
+
+  // Rounds `block` (float32 on the CPU, rows contiguous) into `out` ([rows, D] int8).
+  void round_block(const torch::Tensor& block, torch::Tensor& out) {
+    const std::int64_t rows = block.size(0), dim = block.size(1);
+    scales.resize(static_cast<std::size_t>(rows));
+    std::vector<Int8Row> stats(static_cast<std::size_t>(rows));
+    const float* x = block.data_ptr<float>();
+    const std::int64_t stride = block.stride(0);
+    std::int8_t* q = out.data_ptr<std::int8_t>();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) stats[static_cast<std::size_t>(r)] = round_row_to_int8(x + r * stride, dim, q + r * dim);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const Int8Row& st = stats[static_cast<std::size_t>(r)];
+      scales[static_cast<std::size_t>(r)] = st.scale;
+      if (!st.finite) {
+        finite = false;
+        continue;
+      }
+      max_norm = std::max(max_norm, st.norm);
+      max_residual_norm = std::max(max_residual_norm, st.residual_norm);
+    }
+  }
+};
+
 // The first pass: every query's `cap` best corpus rows by the product of
 // `queries` (already in `compute_type`, on the search device) and the corpus
-// converted block by block. `on_block` sees each converted corpus block (the
-// BF16 pass measures its row norms there).
+// converted block by block. `on_block` sees each corpus block as stored (the
+// BF16 pass measures its row norms there). With `int8` (the int8 pass, on the
+// CPU: compute_type kChar) each corpus block is rounded to int8 by it, the
+// products are exact int32 and the selection reads them through its scales.
 std::vector<std::vector<Candidate>> blocked_candidates(
     const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t cap, const TopKOptions& options,
     torch::ScalarType compute_type, const SearchProgress& progress,
-    const std::function<void(const torch::Tensor& block_f32_or_native)>& on_block) {
+    const std::function<void(const torch::Tensor& block_f32_or_native)>& on_block, Int8Corpus* int8 = nullptr) {
   const std::int64_t num_queries = queries.size(0);
   const std::int64_t num_corpus = corpus.size(0);
   const auto device = queries.device();
@@ -170,7 +306,8 @@ std::vector<std::vector<Candidate>> blocked_candidates(
     group_rows = std::min(num_queries, blocks * options.query_block);
   }
   const std::int64_t groups = num_queries == 0 ? 1 : (num_queries + group_rows - 1) / group_rows;
-  torch::Tensor score_buffer, block_buffer;
+  const auto score_type = int8 ? torch::kInt32 : compute_type;
+  torch::Tensor score_buffer, block_buffer, block_f32_buffer;
   for (std::int64_t g = 0; g < groups; ++g) {
     const std::int64_t g0 = g * group_rows, g1 = std::min(num_queries, g0 + group_rows);
     // One pair of [rows, <= cap] tensors (scores, corpus rows) per query block
@@ -184,7 +321,19 @@ std::vector<std::vector<Candidate>> blocked_candidates(
       // A converted block goes to one buffer reused for every block: a fresh
       // tensor per block costs its page faults every time.
       torch::Tensor block = source;
-      if (source.scalar_type() != compute_type || !source.is_contiguous()) {
+      if (int8) {
+        torch::Tensor rows_f32 = source;
+        if (source.scalar_type() != torch::kFloat32 || source.stride(1) != 1) {
+          if (!block_f32_buffer.defined() || block_f32_buffer.numel() < source.numel())
+            block_f32_buffer = torch::empty({source.numel()}, torch::kFloat32);
+          rows_f32 = block_f32_buffer.narrow(0, 0, source.numel()).view(source.sizes());
+          rows_f32.copy_(source);
+        }
+        if (!block_buffer.defined() || block_buffer.numel() < source.numel())
+          block_buffer = torch::empty({source.numel()}, torch::kInt8);
+        block = block_buffer.narrow(0, 0, source.numel()).view(source.sizes());
+        int8->round_block(rows_f32, block);
+      } else if (source.scalar_type() != compute_type || !source.is_contiguous()) {
         if (!block_buffer.defined() || block_buffer.numel() < source.numel())
           block_buffer = torch::empty({source.numel()}, torch::TensorOptions().dtype(compute_type).device(device));
         block = block_buffer.narrow(0, 0, source.numel()).view(source.sizes());
@@ -197,9 +346,11 @@ std::vector<std::vector<Candidate>> blocked_candidates(
         // product costs its page faults every time (about 10% of the search).
         const std::int64_t rows = q1 - q0, width = c1 - c0;
         if (!score_buffer.defined() || score_buffer.numel() < rows * width)
-          score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(compute_type).device(device));
+          score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(score_type).device(device));
         torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
-        if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
+        if (int8) {
+          at::_int_mm_out(scores_view, qblock, block.t());  // exact: |sum| <= 127^2 * D < 2^31
+        } else if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
           sgemm->sgemm(detail::kCblasRowMajor, detail::kCblasNoTrans, detail::kCblasTrans, static_cast<int>(rows),
                        static_cast<int>(width), static_cast<int>(qblock.size(1)), 1.0f, qblock.data_ptr<float>(),
                        static_cast<int>(qblock.stride(0)), block.data_ptr<float>(), static_cast<int>(block.stride(0)),
@@ -220,15 +371,22 @@ std::vector<std::vector<Candidate>> blocked_candidates(
           continue;
         }
         const torch::Tensor& scores = scores_view;  // on the CPU
-        if (compute_type == torch::kBFloat16) {
+        if (int8) {
+          const auto* s = scores.data_ptr<std::int32_t>();
+          const float* scales = int8->scales.data();
+          parallel_queries(q0, q1, [&](std::int64_t q) {
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, ScaledInt32Scores{s + (q - q0) * width, scales},
+                      width, c0);
+          });
+        } else if (compute_type == torch::kBFloat16) {
           const auto* s = scores.data_ptr<c10::BFloat16>();
           parallel_queries(q0, q1, [&](std::int64_t q) {
-            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, Bf16Scores{s + (q - q0) * width}, width, c0);
           });
         } else {
           const float* s = scores.data_ptr<float>();
           parallel_queries(q0, q1, [&](std::int64_t q) {
-            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, s + (q - q0) * width, width, c0);
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, F32Scores{s + (q - q0) * width}, width, c0);
           });
         }
       }
@@ -298,22 +456,27 @@ TopKResult search_f32(const torch::Tensor& queries, const torch::Tensor& corpus,
   return result;
 }
 
-TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t k,
-                                const TopKOptions& options, const SearchProgress& progress) {
-  const std::int64_t num_queries = queries.size(0);
-  const std::int64_t num_corpus = corpus.size(0);
-  const std::int64_t dim = queries.size(1);
-  TopKResult result{torch::empty({num_queries, k}, torch::kFloat32), torch::empty({num_queries, k}, torch::kInt64)};
-  if (num_queries == 0 || k == 0) return result;
-  const std::int64_t cap =
-      std::min(num_corpus, options.candidates > 0 ? std::max(options.candidates, k) : k + std::max<std::int64_t>(k, 128));
+// The first pass of a reduced-precision search: every query's `cap` best rows
+// by approximate score (a heap under ranks_above, the weakest first), each
+// kept score times score_scale[q] being the approximate score; and bound[q],
+// the most any row's approximate score can differ from its float32 one
+// (infinite: the query cannot be certified).
+struct FirstPass {
+  std::vector<std::vector<Candidate>> heaps;
+  std::vector<double> score_scale;
+  std::vector<double> bound;
+};
 
+// bf16 products (topk.h): e = (3u + 8u^2 + 4 gamma) * |q| * max|c|.
+FirstPass bf16_first_pass(const torch::Tensor& queries, const torch::Tensor& q32, const torch::Tensor& corpus,
+                          std::int64_t cap, const TopKOptions& options, const SearchProgress& progress) {
   // Largest corpus row norm, measured on the blocks as they pass (f32 norms of
   // the stored values, which is what the rescoring multiplies).
   // Kept on the search device and read once at the end: a read per block
   // would make a GPU wait for every block.
   torch::Tensor block_norm_max;
-  auto heaps = blocked_candidates(
+  FirstPass pass;
+  pass.heaps = blocked_candidates(
       queries.to(torch::kBFloat16).contiguous(), corpus, cap, options, torch::kBFloat16, progress,
       [&](const torch::Tensor& block) {
         if (block.size(0) == 0) return;
@@ -324,27 +487,89 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
         block_norm_max = block_norm_max.defined() ? torch::maximum(block_norm_max, m) : m;
       });
   const double corpus_norm_max = block_norm_max.defined() ? block_norm_max.item<double>() : 0.0;
+  const double u = std::ldexp(1.0, -8);
+  const double gamma = static_cast<double>(q32.size(1)) * std::ldexp(1.0, -24);
+  const double rel_bound = 3 * u + 8 * u * u + 4 * gamma;
+  const torch::Tensor q_norms = q32.norm(2, 1).to(torch::kDouble).contiguous();
+  const double* qn = q_norms.data_ptr<double>();
+  const auto num_queries = static_cast<std::size_t>(q32.size(0));
+  pass.score_scale.assign(num_queries, 1.0);
+  pass.bound.resize(num_queries);
+  for (std::size_t q = 0; q < num_queries; ++q) pass.bound[q] = rel_bound * qn[q] * corpus_norm_max + 1e-30;
+  return pass;
+}
+
+// int8 products on the CPU (topk.h): with r = x - x~ for a query q and a
+// corpus row c, q.c - q~.c~ = r_q.c + q~.r_c exactly, so by Cauchy-Schwarz
+// |q.c - q~.c~| <= |r_q| * max|c| + |q~| * max|r_c|; the rescoring's float32
+// sum is within 2 gamma * |q| * |c| of q.c (gamma = D * 2^-24; 2 for the
+// order of its partial sums), and the kept score float(p) * s_c times s_q is
+// within 2^-22 * |q~| * |c~| of q~.c~ (two float roundings), |c~| <= max|c| +
+// max|r_c|. The sum gets a relative margin of 2^-20 for the norms' own rounding.
+FirstPass int8_first_pass(const torch::Tensor& q32, const torch::Tensor& corpus, std::int64_t cap,
+                          const TopKOptions& options, const SearchProgress& progress) {
+  const std::int64_t num_queries = q32.size(0), dim = q32.size(1);
+  torch::Tensor q8 = torch::empty({num_queries, dim}, torch::kInt8);
+  std::vector<Int8Row> query_rows(static_cast<std::size_t>(num_queries));
+  const float* qdata = q32.data_ptr<float>();
+  std::int8_t* q8data = q8.data_ptr<std::int8_t>();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t q = 0; q < num_queries; ++q)
+    query_rows[static_cast<std::size_t>(q)] = round_row_to_int8(qdata + q * dim, dim, q8data + q * dim);
+  Int8Corpus corpus_rows;
+  FirstPass pass;
+  pass.heaps = blocked_candidates(q8, corpus, cap, options, torch::kChar, progress, {}, &corpus_rows);
+  const double gamma = static_cast<double>(dim) * std::ldexp(1.0, -24);
+  const double c_norm = corpus_rows.max_norm, c_residual = corpus_rows.max_residual_norm;
+  pass.score_scale.resize(static_cast<std::size_t>(num_queries));
+  pass.bound.resize(static_cast<std::size_t>(num_queries));
+  for (std::size_t q = 0; q < query_rows.size(); ++q) {
+    const Int8Row& r = query_rows[q];
+    pass.score_scale[q] = r.scale;
+    pass.bound[q] = !(r.finite && corpus_rows.finite)
+                        ? std::numeric_limits<double>::infinity()
+                        : (r.residual_norm * c_norm + r.quantized_norm * c_residual + 2 * gamma * r.norm * c_norm +
+                           std::ldexp(1.0, -22) * r.quantized_norm * (c_norm + c_residual)) *
+                                  (1 + std::ldexp(1.0, -20)) +
+                              1e-30;
+  }
+  return pass;
+}
+
+// A reduced-precision first pass (bf16 or int8), its candidates rescored in
+// float32 and certified (topk.h); queries not certified searched in float32.
+TopKResult search_rescored(const torch::Tensor& queries, const torch::Tensor& corpus, std::int64_t k,
+                           const TopKOptions& options, const SearchProgress& progress) {
+  const std::int64_t num_queries = queries.size(0);
+  const std::int64_t num_corpus = corpus.size(0);
+  const std::int64_t dim = queries.size(1);
+  const bool int8 = options.precision == SearchPrecision::Int8;
+  TopKResult result{torch::empty({num_queries, k}, torch::kFloat32), torch::empty({num_queries, k}, torch::kInt64)};
+  if (num_queries == 0 || k == 0) return result;
+  const std::int64_t margin = int8 ? 256 : 128;
+  const std::int64_t cap = std::min(
+      num_corpus, options.candidates > 0 ? std::max(options.candidates, k) : k + std::max<std::int64_t>(k, margin));
+  const torch::Tensor q32 = queries.to(torch::kCPU, torch::kFloat32).contiguous();
+  FirstPass pass = int8 ? int8_first_pass(q32, corpus, cap, options, progress)
+                        : bf16_first_pass(queries, q32, corpus, cap, options, progress);
+  auto& heaps = pass.heaps;
 
   // Rescoring reads float32 rows on the host: the queries once, corpus rows as
   // candidates name them (a block of the corpus at a time when it is not f32).
-  const torch::Tensor q32 = queries.to(torch::kCPU, torch::kFloat32).contiguous();
   const torch::Tensor c_host = corpus.device().is_cpu() ? corpus : corpus.to(torch::kCPU);
   const bool corpus_is_f32 = c_host.scalar_type() == torch::kFloat32 && c_host.stride(1) == 1;
-  const torch::Tensor q_norms = q32.norm(2, 1).to(torch::kDouble).contiguous();
-  const double u = std::ldexp(1.0, -8);
-  const double gamma = static_cast<double>(dim) * std::ldexp(1.0, -24);
-  const double rel_bound = 3 * u + 8 * u * u + 4 * gamma;
 
   std::vector<char> certified(static_cast<std::size_t>(num_queries), 0);
   std::vector<std::vector<Candidate>> exact(static_cast<std::size_t>(num_queries));
   std::vector<std::int64_t> rescored(static_cast<std::size_t>(num_queries), 0);
   const float* qdata = q32.data_ptr<float>();
-  const double* qn = q_norms.data_ptr<double>();
   parallel_queries(0, num_queries, [&](std::int64_t q) {
     auto& approx = heaps[static_cast<std::size_t>(q)];
-    const float weakest_kept = approx.front().score;  // heap front: the weakest approximate candidate
+    const double scale = pass.score_scale[static_cast<std::size_t>(q)];
+    // heap front: the weakest approximate candidate
+    const double weakest_kept = scale * static_cast<double>(approx.front().score);
     std::sort_heap(approx.begin(), approx.end(), ranks_above);  // best approximate first
-    const double bound = rel_bound * qn[q] * corpus_norm_max + 1e-30;
+    const double bound = pass.bound[static_cast<std::size_t>(q)];
     if (!std::isfinite(bound)) return;  // searched again in f32
     auto& top = exact[static_cast<std::size_t>(q)];
     top.reserve(static_cast<std::size_t>(k));
@@ -354,7 +579,7 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
       // Rows are visited by decreasing approximate score: once one cannot reach
       // the k-th exact score, none after it can.
       if (static_cast<std::int64_t>(top.size()) == k &&
-          static_cast<double>(cand.score) + bound < static_cast<double>(top.front().score))
+          scale * static_cast<double>(cand.score) + bound < static_cast<double>(top.front().score))
         break;
       const float* crow;
       if (corpus_is_f32) {
@@ -382,7 +607,7 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
     certified[static_cast<std::size_t>(q)] =
         static_cast<std::int64_t>(top.size()) == k &&
         (all_rows_kept ||
-         static_cast<double>(weakest_kept) + bound < static_cast<double>(top.front().score));
+         weakest_kept + bound < static_cast<double>(top.front().score));
   });
 
   std::vector<std::int64_t> fallback;
@@ -411,23 +636,34 @@ TopKResult search_bf16_rescored(const torch::Tensor& queries, const torch::Tenso
 
 }  // namespace
 
-CpuBf16Support cpu_bf16_support() {
-  CpuBf16Support cpu;
+CpuProductSupport cpu_product_support() {
+  CpuProductSupport cpu;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   cpu.amd = __builtin_cpu_is("amd");
   cpu.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
   cpu.amx_bf16 = __builtin_cpu_supports("amx-bf16");
+  cpu.avx512_vnni = __builtin_cpu_supports("avx512vnni");
+  cpu.avx_vnni = __builtin_cpu_supports("avxvnni");
+  cpu.amx_int8 = __builtin_cpu_supports("amx-int8");
 #endif
   return cpu;
 }
 
-bool bf16_search_pays(const CpuBf16Support& cpu) {
+bool bf16_search_pays(const CpuProductSupport& cpu) {
   // Measured (bench/README.md, search): AMX on an Intel Xeon, bf16 pass 3.5-3.8x
   // the float32 search; AVX512-BF16 on an AMD EPYC (Zen 4), 1.7-1.9x; AVX512-BF16
   // without AMX on an Intel Xeon, 0.52x: there bf16 products run at 0.65x the
   // float32 rate, whose AVX-512 FMAs are twice as wide as Zen 4's.
   return cpu.amx_bf16 || (cpu.amd && cpu.avx512_bf16);
+}
+
+bool int8_search_runs(const CpuProductSupport& cpu) { return cpu.avx512_vnni || cpu.avx_vnni || cpu.amx_int8; }
+
+bool int8_search_pays(const CpuProductSupport& cpu) {
+  // Measured (bench/README.md, search): AVX512-VNNI on an Intel Xeon without
+  // AMX, int8 products at ~4x the float32 rate in the search's blocks.
+  return cpu.avx512_vnni;
 }
 
 namespace {
@@ -479,17 +715,39 @@ CublasProductsGuard::~CublasProductsGuard() {
   if (restore_bf16_reduction_) set_bf16_reduction(context, {true, bf16_split_k_});
 }
 
+SearchPrecision auto_search_precision(const CpuProductSupport& cpu) {
+  if (bf16_search_pays(cpu)) return SearchPrecision::BF16;
+  if (int8_search_pays(cpu) && int8_search_runs(cpu)) return SearchPrecision::Int8;
+  return SearchPrecision::F32;
+}
+
 SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,
                                          const std::string& flag) {
   if (name == "f32") return SearchPrecision::F32;
   if (name == "bf16") return SearchPrecision::BF16;
-  if (name == "auto")
-    return device.is_cuda() || (device.is_cpu() && bf16_search_pays(cpu_bf16_support())) ? SearchPrecision::BF16
-                                                                                          : SearchPrecision::F32;
-  throw UsageError(flag + " " + name + ": expected auto, f32 or bf16");
+  if (name == "int8") {
+    if (!device.is_cpu())
+      throw UsageError(flag + " int8 runs on the CPU; a search on " + device.str() + " takes bf16, f32 or auto");
+    if (!int8_search_runs(cpu_product_support()))
+      throw UsageError(flag + " int8 needs a CPU with VNNI int8 dot products (AVX512-VNNI, AVX-VNNI or AMX), "
+                              "which this one lacks; use f32, bf16 or auto");
+    return SearchPrecision::Int8;
+  }
+  if (name == "auto") {
+    if (device.is_cuda()) return SearchPrecision::BF16;
+    return device.is_cpu() ? auto_search_precision(cpu_product_support()) : SearchPrecision::F32;
+  }
+  throw UsageError(flag + " " + name + ": expected auto, f32, bf16 or int8");
 }
 
-const char* search_precision_name(SearchPrecision p) { return p == SearchPrecision::BF16 ? "bf16" : "f32"; }
+const char* search_precision_name(SearchPrecision p) {
+  switch (p) {
+    case SearchPrecision::F32: return "f32";
+    case SearchPrecision::BF16: return "bf16";
+    case SearchPrecision::Int8: return "int8";
+  }
+  return "?";
+}
 
 namespace {
 std::optional<F32Products> f32_products_named(const std::string& name) {
@@ -565,13 +823,26 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
     throw UsageError("search block sizes must not be negative");
   if (options.candidates < 0) throw UsageError("search candidates must not be negative");
 
+  if (options.precision == SearchPrecision::Int8) {
+    if (!queries.device().is_cpu())
+      throw UsageError("the int8 search runs on the CPU; the queries are on " + queries.device().str());
+    if (options.select_on_device) throw UsageError("the int8 search selects on the host");
+    if (!int8_search_runs(cpu_product_support()))
+      throw UsageError("the int8 search needs a CPU with VNNI int8 dot products (AVX512-VNNI, AVX-VNNI or AMX)");
+    // int32 products: |sum of D products| <= 127^2 * D must stay below 2^31.
+    if (queries.size(1) > std::numeric_limits<std::int32_t>::max() / (127 * 127))
+      throw UsageError("the int8 search takes at most " +
+                       std::to_string(std::numeric_limits<std::int32_t>::max() / (127 * 127)) +
+                       " dimensions, got " + std::to_string(queries.size(1)));
+  }
+
   torch::NoGradGuard no_grad;
   const std::int64_t k = std::min<std::int64_t>(options.k, corpus.size(0));
   TopKOptions resolved = options;
-  const bool bf16 = options.precision == SearchPrecision::BF16;
+  const bool reduced = options.precision != SearchPrecision::F32;
   if (queries.device().is_cpu()) {
-    if (resolved.corpus_block == 0) resolved.corpus_block = bf16 ? 4096 : 8192;
-    if (resolved.query_block == 0) resolved.query_block = bf16 ? 1024 : 8192;
+    if (resolved.corpus_block == 0) resolved.corpus_block = reduced ? 4096 : 8192;
+    if (resolved.query_block == 0) resolved.query_block = reduced ? 1024 : 8192;
   } else {
     // A GPU multiplies a CPU-sized block (4096 x 1024 x 896: 7.5 GFLOP) in
     // tens of microseconds, about what each block's selection waits for the
@@ -583,7 +854,7 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
   }
   resolved.f32_products =
       queries.device().is_cpu() ? resolve_f32_products(options.f32_products) : F32Products::Torch;
-  if (bf16) return search_bf16_rescored(queries, corpus, k, resolved, progress);
+  if (reduced) return search_rescored(queries, corpus, k, resolved, progress);
   return search_f32(queries, corpus, k, resolved, progress);
 }
 

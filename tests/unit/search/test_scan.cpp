@@ -64,18 +64,31 @@ DOCTEST_TEST_CASE("every scan kernel finds the group the reference finds") {
       }
       if (width > 0 && trial % 4 == 0) row[rng() % row.size()] = 1.5f;  // one clear hit
       if (width > 0 && trial % 9 == 0) row[rng() % row.size()] = inf;
+      // int8-pass scores: int32 products read through per-column scales
+      // (some large enough that float rounding decides, some zero).
+      std::vector<std::int32_t> ints(row.size());
+      std::vector<float> scales(row.size()), scaled(row.size());
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        ints[i] = static_cast<std::int32_t>(rng() % 40000001) - 20000000;
+        // Mostly below the floors (|v| < 0.3); a few columns of larger scale reach them.
+        const int exponent = rng() % 23 == 0 ? -24 : -36;
+        scales[i] = i % 5 == 0 ? 0.0f : std::ldexp(static_cast<float>(rng() % 1000 + 1), exponent);
+        scaled[i] = static_cast<float>(ints[i]) * scales[i];
+      }
       std::vector<std::uint16_t> bits(row.size());
       for (std::size_t i = 0; i < row.size(); ++i) bits[i] = bf16_bits(row[i]);
       for (float floor : {0.5f, 1.0f, -inf, inf}) {
         for (std::int64_t from : {std::int64_t{0}, std::int64_t{3}, width / 2}) {
           if (from > width) continue;
           const std::int64_t want = reference(row, from, floor);
+          const std::int64_t want_i32 = reference(scaled, from, floor);
           hits += want + kScanGroup <= width;
           ++cases;
           for (const auto& k : kernels) {
             DOCTEST_INFO("kernel " << k.name << " width " << width << " from " << from << " floor " << floor);
             DOCTEST_CHECK(k.f32(row.data(), from, width, floor) == want);
             DOCTEST_CHECK(k.bf16(bits.data(), from, width, floor) == want);
+            DOCTEST_CHECK(k.i32_scaled(ints.data(), scales.data(), from, width, floor) == want_i32);
           }
         }
       }

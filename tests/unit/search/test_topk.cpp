@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 #include <vector>
@@ -218,24 +219,195 @@ DOCTEST_TEST_CASE("search precision names") {
   DOCTEST_CHECK(kalm::search::resolve_search_precision("bf16", torch::kCPU) == SearchPrecision::BF16);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::Device("cuda:0")) == SearchPrecision::BF16);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) ==
-                (kalm::search::bf16_search_pays(kalm::search::cpu_bf16_support()) ? SearchPrecision::BF16
-                                                                                   : SearchPrecision::F32));
-  // auto's CPU rule, as measured: AMX, or AVX512-BF16 on AMD; not AVX512-BF16 alone on Intel.
-  using kalm::search::CpuBf16Support;
-  DOCTEST_CHECK(kalm::search::bf16_search_pays(CpuBf16Support{false, true, true}));   // Intel Xeon with AMX
-  DOCTEST_CHECK(kalm::search::bf16_search_pays(CpuBf16Support{true, true, false}));   // AMD Zen 4
-  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{false, true, false}));  // Intel, AMX not offered
-  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{true, false, false}));  // AMD before Zen 4
-  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuBf16Support{}));
+                kalm::search::auto_search_precision(kalm::search::cpu_product_support()));
+  DOCTEST_CHECK(std::string(kalm::search::search_precision_name(SearchPrecision::Int8)) == "int8");
+  // auto's CPU rule, as measured: bf16 with AMX, or AVX512-BF16 on AMD; not
+  // AVX512-BF16 alone on Intel, where int8 with AVX512-VNNI is the fast one.
+  using kalm::search::CpuProductSupport;
+  CpuProductSupport amx_xeon{false, true, true, true, true, true};
+  CpuProductSupport zen4{true, true, false, true, false, false};
+  CpuProductSupport xeon_without_amx{false, true, false, true, true, false};
+  CpuProductSupport avx_vnni_only{false, false, false, false, true, false};
+  CpuProductSupport old_cpu{};
+  DOCTEST_CHECK(kalm::search::bf16_search_pays(amx_xeon));
+  DOCTEST_CHECK(kalm::search::bf16_search_pays(zen4));
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(xeon_without_amx));
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(CpuProductSupport{true, false, false}));  // AMD before Zen 4
+  DOCTEST_CHECK(!kalm::search::bf16_search_pays(old_cpu));
+  DOCTEST_CHECK(kalm::search::auto_search_precision(amx_xeon) == SearchPrecision::BF16);
+  DOCTEST_CHECK(kalm::search::auto_search_precision(zen4) == SearchPrecision::BF16);
+  DOCTEST_CHECK(kalm::search::auto_search_precision(xeon_without_amx) == SearchPrecision::Int8);
+  DOCTEST_CHECK(kalm::search::auto_search_precision(avx_vnni_only) == SearchPrecision::F32);  // runs, not measured
+  DOCTEST_CHECK(kalm::search::auto_search_precision(old_cpu) == SearchPrecision::F32);
+  DOCTEST_CHECK(kalm::search::int8_search_runs(avx_vnni_only));
+  DOCTEST_CHECK(!kalm::search::int8_search_runs(old_cpu));
   try {
     kalm::search::resolve_search_precision("fp8", torch::kCPU);
     DOCTEST_FAIL("fp8 accepted");
   } catch (const kalm::UsageError& e) {
     DOCTEST_CHECK(std::string(e.what()).find("--search-precision fp8") != std::string::npos);
   }
+  // int8 is a CPU pass, and only where its products are exact.
+  try {
+    kalm::search::resolve_search_precision("int8", torch::Device("cuda:0"));
+    DOCTEST_FAIL("int8 accepted for a GPU");
+  } catch (const kalm::UsageError& e) {
+    DOCTEST_CHECK(std::string(e.what()).find("int8 runs on the CPU") != std::string::npos);
+  }
+  if (kalm::search::int8_search_runs(kalm::search::cpu_product_support())) {
+    DOCTEST_CHECK(kalm::search::resolve_search_precision("int8", torch::kCPU) == SearchPrecision::Int8);
+  } else {
+    DOCTEST_CHECK_THROWS_AS(kalm::search::resolve_search_precision("int8", torch::kCPU), kalm::UsageError);
+  }
   kalm::search::TopKOptions opt;
   opt.candidates = -1;
   DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt), kalm::UsageError);
+}
+
+// --- the int8 first pass ---------------------------------------------------------
+
+namespace {
+// The int8 pass runs only on CPUs with VNNI (exact int8 products); elsewhere
+// it is refused, which these tests then check instead.
+bool int8_runs_here() {
+  if (kalm::search::int8_search_runs(kalm::search::cpu_product_support())) return true;
+  kalm::search::TopKOptions opt;
+  opt.precision = kalm::search::SearchPrecision::Int8;
+  DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt),
+                          kalm::UsageError);
+  DOCTEST_MESSAGE("this CPU has no VNNI: the int8 pass is refused, as checked");
+  return false;
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("LibTorch's int8 products are exact at the extremes the int8 pass produces") {
+  if (!int8_runs_here()) return;
+  // Every product +-127 * +-127 and sums of up to 127^2 * D: a GEMM that adds
+  // pairs of products in saturating 16-bit lanes (int8 without VNNI) gets these wrong.
+  for (std::int64_t dim : {1, 7, 64, 896, 4099}) {
+    auto a = torch::full({33, dim}, 127, torch::kInt8);
+    auto b = torch::full({19, dim}, 127, torch::kInt8);
+    a.slice(0, 1, 33, 2).fill_(-127);
+    b.slice(1, 0, dim, 3).fill_(-127);
+    auto out = torch::empty({33, 19}, torch::kInt32);
+    at::_int_mm_out(out, a, b.t());
+    DOCTEST_CHECK(torch::equal(out.to(torch::kInt64), torch::matmul(a.to(torch::kInt64), b.to(torch::kInt64).t())));
+  }
+}
+
+DOCTEST_TEST_CASE("int8 first pass returns the f32 search's ids and scores, certified without fallback") {
+  using kalm::search::SearchPrecision;
+  if (!int8_runs_here()) return;
+  torch::manual_seed(3);
+  auto q = unit_rows(torch::randn({60, 64}));
+  auto c = unit_rows(torch::randn({3000, 64}));
+  for (std::int64_t k : {1, 10, 100}) {
+    for (std::int64_t block : {257, 8192}) {
+      DOCTEST_INFO("k " << k << " block " << block);
+      auto exact = search_with(q, c, k, SearchPrecision::F32, 0, block, 7);
+      auto fast = search_with(q, c, k, SearchPrecision::Int8, 0, block, 7);
+      DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
+      DOCTEST_CHECK(torch::allclose(fast.scores, exact.scores, 0, 1e-6));
+      DOCTEST_CHECK(fast.exact_fallbacks == 0);
+      // Lazy rescoring: fewer rows than the k + max(k, 256) candidates kept per query.
+      DOCTEST_CHECK(fast.rescored_rows >= 60 * k);
+      DOCTEST_CHECK(fast.rescored_rows < 60 * (k + std::max<std::int64_t>(k, 256)));
+      auto ref = brute_force(q, c, k);
+      for (std::int64_t i = 0; i < 60; ++i) DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
+    }
+  }
+  // Unnormalised rows of very different lengths, and a bf16 corpus.
+  auto scaled = c * torch::exp(2 * torch::randn({3000, 1}));
+  auto q2 = q * 100;
+  DOCTEST_CHECK(torch::equal(search_with(q2, scaled, 10, SearchPrecision::Int8).indices,
+                             search_with(q2, scaled, 10, SearchPrecision::F32).indices));
+  auto c16 = c.to(torch::kBFloat16);
+  auto fast16 = search_with(q, c16, 10, SearchPrecision::Int8);
+  DOCTEST_CHECK(torch::equal(fast16.indices, search_with(q, c16, 10, SearchPrecision::F32).indices));
+  DOCTEST_CHECK(fast16.exact_fallbacks == 0);
+}
+
+DOCTEST_TEST_CASE("int8 first pass: certificates that cannot hold fall back, and every certified query is exact") {
+  using kalm::search::SearchPrecision;
+  if (!int8_runs_here()) return;
+  // Rows that differ by less than int8 resolves: 400 rows within 1e-2 of one
+  // direction (their scores against it within ~1e-4 of each other, int8's
+  // bound here ~1e-2; float32 tells them apart), so the int8 order among them
+  // is noise; with no margin of candidates the certificate must fail rather
+  // than return int8's order.
+  torch::manual_seed(4);
+  auto centre = unit_rows(torch::randn({1, 32}));
+  auto near = unit_rows(centre + 1e-2 * torch::randn({400, 32}));
+  auto far = unit_rows(torch::randn({1600, 32}));
+  auto c = torch::cat({far.slice(0, 0, 900), near, far.slice(0, 900)});
+  auto q = torch::cat({centre, unit_rows(centre + 3e-2 * torch::randn({4, 32})), unit_rows(torch::randn({5, 32}))});
+  auto exact = search_with(q, c, 10, SearchPrecision::F32);
+  auto fast = search_with(q, c, 10, SearchPrecision::Int8, /*candidates=*/20);
+  DOCTEST_CHECK(fast.exact_fallbacks >= 5);  // the queries inside the neighbourhood
+  DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
+  auto all = search_with(q, c, 10, SearchPrecision::Int8, /*candidates=*/c.size(0));
+  DOCTEST_CHECK(all.exact_fallbacks == 0);
+  DOCTEST_CHECK(torch::equal(all.indices, exact.indices));
+  // Many small searches with few spare candidates: whatever was certified
+  // must be the full sort's answer.
+  std::int64_t fallbacks = 0, queries = 0;
+  for (int seed = 0; seed < 20; ++seed) {
+    torch::manual_seed(100 + seed);
+    const std::int64_t dim = 3 + seed * 7;
+    auto cs = torch::randn({500, dim}) * torch::rand({500, 1});
+    auto qs = torch::randn({12, dim});
+    for (std::int64_t k : {1, 5}) {
+      auto res = search_with(qs, cs, k, SearchPrecision::Int8, /*candidates=*/k + 3, /*corpus_block=*/77, 5);
+      auto ref = brute_force(qs, cs, k);
+      for (std::int64_t i = 0; i < 12; ++i) DOCTEST_CHECK(row_of(res.indices, i) == ref[static_cast<std::size_t>(i)]);
+      fallbacks += res.exact_fallbacks;
+      queries += 12;
+    }
+  }
+  DOCTEST_CHECK(fallbacks > 0);        // some certificates failed with 3 spare candidates...
+  DOCTEST_CHECK(fallbacks < queries);  // ...and most held
+}
+
+DOCTEST_TEST_CASE("int8 first pass: ties, zeros, NaN and infinities, k above the corpus size, bad shapes") {
+  using kalm::search::SearchPrecision;
+  if (!int8_runs_here()) return;
+  // Ties resolve by index, as in f32.
+  auto c = torch::zeros({10, 2});
+  for (int i : {2, 5, 7, 9}) c[i][0] = 1.0;
+  for (int i : {1, 4}) c[i][0] = 0.5;
+  auto q = torch::tensor({{1.0f, 0.0f}});
+  DOCTEST_CHECK(row_of(search_with(q, c, 5, SearchPrecision::Int8, 5, 3).indices, 0) ==
+                std::vector<std::int64_t>{2, 5, 7, 9, 1});
+  // An all-zero query: every score 0, ties by index, as the f32 search gives.
+  auto zero = search_with(torch::zeros({1, 2}), c, 3, SearchPrecision::Int8);
+  DOCTEST_CHECK(row_of(zero.indices, 0) == std::vector<std::int64_t>{0, 1, 2});
+  // A NaN query cannot be certified and is searched in f32.
+  auto cn = torch::tensor({{1.0f}, {-2.0f}, {3.0f}, {2.0f}});
+  auto nan_query = search_with(torch::tensor({{std::nanf("")}}), cn, 2, SearchPrecision::Int8, 2);
+  DOCTEST_CHECK(nan_query.exact_fallbacks == 1);
+  // A corpus with NaN or an infinity is searched in f32 (an infinite row's
+  // score is infinite: it must come first, which int8 cannot see).
+  torch::manual_seed(8);
+  auto q2 = unit_rows(torch::randn({6, 16}));
+  auto c2 = unit_rows(torch::randn({300, 16}));
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    auto cb = c2.clone();
+    cb[123][4] = bad;
+    auto fast = search_with(q2.abs(), cb, 5, SearchPrecision::Int8);
+    DOCTEST_CHECK(fast.exact_fallbacks == 6);
+    DOCTEST_CHECK(torch::equal(fast.indices, search_with(q2.abs(), cb, 5, SearchPrecision::F32).indices));
+  }
+  // k above N returns every row.
+  auto every = search_with(q2, c2.slice(0, 0, 5), 10, SearchPrecision::Int8);
+  DOCTEST_CHECK(every.indices.size(1) == 5);
+  DOCTEST_CHECK(torch::equal(every.indices, search_with(q2, c2.slice(0, 0, 5), 10, SearchPrecision::F32).indices));
+  // Too many dimensions for exact int32 sums, and the device selection, are refused.
+  kalm::search::TopKOptions opt;
+  opt.precision = SearchPrecision::Int8;
+  DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({1, 140000}), torch::zeros({2, 140000}), opt),
+                          kalm::UsageError);
+  opt.select_on_device = true;
+  DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(q2, c2, opt), kalm::UsageError);
 }
 
 // --- who multiplies: LibTorch's BLAS, BLIS, OpenBLAS ---------------------------

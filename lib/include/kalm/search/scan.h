@@ -22,6 +22,10 @@ struct ScanKernel {
   std::int64_t (*f32)(const float* row, std::int64_t from, std::int64_t width, float floor);
   // bf16 scores given as their bit patterns (the high half of a float32).
   std::int64_t (*bf16)(const std::uint16_t* row, std::int64_t from, std::int64_t width, float floor);
+  // int32 products of the int8 pass, each read as float(row[j]) * scale[j]
+  // (the column's corpus-row scale), exactly as the selection computes it.
+  std::int64_t (*i32_scaled)(const std::int32_t* row, const float* scale, std::int64_t from, std::int64_t width,
+                             float floor);
 };
 
 // The widest kernel this CPU runs.

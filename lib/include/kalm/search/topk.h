@@ -12,19 +12,28 @@
 // the top k. Identical inputs and thread counts give identical outputs.
 //
 // Precision: SearchPrecision::F32 multiplies in float32. SearchPrecision::BF16
-// is a reduced-precision first pass with an exact answer: the products run in
-// bf16 (2x-7x the f32 GEMM rate on CPUs with AVX512-BF16 or AMX, and on GPUs),
-// each query keeps its `candidates` best approximate scores, those are rescored
-// in float32, and the result is certified: with u = 2^-8 (bf16's rounding) and
-// gamma = D * 2^-24 (a float32 sum of D products), every approximate score is
-// within e = (3u + 8u^2 + 4 gamma) * |q| * max|c| of the float32 one, so when
-// the weakest kept candidate's approximate score plus e is below the k-th
-// rescored score, no row left out can belong to the top k. A query whose
-// certificate fails (dense neighbourhoods, unnormalised vectors) is searched
-// again in float32. Either way the ids are those of the float32 search, with
-// scores equal to it within float32 rounding (the rescoring sums in another
-// order), and ties resolved the same way.
-//
+// and SearchPrecision::Int8 are reduced-precision first passes with an exact
+// answer: each query keeps its `candidates` best approximate scores, those are
+// rescored in float32, and the result is certified: with a bound e on how far
+// any approximate score can be from the float32 one, when the weakest kept
+// candidate's approximate score plus e is below the k-th rescored score, no
+// row left out can belong to the top k. A query whose certificate fails (dense
+// neighbourhoods, unnormalised vectors, non-finite values) is searched again
+// in float32. Either way the ids are those of the float32 search, with scores
+// equal to it within float32 rounding (the rescoring sums in another order),
+// and ties resolved the same way.
+//   BF16: the products run in bf16 (2x-7x the f32 GEMM rate on CPUs with AMX
+// or AVX512-BF16 on AMD, and on GPUs). With u = 2^-8 (bf16's rounding) and
+// gamma = D * 2^-24 (a float32 sum of D products), e = (3u + 8u^2 + 4 gamma)
+// * |q| * max|c|.
+//   Int8 (CPU only, VNNI int8 dot products): every query and corpus row is
+// rounded to int8 with its own scale s = max|x| / 127 (x~ = s * round(x/s),
+// residual r = x - x~); the int32 products are exact, so q.c - q~.c~ =
+// r_q.c + q~.r_c and e = |r_q| * max|c| + |q~| * max|r_c| + gamma * |q| *
+// max|c| + 2^-21 * |q~| * (max|c| + max|r_c|) (the last term: the float32
+// conversion of the products), norms Euclidean, maxima over the corpus's
+// finite rows. A corpus with a non-finite value is searched in float32.
+// 2.2-4x the f32 GEMM rate on an Intel Xeon with AVX512-VNNI (bench/README.md).
 // On a GPU (queries on a CUDA device) the products run there, the corpus is
 // uploaded a block at a time (a no-op when it is there already), and every
 // query's candidates are selected and merged on the device block by block
@@ -53,7 +62,7 @@
 
 namespace kalm::search {
 
-enum class SearchPrecision { F32, BF16 };
+enum class SearchPrecision { F32, BF16, Int8 };
 
 // Which library computes the float32 products of a CPU search.
 enum class F32Products {
@@ -69,14 +78,15 @@ enum class F32Products {
 struct TopKOptions {
   std::int64_t k = 10;                // results per query (fewer if N < k)
   // Rows multiplied at once; 0 = measured defaults on a CPU (bench/search):
-  // 8192 x 8192 for f32, 4096 corpus x 1024 query rows for bf16, whose
-  // selection then reads a score block that stays in cache; on a GPU 32768
+  // 8192 x 8192 for f32, 4096 corpus x 1024 query rows for bf16 and int8,
+  // whose selection then reads a score block that stays in cache; on a GPU 32768
   // corpus x 4096 query rows (chosen by arithmetic, not yet measured there).
   std::int64_t corpus_block = 0;
   std::int64_t query_block = 0;
   SearchPrecision precision = SearchPrecision::F32;
-  // BF16 only: approximate candidates kept per query before rescoring;
-  // 0 = k + max(k, 128). Fewer make the certificate fail (and the query be
+  // BF16 and Int8: approximate candidates kept per query before rescoring;
+  // 0 = k + max(k, 128) for bf16, k + max(k, 256) for int8 (its bound is about
+  // twice as wide). Fewer make the certificate fail (and the query be
   // searched again in f32) more often; more cost heap work in the first pass.
   std::int64_t candidates = 0;
   F32Products f32_products = F32Products::Auto;  // CPU only; a GPU search uses LibTorch
@@ -95,33 +105,48 @@ struct TopKOptions {
 struct TopKResult {
   torch::Tensor scores;   // [Q, k'] float32, k' = min(k, N)
   torch::Tensor indices;  // [Q, k'] int64 corpus row indices
-  // BF16 only: queries whose certificate failed and that were searched in float32.
+  // BF16 and Int8: queries whose certificate failed and that were searched in float32.
   std::int64_t exact_fallbacks = 0;
-  // BF16 only: rows rescored in float32, over all queries.
+  // BF16 and Int8: rows rescored in float32, over all queries.
   std::int64_t rescored_rows = 0;
   // Who computed the float32 products (never Auto; Torch on a GPU, and when
   // none ran: a bf16 search whose certificates all held).
   F32Products f32_products = F32Products::Torch;
 };
 
-// "f32", "bf16" or "auto" (bf16 where it is faster: a CUDA device, or a CPU
-// where bf16_search_pays; f32 elsewhere). The answer is the same either way
-// (see above); only the time differs. Anything else is a UsageError naming
-// the flag.
+// "f32", "bf16", "int8" or "auto" (bf16 where it is faster: a CUDA device, or
+// a CPU where bf16_search_pays; else int8 where int8_search_pays; f32
+// elsewhere). The answer is the same either way (see above); only the time
+// differs. Anything else is a UsageError naming the flag, and so is int8 for a
+// device other than the CPU or on a CPU without VNNI (int8_search_runs).
 SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,
                                          const std::string& flag = "--search-precision");
 const char* search_precision_name(SearchPrecision p);
-// What a CPU offers for bf16 products.
-struct CpuBf16Support {
+// What a CPU offers for reduced-precision products.
+struct CpuProductSupport {
   bool amd = false;          // an AMD CPU
   bool avx512_bf16 = false;  // AVX512-BF16 dot products
   bool amx_bf16 = false;     // AMX-BF16 tiles
+  bool avx512_vnni = false;  // AVX512-VNNI int8 dot products
+  bool avx_vnni = false;     // AVX-VNNI (256-bit) int8 dot products
+  bool amx_int8 = false;     // AMX-INT8 tiles
 };
-CpuBf16Support cpu_bf16_support();  // this CPU's (all false off x86-64)
+CpuProductSupport cpu_product_support();  // this CPU's (all false off x86-64)
 // Whether a bf16 first pass is faster than float32 products on such a CPU:
 // with AMX, or with AVX512-BF16 on AMD. AVX512-BF16 alone on an Intel CPU is
 // not enough: there bf16 products run slower than float32's (bench/README.md).
-bool bf16_search_pays(const CpuBf16Support& cpu);
+bool bf16_search_pays(const CpuProductSupport& cpu);
+// Whether the int8 pass can run: its products must be exact, which LibTorch's
+// int8 GEMM (oneDNN) guarantees with VNNI or AMX-INT8 dot products; without
+// them it sums pairs of products in saturating 16-bit lanes.
+bool int8_search_runs(const CpuProductSupport& cpu);
+// Whether an int8 first pass is the fastest exact search on such a CPU where
+// bf16's does not pay: with AVX512-VNNI (measured on an Intel Xeon without
+// AMX, bench/README.md).
+bool int8_search_pays(const CpuProductSupport& cpu);
+// What "auto" means on such a CPU: bf16 where it pays, else int8 where it
+// pays and runs, else f32.
+SearchPrecision auto_search_precision(const CpuProductSupport& cpu);
 
 // While alive, on a CUDA device: cuBLAS multiplies as the search's results and
 // the bf16 pass's certificate assume. Float32 products without TF32 (which
