@@ -140,25 +140,34 @@ torch::Tensor unit_rows(torch::Tensor t) {
 }
 }  // namespace
 
-DOCTEST_TEST_CASE("bf16 first pass returns the f32 search's ids and scores, certified without fallback") {
+namespace {
+// A reduced-precision first pass on 60 x 3000 unit vectors of 64 dimensions:
+// the f32 search's ids and scores, every certificate held, and lazy
+// rescoring (fewer rows than the k + max(k, margin) candidates kept per query).
+void check_first_pass_matches_f32(kalm::search::SearchPrecision precision, std::int64_t margin) {
   using kalm::search::SearchPrecision;
   torch::manual_seed(3);
   auto q = unit_rows(torch::randn({60, 64}));
   auto c = unit_rows(torch::randn({3000, 64}));
   for (std::int64_t k : {1, 10, 100}) {
     for (std::int64_t block : {257, 8192}) {
+      DOCTEST_INFO(kalm::search::search_precision_name(precision) << " k " << k << " block " << block);
       auto exact = search_with(q, c, k, SearchPrecision::F32, 0, block, 7);
-      auto fast = search_with(q, c, k, SearchPrecision::BF16, 0, block, 7);
+      auto fast = search_with(q, c, k, precision, 0, block, 7);
       DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
       DOCTEST_CHECK(torch::allclose(fast.scores, exact.scores, 0, 1e-6));
       DOCTEST_CHECK(fast.exact_fallbacks == 0);
-      // Lazy rescoring: fewer rows than the k + max(k, 128) candidates kept per query.
       DOCTEST_CHECK(fast.rescored_rows >= 60 * k);
-      DOCTEST_CHECK(fast.rescored_rows < 60 * (k + std::max<std::int64_t>(k, 128)));
+      DOCTEST_CHECK(fast.rescored_rows < 60 * (k + std::max<std::int64_t>(k, margin)));
       auto ref = brute_force(q, c, k);
       for (std::int64_t i = 0; i < 60; ++i) DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
     }
   }
+}
+}  // namespace
+
+DOCTEST_TEST_CASE("bf16 first pass returns the f32 search's ids and scores, certified without fallback") {
+  check_first_pass_matches_f32(kalm::search::SearchPrecision::BF16, 128);
 }
 
 DOCTEST_TEST_CASE("bf16 first pass: a failed certificate falls back to f32 and still returns the exact top-k") {
@@ -298,24 +307,10 @@ DOCTEST_TEST_CASE("LibTorch's int8 products are exact at the extremes the int8 p
 DOCTEST_TEST_CASE("int8 first pass returns the f32 search's ids and scores, certified without fallback") {
   using kalm::search::SearchPrecision;
   if (!int8_runs_here()) return;
+  check_first_pass_matches_f32(SearchPrecision::Int8, 256);
   torch::manual_seed(3);
   auto q = unit_rows(torch::randn({60, 64}));
   auto c = unit_rows(torch::randn({3000, 64}));
-  for (std::int64_t k : {1, 10, 100}) {
-    for (std::int64_t block : {257, 8192}) {
-      DOCTEST_INFO("k " << k << " block " << block);
-      auto exact = search_with(q, c, k, SearchPrecision::F32, 0, block, 7);
-      auto fast = search_with(q, c, k, SearchPrecision::Int8, 0, block, 7);
-      DOCTEST_CHECK(torch::equal(fast.indices, exact.indices));
-      DOCTEST_CHECK(torch::allclose(fast.scores, exact.scores, 0, 1e-6));
-      DOCTEST_CHECK(fast.exact_fallbacks == 0);
-      // Lazy rescoring: fewer rows than the k + max(k, 256) candidates kept per query.
-      DOCTEST_CHECK(fast.rescored_rows >= 60 * k);
-      DOCTEST_CHECK(fast.rescored_rows < 60 * (k + std::max<std::int64_t>(k, 256)));
-      auto ref = brute_force(q, c, k);
-      for (std::int64_t i = 0; i < 60; ++i) DOCTEST_CHECK(row_of(fast.indices, i) == ref[static_cast<std::size_t>(i)]);
-    }
-  }
   // Unnormalised rows of very different lengths, and a bf16 corpus.
   auto scaled = c * torch::exp(2 * torch::randn({3000, 1}));
   auto q2 = q * 100;
