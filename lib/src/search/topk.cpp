@@ -245,7 +245,8 @@ struct Int8Corpus {
     const std::int64_t stride = block.stride(0);
     std::int8_t* q = out.data_ptr<std::int8_t>();
 #pragma omp parallel for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) stats[static_cast<std::size_t>(r)] = round_row_to_int8(x + r * stride, dim, q + r * dim);
+    for (std::int64_t r = 0; r < rows; ++r)
+      stats[static_cast<std::size_t>(r)] = round_row_to_int8(x + r * stride, dim, q + r * dim);
     for (std::int64_t r = 0; r < rows; ++r) {
       const Int8Row& st = stats[static_cast<std::size_t>(r)];
       scales[static_cast<std::size_t>(r)] = st.scale;
@@ -349,7 +350,7 @@ std::vector<std::vector<Candidate>> blocked_candidates(
           score_buffer = torch::empty({rows * width}, torch::TensorOptions().dtype(score_type).device(device));
         torch::Tensor scores_view = score_buffer.narrow(0, 0, rows * width).view({rows, width});
         if (int8) {
-          at::_int_mm_out(scores_view, qblock, block.t());  // exact: |sum| <= 127^2 * D < 2^31
+          detail::int8_products(scores_view, qblock, block);  // exact: |sum| <= 127^2 * D < 2^31
         } else if (sgemm && qblock.size(1) > 0) {  // BLAS refuses leading dimensions of 0
           sgemm->sgemm(detail::kCblasRowMajor, detail::kCblasNoTrans, detail::kCblasTrans, static_cast<int>(rows),
                        static_cast<int>(width), static_cast<int>(qblock.size(1)), 1.0f, qblock.data_ptr<float>(),
@@ -375,8 +376,8 @@ std::vector<std::vector<Candidate>> blocked_candidates(
           const auto* s = scores.data_ptr<std::int32_t>();
           const float* scales = int8->scales.data();
           parallel_queries(q0, q1, [&](std::int64_t q) {
-            offer_row(selections[static_cast<std::size_t>(q)], heap_cap, ScaledInt32Scores{s + (q - q0) * width, scales},
-                      width, c0);
+            offer_row(selections[static_cast<std::size_t>(q)], heap_cap,
+                      ScaledInt32Scores{s + (q - q0) * width, scales}, width, c0);
           });
         } else if (compute_type == torch::kBFloat16) {
           const auto* s = scores.data_ptr<c10::BFloat16>();
@@ -660,6 +661,36 @@ bool bf16_search_pays(const CpuProductSupport& cpu) {
 
 bool int8_search_runs(const CpuProductSupport& cpu) { return cpu.avx512_vnni || cpu.avx_vnni || cpu.amx_int8; }
 
+void detail::int8_products(torch::Tensor& out, const torch::Tensor& queries, const torch::Tensor& corpus_rows) {
+  const std::int64_t n = corpus_rows.size(0), dim = corpus_rows.size(1);
+  // [D, N] with strides (1, D): for D = 1 that is [1, N] with strides (1, 1),
+  // which LibTorch 2.11 misread; the same values row-major are unambiguous.
+  const torch::Tensor rhs = dim == 1 ? corpus_rows.reshape({n}).unsqueeze(0) : corpus_rows.t();
+  at::_int_mm_out(out, queries, rhs);
+}
+
+bool int8_products_exact() {
+  static const bool exact = [] {
+    torch::NoGradGuard no_grad;
+    for (std::int64_t dim : {1, 2, 7, 64, 896, 4099}) {
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{33, 19}, {1, 5}, {5, 1}}) {
+        // Every product +-127 * +-127, sums up to 127^2 * D: a GEMM that adds
+        // pairs of products in saturating 16-bit lanes gets these wrong.
+        torch::Tensor a = torch::full({rows, dim}, 127, torch::kInt8);
+        torch::Tensor b = torch::full({cols, dim}, 127, torch::kInt8);
+        a.slice(0, 1, rows, 2).fill_(-127);
+        b.slice(1, 0, dim, 3).fill_(-127);
+        torch::Tensor out = torch::empty({rows, cols}, torch::kInt32);
+        detail::int8_products(out, a, b);
+        const torch::Tensor want = torch::matmul(a.to(torch::kInt64), b.to(torch::kInt64).t());
+        if (!torch::equal(out.to(torch::kInt64), want)) return false;
+      }
+    }
+    return true;
+  }();
+  return exact;
+}
+
 bool int8_search_pays(const CpuProductSupport& cpu) {
   // Measured (bench/README.md, search): AVX512-VNNI on an Intel Xeon without
   // AMX, int8 products at ~4x the float32 rate in the search's blocks.
@@ -735,7 +766,9 @@ SearchPrecision resolve_search_precision(const std::string& name, const torch::D
   }
   if (name == "auto") {
     if (device.is_cuda()) return SearchPrecision::BF16;
-    return device.is_cpu() ? auto_search_precision(cpu_product_support()) : SearchPrecision::F32;
+    if (!device.is_cpu()) return SearchPrecision::F32;
+    const SearchPrecision fastest = auto_search_precision(cpu_product_support());
+    return fastest == SearchPrecision::Int8 && !int8_products_exact() ? SearchPrecision::F32 : fastest;
   }
   throw UsageError(flag + " " + name + ": expected auto, f32, bf16 or int8");
 }
@@ -829,6 +862,9 @@ TopKResult exact_topk(const torch::Tensor& queries, const torch::Tensor& corpus,
     if (options.select_on_device) throw UsageError("the int8 search selects on the host");
     if (!int8_search_runs(cpu_product_support()))
       throw UsageError("the int8 search needs a CPU with VNNI int8 dot products (AVX512-VNNI, AVX-VNNI or AMX)");
+    if (!int8_products_exact())
+      throw ModelError("LibTorch's int8 products are not exact on this machine (checked at the extremes): "
+                       "search with f32 or bf16");
     // int32 products: |sum of D products| <= 127^2 * D must stay below 2^31.
     if (queries.size(1) > std::numeric_limits<std::int32_t>::max() / (127 * 127))
       throw UsageError("the int8 search takes at most " +

@@ -32,7 +32,7 @@ DOCTEST_TEST_CASE("the tools search where the model runs: --device decides the s
   flags.search_precision = "auto";
   DOCTEST_CHECK(kalm::mine::search_device_of(flags).is_cpu());
   DOCTEST_CHECK(kalm::mine::search_precision_of(flags) ==
-                kalm::search::auto_search_precision(kalm::search::cpu_product_support()));
+                kalm::search::resolve_search_precision("auto", torch::kCPU));
   flags.device = "tpu";
   DOCTEST_CHECK_THROWS_AS(kalm::mine::search_device_of(flags), kalm::UsageError);
   flags.device = "cuda";

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kalm/error.h"
+#include "kalm/search/scan.h"
 #include "kalm/search/topk.h"
 
 namespace {
@@ -227,8 +228,9 @@ DOCTEST_TEST_CASE("search precision names") {
   DOCTEST_CHECK(kalm::search::resolve_search_precision("f32", torch::kCPU) == SearchPrecision::F32);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("bf16", torch::kCPU) == SearchPrecision::BF16);
   DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::Device("cuda:0")) == SearchPrecision::BF16);
-  DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) ==
-                kalm::search::auto_search_precision(kalm::search::cpu_product_support()));
+  auto fastest = kalm::search::auto_search_precision(kalm::search::cpu_product_support());
+  if (fastest == SearchPrecision::Int8 && !kalm::search::int8_products_exact()) fastest = SearchPrecision::F32;
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) == fastest);
   DOCTEST_CHECK(std::string(kalm::search::search_precision_name(SearchPrecision::Int8)) == "int8");
   // auto's CPU rule, as measured: bf16 with AMX, or AVX512-BF16 on AMD; not
   // AVX512-BF16 alone on Intel, where int8 with AVX512-VNNI is the fast one.
@@ -276,31 +278,50 @@ DOCTEST_TEST_CASE("search precision names") {
 // --- the int8 first pass ---------------------------------------------------------
 
 namespace {
-// The int8 pass runs only on CPUs with VNNI (exact int8 products); elsewhere
-// it is refused, which these tests then check instead.
+// The int8 pass runs only on CPUs with VNNI whose LibTorch multiplies int8
+// exactly; elsewhere it is refused and auto does not pick it, which these
+// tests then check instead.
 bool int8_runs_here() {
-  if (kalm::search::int8_search_runs(kalm::search::cpu_product_support())) return true;
+  const bool vnni = kalm::search::int8_search_runs(kalm::search::cpu_product_support());
+  if (vnni && kalm::search::int8_products_exact()) return true;
   kalm::search::TopKOptions opt;
   opt.precision = kalm::search::SearchPrecision::Int8;
-  DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt),
-                          kalm::UsageError);
-  DOCTEST_MESSAGE("this CPU has no VNNI: the int8 pass is refused, as checked");
+  if (vnni) {
+    DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt),
+                            kalm::ModelError);
+  } else {
+    DOCTEST_CHECK_THROWS_AS(kalm::search::exact_topk(torch::zeros({2, 3}), torch::zeros({4, 3}), opt),
+                            kalm::UsageError);
+  }
+  DOCTEST_CHECK(kalm::search::resolve_search_precision("auto", torch::kCPU) != kalm::search::SearchPrecision::Int8);
+  DOCTEST_MESSAGE((vnni ? "LibTorch's int8 products are not exact here" : "this CPU has no VNNI")
+                  << ": the int8 pass is refused, as checked");
   return false;
 }
 }  // namespace
 
-DOCTEST_TEST_CASE("LibTorch's int8 products are exact at the extremes the int8 pass produces") {
+DOCTEST_TEST_CASE("LibTorch's int8 products, as the int8 pass multiplies, are exact at the extremes") {
   if (!int8_runs_here()) return;
   // Every product +-127 * +-127 and sums of up to 127^2 * D: a GEMM that adds
-  // pairs of products in saturating 16-bit lanes (int8 without VNNI) gets these wrong.
-  for (std::int64_t dim : {1, 7, 64, 896, 4099}) {
-    auto a = torch::full({33, dim}, 127, torch::kInt8);
-    auto b = torch::full({19, dim}, 127, torch::kInt8);
-    a.slice(0, 1, 33, 2).fill_(-127);
-    b.slice(1, 0, dim, 3).fill_(-127);
-    auto out = torch::empty({33, 19}, torch::kInt32);
-    at::_int_mm_out(out, a, b.t());
-    DOCTEST_CHECK(torch::equal(out.to(torch::kInt64), torch::matmul(a.to(torch::kInt64), b.to(torch::kInt64).t())));
+  // pairs of products in saturating 16-bit lanes (int8 without VNNI) gets
+  // these wrong, and LibTorch 2.11 got D = 1 wrong in the layout the pass
+  // first used.
+  for (std::int64_t dim : {1, 2, 7, 64, 896, 4099}) {
+    for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{33, 19}, {1, 5}, {6, 1}, {64, 64}}) {
+      DOCTEST_INFO("D " << dim << " rows " << rows << " cols " << cols);
+      auto a = torch::full({rows, dim}, 127, torch::kInt8);
+      auto b = torch::full({cols, dim}, 127, torch::kInt8);
+      a.slice(0, 1, rows, 2).fill_(-127);
+      b.slice(1, 0, dim, 3).fill_(-127);
+      auto out = torch::empty({rows, cols}, torch::kInt32);
+      kalm::search::detail::int8_products(out, a, b);
+      DOCTEST_CHECK(torch::equal(out.to(torch::kInt64), torch::matmul(a.to(torch::kInt64), b.to(torch::kInt64).t())));
+      // Random values too.
+      auto ra = torch::randint(-127, 128, {rows, dim}, torch::kInt8);
+      auto rb = torch::randint(-127, 128, {cols, dim}, torch::kInt8);
+      kalm::search::detail::int8_products(out, ra, rb);
+      DOCTEST_CHECK(torch::equal(out.to(torch::kInt64), torch::matmul(ra.to(torch::kInt64), rb.to(torch::kInt64).t())));
+    }
   }
 }
 

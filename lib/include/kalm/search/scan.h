@@ -59,4 +59,11 @@ std::pair<torch::Tensor, torch::Tensor> merge_top(const torch::Tensor& scores_a,
                                                   const torch::Tensor& scores_b, const torch::Tensor& indices_b,
                                                   std::int64_t c);
 
+// The int8 pass's products: out[i][j] = sum_d queries[i][d] * corpus_rows[j][d]
+// as int32 (queries [M, D], corpus_rows [N, D], int8, row-major, on the CPU;
+// out [M, N] int32), by LibTorch's int8 GEMM. The corpus side is handed over
+// transposed with unambiguous strides: LibTorch 2.11's int8 GEMM multiplied a
+// [1, N] operand with strides (1, 1) (D = 1) wrongly.
+void int8_products(torch::Tensor& out, const torch::Tensor& queries, const torch::Tensor& corpus_rows);
+
 }  // namespace kalm::search::detail

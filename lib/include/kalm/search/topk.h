@@ -119,7 +119,8 @@ struct TopKResult {
 // a CPU where bf16_search_pays; else int8 where int8_search_pays; f32
 // elsewhere). The answer is the same either way (see above); only the time
 // differs. Anything else is a UsageError naming the flag, and so is int8 for a
-// device other than the CPU or on a CPU without VNNI (int8_search_runs).
+// device other than the CPU or on a CPU without VNNI (int8_search_runs); auto
+// picks int8 only where int8_products_exact as well.
 SearchPrecision resolve_search_precision(const std::string& name, const torch::Device& device,
                                          const std::string& flag = "--search-precision");
 const char* search_precision_name(SearchPrecision p);
@@ -141,6 +142,11 @@ bool bf16_search_pays(const CpuProductSupport& cpu);
 // int8 GEMM (oneDNN) guarantees with VNNI or AMX-INT8 dot products; without
 // them it sums pairs of products in saturating 16-bit lanes.
 bool int8_search_runs(const CpuProductSupport& cpu);
+// Whether LibTorch's int8 GEMM gives exact int32 sums in this process: checked
+// once (products at the extremes, +-127 everywhere, several shapes, as the
+// int8 pass multiplies) and remembered. An int8 search where it does not is
+// refused (ModelError), and auto does not pick int8.
+bool int8_products_exact();
 // Whether an int8 first pass is the fastest exact search on such a CPU where
 // bf16's does not pay: with AVX512-VNNI (measured on an Intel Xeon without
 // AMX, bench/README.md).
