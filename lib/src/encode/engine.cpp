@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 
@@ -17,6 +18,9 @@ std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t
   if (options.batch_tokens < 1) throw UsageError("--batch-tokens must be positive");
   if (!(options.max_padding >= 0.0 && options.max_padding <= 1.0))
     throw UsageError("the padding fraction per batch must be within [0, 1]");
+  if (options.max_rows < 0) throw UsageError("the rows per batch must not be negative");
+  const std::size_t max_rows =
+      options.max_rows > 0 ? static_cast<std::size_t>(options.max_rows) : std::numeric_limits<std::size_t>::max();
   std::vector<std::size_t> order(lengths.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   if (options.sort_by_length) {
@@ -33,7 +37,8 @@ std::vector<std::vector<std::size_t>> plan_batches(const std::vector<std::size_t
     const bool too_much_padding =
         options.sort_by_length &&
         static_cast<double>(new_longest - lengths[index]) > options.max_padding * static_cast<double>(new_longest);
-    if (!current.empty() && ((current.size() + 1) * new_longest > budget || too_much_padding)) {
+    if (!current.empty() &&
+        ((current.size() + 1) * new_longest > budget || too_much_padding || current.size() == max_rows)) {
       batches.push_back(std::move(current));
       current.clear();
       longest = lengths[index];
@@ -52,6 +57,7 @@ std::int64_t default_batch_tokens(const torch::Device& device) {
 
 Engine::Engine(BatchEmbedder& embedder, EngineOptions options) : embedder_(embedder), options_(options) {
   if (options_.batch_tokens == 0) options_.batch_tokens = default_batch_tokens(embedder_.device());
+  if (options_.max_rows == 0 && embedder_.device().is_cuda()) options_.max_rows = kMaxGpuBatchRows;
 }
 
 namespace {

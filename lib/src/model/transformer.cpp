@@ -388,7 +388,8 @@ torch::Tensor EncoderImpl::checked_input_ids(const torch::Tensor& input_ids,
 }
 
 torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_embeddings,
-                                                   const torch::Tensor& attention_mask) const {
+                                                   const torch::Tensor& attention_mask,
+                                                   std::optional<bool> unpadded_known) const {
   // One model call, as LibTorch's profiler (and bench/train's counter) sees it.
   RECORD_USER_SCOPE("kalm::encoder_call");
   if (token_embeddings.dim() != 3 || attention_mask.dim() != 2 ||
@@ -419,8 +420,10 @@ torch::Tensor EncoderImpl::forward_from_embeddings(const torch::Tensor& token_em
   AttentionMask mask_local;
   // A GPU batch without padding needs no key mask, so flash attention (which
   // takes none) applies to bidirectional layers too. Known from the host copy
-  // of the mask that kalm's engine passes; on the CPU the masked call stays.
-  const bool unpadded = dev.is_cuda() && detail::host_mask_unpadded(attention_mask);
+  // of the mask that kalm's engine passes, or told by the caller (training's
+  // calls, whose masks are already on the device); on the CPU the masked call stays.
+  const bool unpadded =
+      dev.is_cuda() && (unpadded_known ? *unpadded_known : detail::host_mask_unpadded(attention_mask));
   const AttentionMask mask_full = attention_mask_for(valid, false, unpadded);
   bool any_sliding = false;
   for (const auto& layer : layer_list_) any_sliding = any_sliding || layer->sliding();
@@ -519,7 +522,16 @@ void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& te
   auto copy_into = [&](torch::Tensor dst, const std::string& name) {
     const torch::Tensor& src = get(name);
     // The same storage (a parameter that already aliases its source) needs no copy.
-    if (!(dst.data_ptr() == src.data_ptr() && dst.scalar_type() == src.scalar_type())) dst.copy_(src);
+    if (dst.data_ptr() == src.data_ptr() && dst.scalar_type() == src.scalar_type()) {
+    } else if (dst.is_cuda() && dst.scalar_type() != src.scalar_type()) {
+      // A blocking host-to-GPU copy_ that changes the dtype converts on the
+      // host first: a whole host temporary of the target dtype per tensor
+      // (4 GB for a Gemma3-12B embedding read as float32). Uploaded as stored
+      // and converted on the GPU instead.
+      dst.copy_(src.to(dst.device()));
+    } else {
+      dst.copy_(src);
+    }
     if (copied) copied(name);
   };
   auto fuse = [&](torch::Tensor& dst, std::initializer_list<std::string> names) {

@@ -130,7 +130,10 @@ void FusedAdamW::load_legacy(const std::string& path) {
   for (const auto& s : slots_) params.push_back(s.param);
   torch::optim::AdamW legacy(params, torch::optim::AdamWOptions(options_.lr));
   try {
-    torch::load(legacy, path);
+    // Onto the host: LibTorch's archive otherwise puts every tensor back on
+    // the device that wrote it (a GPU index this run may not have); the
+    // moments are copied onto each parameter's device below.
+    torch::load(legacy, path, torch::Device(torch::kCPU));
   } catch (const c10::Error& e) {
     throw FormatError(path + ": not a kalm version-1 optimiser state (" + e.what_without_backtrace() + ")");
   }

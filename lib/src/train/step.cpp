@@ -136,9 +136,10 @@ CallPlan plan_calls(const std::vector<std::int64_t>& lengths, const CallOptions&
     // Ascending order: the new row is the call's longest.
     if (open && open->rows < max_rows && (open->rows + 1) * len <= options.max_tokens) {
       ++open->rows;
+      open->unpadded = open->unpadded && len == open->length;
       open->length = len;
     } else {
-      plan.calls.push_back({static_cast<std::int64_t>(pos), 1, len});
+      plan.calls.push_back({static_cast<std::int64_t>(pos), 1, len, true});
     }
   }
   return plan;
@@ -253,7 +254,8 @@ torch::Tensor embed_call(const model::EncoderImpl& encoder, const PackedTokens& 
                          const torch::Tensor& call_tokens, model::Pooling pooling) {
   const auto& call = packed.plan.calls[c];
   const torch::Tensor mask = packed.mask.narrow(0, packed.offsets[c], call.rows * call.length).view({call.rows, call.length});
-  const torch::Tensor hidden = encoder.forward_from_embeddings(call_tokens.view({call.rows, call.length, -1}), mask);
+  const torch::Tensor hidden =
+      encoder.forward_from_embeddings(call_tokens.view({call.rows, call.length, -1}), mask, call.unpadded);
   const torch::Tensor pooled_tokens =
       packed.pool_mask.defined()
           ? packed.pool_mask.narrow(0, packed.offsets[c], call.rows * call.length).view({call.rows, call.length})

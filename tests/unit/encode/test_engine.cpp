@@ -42,6 +42,30 @@ DOCTEST_TEST_CASE("plan_batches respects the token budget and sorts longest firs
   DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
 }
 
+DOCTEST_TEST_CASE("plan_batches caps the rows per batch (CUDA's attention grid) when asked") {
+  kalm::encode::EngineOptions opt;
+  opt.batch_tokens = 1000;
+  opt.max_padding = 1.0;
+  opt.max_rows = 3;
+  // 8 one-token texts fit the budget in one batch; at most 3 rows each.
+  auto plan = kalm::encode::plan_batches(std::vector<std::size_t>(8, 1), opt);
+  DOCTEST_REQUIRE(plan.size() == 3);
+  DOCTEST_CHECK(plan[0] == std::vector<std::size_t>{0, 1, 2});
+  DOCTEST_CHECK(plan[1] == std::vector<std::size_t>{3, 4, 5});
+  DOCTEST_CHECK(plan[2] == std::vector<std::size_t>{6, 7});
+  opt.max_rows = 0;  // no cap
+  DOCTEST_CHECK(kalm::encode::plan_batches(std::vector<std::size_t>(8, 1), opt).size() == 1);
+  // The GPU's cap, on a corpus of tiny texts under a large budget.
+  opt.batch_tokens = 1 << 20;
+  opt.max_rows = kalm::encode::kMaxGpuBatchRows;
+  plan = kalm::encode::plan_batches(std::vector<std::size_t>(150000, 2), opt);
+  DOCTEST_REQUIRE(plan.size() == 3);
+  DOCTEST_CHECK(plan[0].size() == 65535);
+  DOCTEST_CHECK(plan[2].size() == 150000 - 2 * 65535);
+  opt.max_rows = -1;
+  DOCTEST_CHECK_THROWS_AS(kalm::encode::plan_batches({1}, opt), kalm::UsageError);
+}
+
 DOCTEST_TEST_CASE("plan_batches splits sorted batches that would be mostly padding") {
   kalm::encode::EngineOptions opt;
   opt.batch_tokens = 1000;

@@ -71,6 +71,24 @@ DOCTEST_TEST_CASE("plan_calls: length-sorted rows cut greedily by the token budg
   DOCTEST_CHECK(plan.calls[2].rows == 1);
   DOCTEST_CHECK(plan.calls[2].length == 20);
   DOCTEST_CHECK(plan.padded_tokens() == 6 + 10 + 20);
+  // Calls with no padding (every row as long as the call) are marked: on a
+  // GPU they attend without a key mask.
+  DOCTEST_CHECK_FALSE(plan.calls[0].unpadded);  // 1, 2, 2
+  DOCTEST_CHECK_FALSE(plan.calls[1].unpadded);  // 4, 5
+  DOCTEST_CHECK(plan.calls[2].unpadded);        // 20 alone
+  {
+    CallOptions wide;
+    wide.max_tokens = 16;
+    // Texts cut at a maximum length of 8: [3, 3], [8, 8], [8, 8], [8] (3 x 8 > 16).
+    auto cut = plan_calls({8, 3, 8, 8, 3, 8, 8}, wide);
+    DOCTEST_REQUIRE(cut.calls.size() == 4);
+    DOCTEST_CHECK(cut.calls[0].rows == 2);
+    DOCTEST_CHECK(cut.calls[1].rows == 2);
+    DOCTEST_CHECK(cut.calls[3].rows == 1);
+    for (const auto& call : cut.calls) DOCTEST_CHECK(call.unpadded);
+    wide.max_tokens = 100;  // [3, 3, 8, 8, 8, 8, 8]: padded
+    DOCTEST_CHECK_FALSE(plan_calls({8, 3, 8, 8, 3, 8, 8}, wide).calls[0].unpadded);
+  }
   // The default budget takes the whole (small) step in one call; a row cap splits it.
   plan = plan_calls(lengths, CallOptions{});
   DOCTEST_CHECK(plan.calls.size() == 1);

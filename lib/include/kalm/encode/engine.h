@@ -68,7 +68,14 @@ struct EngineOptions {
   // padding. A small corpus otherwise fits in one batch padded to its longest
   // text; on a CPU, GEMMs are already efficient at a few hundred token rows.
   double max_padding = 0.25;
+  // Rows per batch at most; 0: none on a CPU, kMaxGpuBatchRows on a GPU.
+  std::int64_t max_rows = 0;
 };
+
+// CUDA's attention kernels put a batch's rows on a grid dimension of at most
+// 65535 blocks: more rows in one call (tiny texts under a large
+// --batch-tokens) fail to launch.
+constexpr std::int64_t kMaxGpuBatchRows = 65535;
 
 struct EngineStats {
   std::int64_t sequences = 0;

@@ -232,10 +232,13 @@ class EncoderImpl : public torch::nn::Module {
   // with padded positions set to 0, ready for embed_tokens;
   // forward_from_embeddings() takes embed_tokens' output [B, L, hidden] (not
   // yet scaled: Gemma's sqrt(hidden) scaling happens here) and runs the layers
-  // and the final norm. Throws UsageError as forward() does.
+  // and the final norm. Throws UsageError as forward() does. `unpadded`: the
+  // caller knows from its host data whether every row's mask is all ones (a
+  // GPU then attends without a key mask); unset, it is read from the mask
+  // when that is on the host, else taken as padded.
   torch::Tensor checked_input_ids(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
-  torch::Tensor forward_from_embeddings(const torch::Tensor& token_embeddings,
-                                        const torch::Tensor& attention_mask) const;
+  torch::Tensor forward_from_embeddings(const torch::Tensor& token_embeddings, const torch::Tensor& attention_mask,
+                                        std::optional<bool> unpadded = std::nullopt) const;
 
   // forward + pool + L2-normalise (+ Matryoshka truncation when dim is set):
   // [B, D] float32.

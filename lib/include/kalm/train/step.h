@@ -107,6 +107,10 @@ struct CallPlan {
     std::int64_t first = 0;   // position in `order` of the call's first row
     std::int64_t rows = 0;
     std::int64_t length = 0;  // padded length (its longest row)
+    // Every row as long as the call (no padding; common where texts are cut
+    // at --max-length): on a GPU such a call attends without a key mask,
+    // which flash attention needs.
+    bool unpadded = true;
   };
   std::vector<std::int64_t> order;  // packed position -> input row
   std::vector<Call> calls;
