@@ -292,10 +292,14 @@ DOCTEST_TEST_CASE("DataParallel::leader_work: the others wait out a write longer
 
   // Rank 0's work fails: rank 0 gets its own error back (same type), rank 1 an
   // error carrying its message, at once rather than at its next collective.
+  // Both first finish connecting (a collective): a rank 0 that fails and
+  // closes its group while rank 1 is still connecting ends rank 1 in the
+  // rendezvous instead (seen under load), which is not what this case tests.
   bool rank0_io_error = false;
   std::tie(e0, e1) = two_ranks(
       store, 5.0,
       [&](kalm::train::DataParallel& group) {
+        DOCTEST_CHECK(group.all_max(1) == 2);
         try {
           group.leader_work("wait for rank 0's checkpoint",
                             [] { throw kalm::IoError("out/checkpoint-4: No space left on device"); });
@@ -304,7 +308,10 @@ DOCTEST_TEST_CASE("DataParallel::leader_work: the others wait out a write longer
           throw;
         }
       },
-      [&](kalm::train::DataParallel& group) { group.leader_work("wait for rank 0's checkpoint", [] {}); });
+      [&](kalm::train::DataParallel& group) {
+        DOCTEST_CHECK(group.all_max(2) == 2);
+        group.leader_work("wait for rank 0's checkpoint", [] {});
+      });
   DOCTEST_CHECK(rank0_io_error);
   DOCTEST_CHECK(e0 == "out/checkpoint-4: No space left on device");
   DOCTEST_CHECK(e1 ==
