@@ -193,16 +193,19 @@ Int8Row round_row_to_int8(const float* x, std::int64_t dim, std::int8_t* out) {
   // so that each is vectorised.
   thread_local std::vector<float> levels;
   levels.resize(static_cast<std::size_t>(dim));
+  // Plain pointers: through the thread-local vector (which `out` might alias,
+  // as far as the compiler knows) every store reloaded its data pointer.
+  float* __restrict level = levels.data();
+  std::int8_t* __restrict ints = out;
   const float scale_used = row.scale;
   for (std::int64_t i = 0; i < dim; ++i) {
     const float v = row.finite ? x[i] : 0.0f;
-    const float level = (v / scale_used + kRoundingShift) - kRoundingShift;
-    levels[static_cast<std::size_t>(i)] = level > 127.0f ? 127.0f : (level < -127.0f ? -127.0f : level);
+    const float rounded = (v / scale_used + kRoundingShift) - kRoundingShift;
+    level[i] = rounded > 127.0f ? 127.0f : (rounded < -127.0f ? -127.0f : rounded);
   }
-  for (std::int64_t i = 0; i < dim; ++i) out[i] = static_cast<std::int8_t>(levels[static_cast<std::size_t>(i)]);
+  for (std::int64_t i = 0; i < dim; ++i) ints[i] = static_cast<std::int8_t>(level[i]);
   double residual2_lane[kLanes] = {}, quantized2_lane[kLanes] = {};
   const double scale_wide = scale_used;
-  const float* level = levels.data();
   for (j = 0; j + kLanes <= dim; j += kLanes)
     for (std::int64_t t = 0; t < kLanes; ++t) {
       const double rounded = scale_wide * level[j + t];  // exact: 24 by 8 significant bits
