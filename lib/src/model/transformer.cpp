@@ -522,16 +522,13 @@ void EncoderImpl::load_hf_tensors(const std::map<std::string, torch::Tensor>& te
   auto copy_into = [&](torch::Tensor dst, const std::string& name) {
     const torch::Tensor& src = get(name);
     // The same storage (a parameter that already aliases its source) needs no copy.
-    if (dst.data_ptr() == src.data_ptr() && dst.scalar_type() == src.scalar_type()) {
-    } else if (dst.is_cuda() && dst.scalar_type() != src.scalar_type()) {
-      // A blocking host-to-GPU copy_ that changes the dtype converts on the
-      // host first: a whole host temporary of the target dtype per tensor
-      // (4 GB for a Gemma3-12B embedding read as float32). Uploaded as stored
-      // and converted on the GPU instead.
-      dst.copy_(src.to(dst.device()));
-    } else {
-      dst.copy_(src);
-    }
+    const bool aliased = dst.data_ptr() == src.data_ptr() && dst.scalar_type() == src.scalar_type();
+    // A blocking host-to-GPU copy_ that changes the dtype converts on the host
+    // first: a whole host temporary of the target dtype per tensor (4 GB for a
+    // Gemma3-12B embedding read as float32). Uploaded as stored and converted
+    // on the GPU instead.
+    const bool convert_on_gpu = dst.is_cuda() && dst.scalar_type() != src.scalar_type();
+    if (!aliased) dst.copy_(convert_on_gpu ? src.to(dst.device()) : src);
     if (copied) copied(name);
   };
   auto fuse = [&](torch::Tensor& dst, std::initializer_list<std::string> names) {

@@ -52,7 +52,7 @@ struct EmbedOptions {
 // checks: --batch-tokens, --dtype (f32|bf16), --device (cpu|cuda|cuda:N).
 void add_compute_flags(CLI::App& app, std::int64_t& batch_tokens, std::string& dtype, std::string& device);
 // --search-precision f32|bf16|int8|auto for the tools that search embeddings
-// (kalm/search/topk.h: bf16 is a certified first pass with the same answer).
+// (kalm/search/topk.h: bf16 and int8 are certified first passes with the same answer).
 void add_search_precision_flag(CLI::App& app, std::string& precision);
 
 // Where the model-side flags of a model-running tool (kalm-embed, kalm-eval,

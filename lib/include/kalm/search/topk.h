@@ -29,10 +29,11 @@
 //   Int8 (CPU only, VNNI int8 dot products): every query and corpus row is
 // rounded to int8 with its own scale s = max|x| / 127 (x~ = s * round(x/s),
 // residual r = x - x~); the int32 products are exact, so q.c - q~.c~ =
-// r_q.c + q~.r_c and e = |r_q| * max|c| + |q~| * max|r_c| + gamma * |q| *
-// max|c| + 2^-21 * |q~| * (max|c| + max|r_c|) (the last term: the float32
-// conversion of the products), norms Euclidean, maxima over the corpus's
-// finite rows. A corpus with a non-finite value is searched in float32.
+// r_q.c + q~.r_c and e = (|r_q| * max|c| + |q~| * max|r_c| + 2 gamma * |q| *
+// max|c| + 2^-22 * |q~| * (max|c| + max|r_c|)) * (1 + 2^-20) (the 2^-22 term:
+// the float32 conversion of the products; the last factor: the norms' own
+// rounding), norms Euclidean, maxima over the corpus's finite rows. A corpus
+// with a non-finite value is searched in float32.
 // int8 products at ~4x the f32 GEMM rate in the search's blocks on an Intel
 // Xeon with AVX512-VNNI, the search 2.5x faiss there (bench/README.md).
 // On a GPU (queries on a CUDA device) the products run there, the corpus is
@@ -94,7 +95,8 @@ struct TopKOptions {
   // Every query's candidates selected on the search device (torch::topk per
   // block, merged by exact (score, row) keys) so that only the final ones
   // cross to the host. Always so on a GPU; on the CPU only when set (the CPU's
-  // own selection is faster there; tests use it to check the GPU's).
+  // own selection is faster there; tests use it to check the GPU's). Not for
+  // Int8 (a UsageError), which selects on the host.
   bool select_on_device = false;
   // A selection on the device holds every query's candidates there (12 bytes
   // per candidate) until the corpus has passed: queries are searched in
