@@ -82,12 +82,32 @@ inline float round_bf16(float f) { return widen(narrow(f)); }
 // exp(x) in float32 to about one unit in the last place, branch-free so that
 // loops over it vectorise: x = n ln2 + r with |r| <= ln2/2, exp(r) by the
 // classic minimax polynomial, times 2^n built in exponent bits (in two halves,
-// so that n = 128 just below the overflow threshold still has a finite scale).
-// +inf above ln(FLT_MAX); 0 below the normal range, where std::exp would give
-// a subnormal (1 + that is 1 in the SiLU either way).
+// so that 2^n itself never overflows). x is clamped to [-104, 89], where the
+// product itself overflows to +inf (above ln(FLT_MAX) ~ 88.72) or underflows
+// to 0 or a subnormal (below ~ -87.34; 1 + that is 1 in the SiLU either way).
+// The clamp is integer min/max on order-preserving keys of the bits: a float
+// select (?:, std::min) lets GCC thread the loop into one path per clamp arm
+// and vectorise each with its own division, which made the SiLU gate 1.6x
+// slower (three divisions per vector instead of one).
+inline std::int32_t float_order_key(float f) {
+  std::int32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b ^ ((b >> 31) & 0x7FFFFFFF);  // its own inverse; signed order = float order
+}
+
+inline float float_from_order_key(std::int32_t k) {
+  const std::int32_t b = k ^ ((k >> 31) & 0x7FFFFFFF);
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+
+// exp(x) for the SiLU: a NaN x gives some finite or infinite value (the
+// SiLU's numerator carries the NaN through).
 inline float exp_f32(float x) {
-  const float hi = 88.7228390f, lo = -87.3365447504f;
-  const float xc = x > hi ? hi : (x < lo ? lo : x);  // NaN stays NaN, and so does the result
+  const float hi = 89.0f, lo = -104.0f;
+  const float xc = float_from_order_key(
+      std::min(std::max(float_order_key(x), float_order_key(lo)), float_order_key(hi)));
   // Round to nearest by adding 1.5 * 2^23: the sum's low mantissa bits then
   // hold n as an integer (read from the bits, so that no float-to-int
   // conversion of a NaN is undefined), and taking 1.5 * 2^23 away gives n
@@ -106,6 +126,7 @@ inline float exp_f32(float x) {
   p = p * r * r + r + 1.0f;
   std::uint32_t shifted_bits;
   std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  // |n| <= 151 for clamped x: each half's biased exponent stays in 1..254.
   const std::int32_t ni = static_cast<std::int32_t>(shifted_bits - 0x4B400000u);
   const std::int32_t half = ni / 2;
   const std::uint32_t bits1 = static_cast<std::uint32_t>(half + 127) << 23;
@@ -113,8 +134,7 @@ inline float exp_f32(float x) {
   float scale1, scale2;
   std::memcpy(&scale1, &bits1, sizeof scale1);
   std::memcpy(&scale2, &bits2, sizeof scale2);
-  const float value = p * scale1 * scale2;
-  return x > hi ? INFINITY : (x < lo ? 0.0f : value);
+  return p * scale1 * scale2;
 }
 
 KALM_ROW_KERNEL

@@ -2,7 +2,9 @@
 
 #include "fused_cpu.h"
 
+#include <ATen/SDPBackend.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/ops/_fused_sdp_choice.h>
 #include <ATen/record_function.h>
 
 #include <algorithm>
@@ -128,8 +130,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const torch::ScalarType compute_type = x.is_cuda() && at::autocast::is_autocast_enabled(at::kCUDA)
                                              ? at::autocast::get_autocast_dtype(at::kCUDA)
                                              : q.scalar_type();
-  const detail::SdpaInputs in =
-      detail::sdpa_inputs(q, k, v, mask, detail::sdpa_repeats_kv(x.device(), mask, H, K, compute_type));
+  const bool repeat_kv = detail::sdpa_repeats_kv(x.device(), mask, H, K, compute_type, [&] {
+    return detail::sdpa_grouped_call_fused(q.transpose(1, 2), K, mask.causal, scale_, compute_type);
+  });
+  const detail::SdpaInputs in = detail::sdpa_inputs(q, k, v, mask, repeat_kv);
   const torch::Tensor out =
       at::scaled_dot_product_attention(in.q, in.k, in.v, in.mask, /*dropout_p=*/0.0, in.causal, scale_, in.enable_gqa);
   return o_proj->forward(out.transpose(1, 2).reshape({B, L, H * D}));
@@ -161,9 +165,27 @@ bool host_mask_unpadded(const torch::Tensor& attention_mask) {
 }
 
 bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
-                     std::int64_t kv_heads, torch::ScalarType compute_type) {
+                     std::int64_t kv_heads, torch::ScalarType compute_type,
+                     const std::function<bool()>& grouped_call_fused) {
+  if (!device.is_cuda() || kv_heads == heads) return false;
   const bool flash_dtype = compute_type == torch::kBFloat16 || compute_type == torch::kHalf;
-  return device.is_cuda() && kv_heads != heads && (mask.allowed.defined() || !flash_dtype);
+  if (mask.allowed.defined() || !flash_dtype) return true;
+  return !grouped_call_fused();
+}
+
+bool sdpa_grouped_call_fused(const torch::Tensor& q, std::int64_t kv_heads, bool causal, double scale,
+                             torch::ScalarType compute_type) {
+  // The choice reads dtypes, head sizes, strides' last dimension, the device's
+  // capability and requires_grad, not the batch: one row keeps the probe small
+  // (the caching allocator hands it out without a device call).
+  const int64_t H = q.size(1), L = q.size(2), D = q.size(3);
+  const auto options = q.options().dtype(compute_type);
+  const torch::Tensor pq = torch::empty({1, H, L, D}, options).requires_grad_(q.requires_grad());
+  const torch::Tensor pk = torch::empty({1, kv_heads, L, D}, options).requires_grad_(q.requires_grad());
+  const torch::Tensor pv = torch::empty({1, kv_heads, L, D}, options).requires_grad_(q.requires_grad());
+  const auto choice = at::_fused_sdp_choice(pq, pk, pv, std::nullopt, /*dropout_p=*/0.0, causal, scale,
+                                            /*enable_gqa=*/true);
+  return choice != static_cast<int64_t>(at::SDPBackend::math) && choice != static_cast<int64_t>(at::SDPBackend::error);
 }
 
 SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

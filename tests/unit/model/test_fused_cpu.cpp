@@ -227,6 +227,53 @@ DOCTEST_TEST_CASE("fused bf16 kernels: the SiLU gate matches LibTorch's silu(gat
   DOCTEST_CHECK(torch::equal(nan_out[6], fused[6]));
 }
 
+DOCTEST_TEST_CASE("fused bf16 kernels: the SiLU gate over every finite bf16 gate value") {
+  torch::NoGradGuard no_grad;
+  // Hidden 65, intermediate 64: gate = the first 64 inputs, up = the 65th
+  // (1.0), the down projection hands the gate's 64 columns back; bf16 GEMMs
+  // of one exact 1.0 per row are exact. So the output is bf16(silu(gate)),
+  // over all 65,536 bit patterns but NaN, +-inf and the subnormals (which
+  // AVX512-BF16 and AMX dot products read as zero), including exp()'s clamp
+  // edges.
+  const ModelConfig config = qwen2_config(65, 64, 1);
+  kalm::model::Mlp mlp(config, kBf16);
+  torch::Tensor gate_up = torch::zeros({128, 65});
+  gate_up.narrow(0, 0, 64).narrow(1, 0, 64).copy_(torch::eye(64));
+  gate_up.narrow(0, 64, 64).select(1, 64).fill_(1.0);
+  mlp->gate_up_proj->weight.copy_(gate_up);
+  torch::Tensor down = torch::zeros({65, 64});
+  down.narrow(0, 0, 64).copy_(torch::eye(64));
+  mlp->down_proj->weight.copy_(down);
+
+  torch::Tensor bits = torch::arange(0, 65536, torch::kInt32);
+  const torch::Tensor exponent = bits.bitwise_and(0x7F80);
+  const torch::Tensor zero = bits.bitwise_and(0x7FFF) == 0;
+  bits = bits.masked_select((exponent != 0x7F80).logical_and((exponent != 0).logical_or(zero)));
+  const std::int64_t rows = bits.numel() / 64;
+  bits = bits.narrow(0, 0, rows * 64);
+  const torch::Tensor values =
+      bits.to(torch::kInt16).view(torch::kBFloat16).view({rows, 64});  // the patterns as bf16 values
+  torch::Tensor x = torch::ones({rows, 65}, kBf16);
+  x.narrow(1, 0, 64).copy_(values);
+
+  FusedCallCounter calls;
+  const torch::Tensor fused = run_with(true, [&] { return mlp->forward(x); }).narrow(1, 0, 64);
+  DOCTEST_CHECK(calls["silu_gate"] == 1);
+  // LibTorch's bf16 SiLU, its subnormal results zero: the down projection's
+  // bf16 GEMM reads them as zero too.
+  const torch::Tensor exact = torch::silu(values);
+  const torch::Tensor reference =
+      torch::where(exact.abs() < std::numeric_limits<float>::min(), torch::zeros_like(exact), exact);
+  DOCTEST_CHECK(fused.isfinite().all().item<bool>());
+  const UlpStats s = ulp_distance(fused, reference);
+  DOCTEST_CAPTURE(s.differing);
+  DOCTEST_CHECK(s.max <= 1);
+  DOCTEST_CHECK(s.differing * 100 <= s.total);
+  // The far tails exactly: 0 (of either sign) below about -88, the input itself above about 17.
+  const torch::Tensor big = values.abs() > 100;
+  DOCTEST_CHECK(torch::equal(fused.masked_select(big), reference.masked_select(big)));
+}
+
 DOCTEST_TEST_CASE("fused bf16 kernels: RoPE gives attention bit-identical to the op-by-op path") {
   torch::NoGradGuard no_grad;
   for (bool gemma : {false, true}) {

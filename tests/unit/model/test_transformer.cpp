@@ -225,20 +225,45 @@ DOCTEST_TEST_CASE("transformer: CUDA matches the CPU when a GPU is present") {
   }
 }
 
-DOCTEST_TEST_CASE("transformer: key/value heads repeated only for masked grouped-query calls on CUDA, same result") {
+DOCTEST_TEST_CASE("transformer: key/value heads repeated only where no fused CUDA kernel takes grouped heads, same result") {
   using kalm::model::AttentionMask;
   namespace detail = kalm::model::detail;
   const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);  // a device name, no GPU needed
   const AttentionMask key_mask{torch::ones({2, 1, 1, 5}, torch::kBool), false};
   const AttentionMask causal_only{torch::Tensor(), true};
   const auto bf16 = torch::kBFloat16, f16 = torch::kHalf, f32 = torch::kFloat32;
-  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, bf16));
-  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, f32));
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, key_mask, 4, 4, bf16));     // no grouped heads
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, bf16));  // flash: grouped heads, no mask
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f16));
-  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f32));         // flash takes no float32
-  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, key_mask, 4, 2, f32));       // the CPU kernel takes both
+  // The kernel-choice probe, counted: asked only for unmasked grouped calls in
+  // flash's types on CUDA.
+  int asked = 0;
+  const auto fused = [&asked] { ++asked; return true; };
+  const auto math_only = [&asked] { ++asked; return false; };
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, bf16, fused));
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, key_mask, 4, 2, f32, fused));
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, key_mask, 4, 4, bf16, math_only));  // no grouped heads
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f32, fused));          // flash takes no float32
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, key_mask, 4, 2, f32, math_only));    // the CPU kernel takes both
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cpu, causal_only, 4, 2, bf16, math_only));
+  DOCTEST_CHECK(asked == 0);
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, bf16, fused));  // flash: grouped heads, no mask
+  DOCTEST_CHECK_FALSE(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f16, fused));
+  DOCTEST_CHECK(asked == 2);
+  // A GPU where flash cannot run (T4, V100): repeat, so that the memory-efficient kernel takes the call.
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, causal_only, 4, 2, f16, math_only));
+  DOCTEST_CHECK(detail::sdpa_repeats_kv(cuda, AttentionMask{torch::Tensor(), false}, 4, 2, bf16, math_only));
+  DOCTEST_CHECK(asked == 4);
+
+  // The probe (one row of empty tensors) answers as LibTorch's choice for the
+  // whole call does, here on the CPU: the batch does not enter the choice.
+  for (const auto dtype : {f32, bf16}) {
+    for (const bool causal : {false, true}) {
+      DOCTEST_CAPTURE(causal);
+      const auto opt = torch::TensorOptions().dtype(dtype);
+      const auto bq = torch::randn({6, 14, 33, 64}, opt), bk = torch::randn({6, 2, 33, 64}, opt);
+      const auto full = at::_fused_sdp_choice(bq, bk, bk, std::nullopt, 0.0, causal, 0.125, true);
+      DOCTEST_CHECK(detail::sdpa_grouped_call_fused(bq, 2, causal, 0.125, dtype) ==
+                    (full != static_cast<int64_t>(at::SDPBackend::math)));
+    }
+  }
 
   // B 2, L 5, H 4 query heads over K 2 key/value heads, D 8; row 1 padded after 3 tokens.
   torch::manual_seed(11);
@@ -267,17 +292,22 @@ DOCTEST_TEST_CASE("transformer: key/value heads repeated only for masked grouped
                gv = torch::randn({4, 64, 2, 64}, opt);
     const AttentionMask gmask{torch::ones({4, 1, 1, 64}, torch::TensorOptions().dtype(torch::kBool).device(cuda)),
                               false};
-    const auto in = detail::sdpa_inputs(gq, gk, gv, gmask, detail::sdpa_repeats_kv(cuda, gmask, 14, 2, bf16));
+    const auto in = detail::sdpa_inputs(gq, gk, gv, gmask, detail::sdpa_repeats_kv(cuda, gmask, 14, 2, bf16, [] { return true; }));
     const auto choice = at::_fused_sdp_choice(in.q, in.k, in.v, in.mask, 0.0, in.causal, 0.125, in.enable_gqa);
     DOCTEST_MESSAGE("CUDA SDPA backend for a masked grouped-query call: " << choice);
     DOCTEST_CHECK(choice != 0);
     // Causal, no mask, float32 (kalm's default dtype): not flash's, still fused.
     const auto f = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
     const AttentionMask causal{torch::Tensor(), true};
-    const auto in32 = detail::sdpa_inputs(f(gq), f(gk), f(gv), causal, detail::sdpa_repeats_kv(cuda, causal, 14, 2, f32));
+    const auto in32 = detail::sdpa_inputs(f(gq), f(gk), f(gv), causal, detail::sdpa_repeats_kv(cuda, causal, 14, 2, f32, [] { return true; }));
     const auto choice32 =
         at::_fused_sdp_choice(in32.q, in32.k, in32.v, in32.mask, 0.0, in32.causal, 0.125, in32.enable_gqa);
     DOCTEST_MESSAGE("CUDA SDPA backend for a causal float32 grouped-query call: " << choice32);
     DOCTEST_CHECK(choice32 != 0);
+    // The unmasked bf16 call: the probe answers as the choice for the whole call.
+    const auto tq = gq.transpose(1, 2), tk = gk.transpose(1, 2);
+    const auto whole = at::_fused_sdp_choice(tq, tk, tk, std::nullopt, 0.0, true, 0.125, true);
+    DOCTEST_MESSAGE("CUDA SDPA backend for a causal unmasked bf16 grouped-query call: " << whole);
+    DOCTEST_CHECK(detail::sdpa_grouped_call_fused(tq, 2, true, 0.125, bf16) == (whole != 0));
   }
 }

@@ -113,8 +113,9 @@ namespace detail {
 // [B, K, L, D] or, where `repeat_kv` is set, [B, H, L, D] with each key/value
 // head repeated for the H / K query heads that share it (enable_gqa then
 // false). On CUDA a call with grouped heads that flash attention cannot take
-// (a mask, or float32) would otherwise run LibTorch's math kernel ([B, H, L,
-// L] scores in float32): the memory-efficient kernel takes no grouped heads.
+// (a mask, float32, a GPU or build without flash) would otherwise run
+// LibTorch's math kernel ([B, H, L, L] scores in float32): the
+// memory-efficient kernel takes no grouped heads.
 // Repeating costs (H / K - 1) copies of k and v, small beside the scores.
 struct SdpaInputs {
   torch::Tensor q, k, v;
@@ -129,11 +130,22 @@ SdpaInputs sdpa_inputs(const torch::Tensor& q, const torch::Tensor& k, const tor
 // CPU tensor with no zero. False for a mask on a GPU (finding out would wait
 // for the device).
 bool host_mask_unpadded(const torch::Tensor& attention_mask);
-// Whether kalm repeats key/value heads for this call: CUDA, K < H, and a mask
-// or a `compute_type` (what SDPA runs in: autocast's type where autocast is
-// on) other than float16 / bfloat16, the two flash attention takes.
+// Whether kalm repeats key/value heads for this call: CUDA, K < H, and a mask,
+// a `compute_type` (what SDPA runs in: autocast's type where autocast is on)
+// other than float16 / bfloat16, the two flash attention takes, or
+// `grouped_call_fused()` false: LibTorch would run the unmasked call with
+// grouped heads in its math kernel, because flash attention cannot take it on
+// this GPU or build (before sm80 such as T4 and V100, head size over 256, flash
+// turned off). `grouped_call_fused` is asked only in that last case.
 bool sdpa_repeats_kv(const torch::Device& device, const AttentionMask& mask, std::int64_t heads,
-                     std::int64_t kv_heads, torch::ScalarType compute_type);
+                     std::int64_t kv_heads, torch::ScalarType compute_type,
+                     const std::function<bool()>& grouped_call_fused);
+// Whether LibTorch's kernel choice (at::_fused_sdp_choice) for an unmasked
+// call of q's shape [B, H, L, D] against K key/value heads, with enable_gqa,
+// in `compute_type` and q's device and requires_grad, is a fused kernel. It
+// asks with empty tensors of one row (no data moves, no synchronisation).
+bool sdpa_grouped_call_fused(const torch::Tensor& q, std::int64_t kv_heads, bool causal, double scale,
+                             torch::ScalarType compute_type);
 }  // namespace detail
 
 // Self-attention with fused q/k/v. qkv_proj.weight: [(H + 2 K) * D, hidden].
