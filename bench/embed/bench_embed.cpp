@@ -108,14 +108,21 @@ void time_kernels() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   std::int64_t layers = 24, texts = 64, seed = 0;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string save_dir;
   bool bf16_only = false, kernels = false;
   std::int64_t batch_tokens = 0;  // 0: kalm's default for the CPU
+  const char* usage =
+      "usage: kalm-bench-embed [--layers N] [--texts N] [--seed N] [--save-dir DIR] [--threads N]\n"
+      "                        [--batch-tokens N] [--bf16-only] [--kernels]\n";
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    }
     if (flag != "--bf16-only" && flag != "--kernels" && i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
     if (flag == "--layers") layers = std::stoll(argv[i + 1]);
     else if (flag == "--texts") texts = std::stoll(argv[i + 1]);
@@ -238,4 +245,13 @@ int main(int argc, char** argv) {
       f32, bf16, torch::nn::functional::CosineSimilarityFuncOptions().dim(1));
   std::printf("cosine_bf16_vs_f32_min %.5f\n", cos.min().item<double>());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kalm-bench-embed: %s\n", e.what());
+    return 2;
+  }
 }
