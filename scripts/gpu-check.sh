@@ -19,8 +19,10 @@
 # second call on the still-warm machine (the build in build-gpu/ is kept), e.g.
 # `scripts/gpu-check.sh build search embed-f32` (the build then takes seconds).
 # The device tool brings back at most 8 files from $OUT: the check leaves
-# there summary.txt (every step's verdict and the figures) and logs.tar.gz;
-# the full logs stay in build-gpu/check-logs/.
+# there summary.txt (every step's verdict and the figures), logs.tar.gz and
+# traces.tar.gz (Chrome traces of a training step and of embedding batches,
+# by kalm's --profile: open them in ui.perfetto.dev); the full logs stay in
+# build-gpu/check-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 debs=(pkgconf-bin libpkgconf3 libsimdjson-dev libsimdjson14 libcli11-dev libzstd-dev libzstd1 doctest-dev
@@ -50,6 +52,7 @@ done
 out=${OUT:-$PWD/gpu-check-out}
 logs=$build/check-logs
 mkdir -p "$out" "$logs"
+rm -f "$logs"/trace-*.json  # a trace comes back with the call that made it
 summary=$out/summary.txt
 : >"$summary"
 budget=${KALM_GPU_BUDGET:-540}
@@ -82,6 +85,9 @@ finish() {
     grep -h -E 'tokens_per_s|tokens/s|ratio|min cosine|worst|bit-identical|DIFFERENT|TFLOP|share|seconds|passed|failed' \
       "${ran[@]}" 2>/dev/null | grep -v -E '^\s*$' | tail -n 60 >>"$summary"
   [ ${#ran[@]} -eq 0 ] || tar -C "$logs" -czf "$out/logs.tar.gz" "${ran[@]##*/}" 2>/dev/null
+  # The Chrome traces of kalm-train --profile and kalm-embed --profile runs (ui.perfetto.dev).
+  local traces; traces=$(cd "$logs" && ls trace-*.json 2>/dev/null)
+  [ -z "$traces" ] || tar -C "$logs" -czf "$out/traces.tar.gz" $traces 2>/dev/null
   echo "---- summary ($summary)"
   cat "$summary"
 }
@@ -148,6 +154,7 @@ fi
 # one-rank NCCL group against the plain run.
 if wants train; then
   DEVICE=$device LAYERS=$layers VOCAB=$vocab step train "$train_s" bench/gpu/train.sh "$build" "$py" /tmp/kalm-train-bench
+  cp /tmp/kalm-train-bench/trace-*.json "$logs"/ 2>/dev/null
 fi
 
 # Issue 15's figures: kalm-embed against sentence-transformers on this device, same texts (short and
@@ -155,9 +162,9 @@ fi
 embed_st() {
   step "embed-$1" 240 "$py" bench/embed/st_peer.py --kalm-embed "$build/tools/kalm-embed" \
     --tokenizer-dir .oracle/tokenizers/qwen3 --device "$device" --dtype "$1" --layers "$layers" \
-    --st-batch "$st_batch" --short "$short" --long "$long"
+    --st-batch "$st_batch" --short "$short" --long "$long" ${2:+--kalm-profile "$2"}
 }
-wants embed-bf16 && embed_st bf16
+wants embed-bf16 && embed_st bf16 "$logs"
 
 # Issue 15's search on the device, embeddings already there (corpus x 896, top-10), f32 and the
 # certified bf16 pass, each against the same blocks' matrix products alone (the bound).

@@ -39,6 +39,9 @@ def main():
     ap.add_argument("--st-batch", type=int, default=32)
     ap.add_argument("--short", type=int, default=4000)
     ap.add_argument("--long", type=int, default=300)
+    ap.add_argument("--kalm-profile", default="",
+                    help="after each timed kalm-embed run, an untimed one with --profile into this directory "
+                         "(batches 3-6: a Chrome trace of where the time goes)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from transformers import Qwen2Config, Qwen2Model
@@ -98,6 +101,14 @@ def main():
             scale = {"": 1, "k": 1e3, "M": 1e6}
             kalm_tps = float(m.group(4)) * scale[m.group(5)]
             kalm_tokens = int(m.group(1))
+            if a.kalm_profile:
+                trace = os.path.join(a.kalm_profile, f"trace-embed-{a.dtype}-{name}.json")
+                prof = subprocess.run([a.kalm_embed, "-m", st_dir, "--device", a.device, "--dtype", a.dtype,
+                                       "--threads", str(a.threads), path, "-o", os.path.join(work, "profiled.npy"),
+                                       "--profile", trace, "--profile-batches", "3:6"],
+                                      capture_output=True, text=True)
+                summary = prof.stderr.strip().splitlines()[-1:] if prof.stderr.strip() else ["(no output)"]
+                print(f"{name}: profile run exit {prof.returncode}: {summary[0]}")
             kalm_emb = np.load(out)
             cos = (kalm_emb * st_emb).sum(1) / (np.linalg.norm(kalm_emb, axis=1) * np.linalg.norm(st_emb, axis=1))
             print(f"{name}: {len(texts)} texts, {tokens} tokens (kalm counted {kalm_tokens}), "

@@ -22,14 +22,16 @@ build=${1:?build directory}; py=${2:?python with CUDA torch}; out=${3:-$(mktemp 
 train=$build/tools/kalm-train
 mkdir -p "$out"
 # A second run into the same folder starts afresh (kalm-train would resume).
-rm -rf "$out"/{tok,b32,b256,full,part,plain,nccl1,nccl1-flat,nccl2}
+rm -rf "$out"/{tok,b32,b256,full,part,plain,nccl1,nccl1-flat,nccl2} "$out"/trace-*.json
 # scripts/gpu-check.sh --cpu runs the same steps on the CPU with a small model
 # (fewer layers, a smaller vocabulary, fewer steps, Gloo for NCCL) to check them.
 device=${DEVICE:-cuda}; layers=${LAYERS:-24}; vocab=${VOCAB:-151936}
 if [ "$device" = cuda ]; then
-  dist=nccl gemm_n=8192 steps_b32=25 steps_b256=8 steps_dist=10
+  dist=nccl gemm_n=8192 steps_b32=25 steps_b256=8 steps_dist=10 big=256
 else
-  dist=gloo gemm_n=1024 steps_b32=6 steps_b256=3 steps_dist=4
+  # (batch 64 for the GradCache run: 256 took over its 300 s on an Intel Xeon
+  # without AMX, whose bf16 products are slow)
+  dist=gloo gemm_n=1024 steps_b32=6 steps_b256=3 steps_dist=4 big=64
 fi
 
 # (a) the device's bf16 matmul rate: N^3 (8192 on a GPU), best of 20 after warm-up.
@@ -88,12 +90,16 @@ report() {  # NAME METRICS
     printf "%s: %.0f tokens/s, bound %.0f tokens/s (%.4g TFLOP/s bf16 / (6 x %d params)), share %.2f\n", n, t, b, g, p, t / b }'
 }
 
+# One late step of this run is recorded by LibTorch's profiler (--profile): the
+# trace shows where a step's time goes on the device (no Nsight Systems there).
+# Its slower step is one of the median's 20-odd.
 timeout 240 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 32 --max-steps "$steps_b32" -o "$out/b32" \
-  --metrics "$out/b32.jsonl"
+  --metrics "$out/b32.jsonl" --profile "$out/trace-train-b32.json" --profile-steps $((steps_b32 - 3))
 report "batch 32" "$out/b32.jsonl"
-timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size 256 --grad-cache --max-steps "$steps_b256" -o "$out/b256" \
-  --metrics "$out/b256.jsonl"
-report "batch 256, --grad-cache" "$out/b256.jsonl"
+echo "profile: $(wc -c <"$out/trace-train-b32.json") bytes of Chrome trace of step $((steps_b32 - 3)) (batch 32) in $out/trace-train-b32.json"
+timeout 300 "$train" "$out/train.jsonl" "${common[@]}" --batch-size "$big" --grad-cache --max-steps "$steps_b256" \
+  -o "$out/b256" --metrics "$out/b256.jsonl"
+report "batch $big, --grad-cache" "$out/b256.jsonl"
 
 # Resume on the device: the same bytes as the uninterrupted run (before the
 # NCCL runs: a difference is a failure of the check, reported at the end).

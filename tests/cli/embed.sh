@@ -185,4 +185,31 @@ expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/link.npy"
 checks=$((checks + 1)); [ -L "$tmp/link.npy" ] && cmp -s "$tmp/link.npy" "$tmp/from_fifo.npy" || { echo "FAIL: symlink output"; failures=$((failures + 1)); }
 expect_rc 1 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp"
 expect_grep "it is a directory" "$tmp/err"
+
+# --profile: a Chrome trace of model batches 2-3 (one-row batches: --batch-tokens
+# 1 puts each text in a batch of its own), the embeddings unchanged.
+expect_rc 0 "$embed" -m "$model" "$tmp/corpus.jsonl" -o "$tmp/prof.npy" --batch-tokens 1 \
+  --profile "$tmp/trace.json" --profile-batches 2:3
+expect_grep "profile of 2 batch\(es\) from batch 2 in $tmp/trace.json" "$tmp/err"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/noprof.npy" --batch-tokens 1
+checks=$((checks + 1)); cmp -s "$tmp/prof.npy" "$tmp/noprof.npy" || { echo "FAIL: --profile changed the embeddings"; failures=$((failures + 1)); }
+expect_rc 0 $py - "$tmp/trace.json" <<'PY'
+import sys, json
+events = json.load(open(sys.argv[1]))["traceEvents"]
+steps = sorted({e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")})
+assert steps == ["ProfilerStep#2", "ProfilerStep#3"], steps
+names = {e.get("name") for e in events}
+assert any(n and n.startswith("aten::") for n in names), sorted(n for n in names if n)[:20]
+PY
+# A window after the run's last batch: the embeddings are written, the summary says why no trace is.
+expect_rc 0 "$embed" -m "$model" "$tmp/corpus.jsonl" -o "$tmp/late.npy" --profile "$tmp/late.json" --profile-batches 50
+expect_grep "no profile: the run had [0-9]+ batch\(es\), fewer than 50" "$tmp/err"
+expect_no_file "$tmp/late.json"
+checks=$((checks + 1)); [ -f "$tmp/late.npy" ] || { echo "FAIL: no embeddings beside a late profile window"; failures=$((failures + 1)); }
+expect_rc 2 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.npy" --profile-batches 2
+expect_grep "--profile-batches needs --profile FILE" "$tmp/err"
+expect_rc 2 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.npy" --profile "$tmp/t.json" --profile-batches 0:2
+expect_rc 2 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.jsonl" --output-format tokens --profile "$tmp/t.json"
+expect_rc 1 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.npy" --profile "$tmp/no-such-dir/t.json"
+expect_no_file "$tmp/x.npy"
 finish

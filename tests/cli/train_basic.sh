@@ -23,10 +23,22 @@ expect_rc 1 "$train" "$tmp/bad.jsonl" "${common[@]}" -o "$tmp/x"
 expect_grep "bad.jsonl:1" "$tmp/err"
 expect_rc 1 "$train" "$tmp/missing.jsonl" "${common[@]}" -o "$tmp/x"
 
+# --profile: a window past the run's steps, or one without a file, is refused
+# before training; an unwritable trace fails before training too.
+expect_rc 2 "$train" "$fx/toy" "${common[@]}" --max-steps 2 -o "$tmp/p" --profile "$tmp/p.json" --profile-steps 3:4
+expect_grep "--profile-steps 3:4: the run has 2 optimiser steps" "$tmp/err"
+expect_no_file "$tmp/p.json"
+expect_rc 2 "$train" "$fx/toy" "${common[@]}" --max-steps 2 -o "$tmp/p" --profile-steps 1
+expect_grep "--profile-steps needs --profile FILE" "$tmp/err"
+expect_rc 1 "$train" "$fx/toy" "${common[@]}" --max-steps 2 -o "$tmp/p" --profile "$tmp/no-such-dir/p.json"
+expect_grep "no-such-dir/p.json: cannot create" "$tmp/err"
+checks=$((checks + 1)); [ ! -e "$tmp/p/model.safetensors" ] || { echo "FAIL: trained beside an unwritable --profile"; failures=$((failures + 1)); }
+
 # --help lists the flags with defaults.
 expect_rc 0 "$train" --help
 expect_grep "--grad-cache-chunk" "$tmp/out"
 expect_grep "--batch-size INT:POSITIVE=48" "$tmp/out"
+expect_grep "--profile-steps TEXT=3:5" "$tmp/out"
 
 # A full run: 4 steps over 2 epochs (grad accumulation 2), metrics and an export.
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \

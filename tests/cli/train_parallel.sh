@@ -62,7 +62,19 @@ dp_run() {  # NAME FLAGS...: a 2-rank run into $tmp/NAME with metrics $tmp/NAME.
 }
 dp_run small --grad-bucket-mb 0.001
 dp_run flat --grad-bucket-mb 0
-for name in small flat; do
+# --profile: each rank writes its own trace of steps 2-3; recording changes no weight.
+dp_run profiled --profile "$tmp/trace.json" --profile-steps 2:3
+for rank in 0 1; do
+  f="$tmp/trace.rank$rank.json"
+  checks=$((checks + 1))
+  if [ "$(grep -o '"name": "ProfilerStep#[0-9]*"' "$f" 2>/dev/null | sort -u | tr '\n' ' ')" != \
+       '"name": "ProfilerStep#2" "name": "ProfilerStep#3" ' ]; then
+    echo "FAIL: rank $rank's trace $f lacks steps 2 and 3 alone"; failures=$((failures + 1))
+  fi
+  expect_rc 0 grep -q '"name": "aten::mm"' "$f"
+done
+expect_no_file "$tmp/trace.json"
+for name in small flat profiled; do
   d=$(max_abs_diff "$tmp/dp/model.safetensors" "$tmp/$name/model.safetensors")
   echo "max |w(buckets 25 MiB) - w($name)| = $d"
   checks=$((checks + 1))

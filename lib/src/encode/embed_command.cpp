@@ -14,6 +14,7 @@
 #include "kalm/cli/progress.h"
 #include "kalm/core/launcher.h"
 #include "kalm/io/atomic_file.h"
+#include "kalm/core/profile.h"
 #include "kalm/encode/engine.h"
 #include "kalm/encode/model_embedder.h"
 #include "kalm/error.h"
@@ -335,6 +336,15 @@ void add_embed_flags(cli::Tool& tool, EmbedOptions& o) {
   app.add_option("--dist-timeout", o.dist_timeout,
                  "Under torchrun or Slurm: seconds rank 0 waits for the other ranks' parts before it gives up")
       ->group(cli::kGroupCompute);
+  app.add_option("--profile", o.profile,
+                 "Write a Chrome trace (LibTorch's profiler: operators, and CUDA kernels on a GPU) of the "
+                 "--profile-batches window to this file (under torchrun or Slurm each rank its own, .rankN "
+                 "before .json)")
+      ->group(cli::kGroupOutput);
+  app.add_option("--profile-batches", o.profile_batches,
+                 std::string("Model batches to profile, FIRST:LAST or FIRST (1-based, counted over the whole run; "
+                             "earlier batches warm up) [") + kDefaultProfileBatches + "]")
+      ->group(cli::kGroupOutput);
   app.add_option("--quantize-ranges", o.quantize_ranges,
                  "int8/uint8: per-dimension [min; max] from this file (.npy [2, dim], or a kalm-embed int8/uint8 "
                  "safetensors output) instead of the corpus's own")
@@ -390,6 +400,13 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
     throw UsageError("--quantize " + o.quantize + " needs a safetensors or npy output, not " + format);
   if (!o.quantize_ranges.empty() && !io::needs_ranges(quantization))
     throw UsageError("--quantize-ranges goes with --quantize int8 or uint8");
+  if (o.profile.empty() && o.profile_batches) throw UsageError("--profile-batches needs --profile FILE");
+  if (!o.profile.empty() && tokens_only)
+    throw UsageError("--profile records the model's batches; --output-format tokens runs no model");
+  const core::ProfileRange profile_range =
+      o.profile.empty() ? core::ProfileRange{}
+                        : core::parse_profile_range(o.profile_batches.value_or(kDefaultProfileBatches),
+                                                    "--profile-batches");
 
   // A multi-process launch (torchrun, Slurm): rank r embeds chunks r, r + N,
   // r + 2N, ... of the input (the very batches one process would run, so the
@@ -450,6 +467,22 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
   engine_options.batch_tokens = o.batch_tokens;
   std::unique_ptr<Engine> engine;
   if (!tokens_only) engine = std::make_unique<Engine>(*model.embedder, engine_options);
+  std::unique_ptr<core::ProfileWindow> profile;
+  if (!o.profile.empty()) {
+    profile = std::make_unique<core::ProfileWindow>(
+        mp.world > 1 ? core::profile_path_for_rank(o.profile, mp.rank) : o.profile, profile_range,
+        model.embedder->device());
+    engine->set_profile(profile.get());
+  }
+  // The summary's note on the trace (or why there is none).
+  auto profile_note = [&]() -> std::string {
+    if (!profile) return "";
+    if (profile->finish())
+      return "; profile of " + std::to_string(profile->units_recorded()) + " batch(es) from batch " +
+             std::to_string(profile_range.first) + " in " + profile->path();
+    return "; no profile: the run had " + std::to_string(engine->stats().batches) + " batch(es), fewer than " +
+           std::to_string(profile_range.first) + " (--profile-batches 1 records from the first)";
+  };
 
   // Streamed outputs (jsonl, tokens) are written per chunk; matrix outputs at the end.
   const bool streamed = format == "jsonl" || format == "tokens";
@@ -639,7 +672,7 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
     write_part(mp, matrix, out_dim);
     if (mp.rank != 0) {
       progress.finish("rank " + std::to_string(mp.rank) + " of " + std::to_string(mp.world) + ": " +
-                      std::to_string(texts) + " texts written to " + mp.part_path(mp.rank));
+                      std::to_string(texts) + " texts written to " + mp.part_path(mp.rank) + profile_note());
       return;
     }
     matrix = join_parts(mp, chunk_rows, out_dim);
@@ -697,7 +730,7 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
                 static_cast<long long>(texts), static_cast<long long>(tokens), static_cast<long long>(truncated),
                 cli::format_seconds(secs).c_str(), cli::format_rate(secs > 0 ? texts / secs : 0).c_str(),
                 cli::format_rate(secs > 0 ? tokens / secs : 0).c_str());
-  progress.finish(summary);
+  progress.finish(summary + profile_note());
 }
 
 }  // namespace

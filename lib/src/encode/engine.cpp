@@ -1,5 +1,7 @@
 #include "kalm/encode/engine.h"
 
+#include "kalm/core/profile.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -123,6 +125,7 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
 
   std::optional<InFlight> previous;
   for (const auto& batch : batches) {
+    if (profile_) profile_->begin(stats_.batches + 1);
     std::size_t longest = 0;
     for (auto i : batch) longest = std::max(longest, lengths[i]);
     const auto rows = static_cast<std::int64_t>(batch.size());
@@ -158,6 +161,7 @@ torch::Tensor Engine::embed(const std::vector<std::vector<std::int32_t>>& sequen
       current.ready->record(guard.getStream(pooled.device()));
     }
     ++stats_.batches;
+    if (profile_) profile_->end(stats_.batches);
     stats_.sequences += rows;
     stats_.tokens += batch_tokens;
     stats_.padded_tokens += rows * cols;

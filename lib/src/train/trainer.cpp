@@ -705,6 +705,26 @@ TrainResult Trainer::run() {
     generator_.set_state(model::tensor_copy(rng, "loss_generator"));
   }
 
+  std::unique_ptr<core::ProfileWindow> profile;
+  if (!o_.profile.empty()) {
+    core::ProfileRange window = o_.profile_steps;
+    if (!o_.profile_steps_given) {
+      // The default window counts the steps this run makes (a resumed run's
+      // too), cut to a shorter run's last.
+      window.first += state_.step;
+      window.last = std::min(window.last + state_.step, total);
+      window.first = std::min(window.first, window.last);
+    }
+    const std::string flag = "--profile-steps " + std::to_string(window.first) + ":" + std::to_string(window.last);
+    if (window.first > total)
+      throw UsageError(flag + ": the run has " + std::to_string(total) + " optimiser steps");
+    if (o_.profile_steps_given && window.first <= state_.step)
+      throw UsageError(flag + ": the run resumes after step " + std::to_string(state_.step));
+    if (window.first > state_.step)  // (a default window of a run with no step left records nothing)
+      profile = std::make_unique<core::ProfileWindow>(
+          parallel_ ? core::profile_path_for_rank(o_.profile, o_.dist.rank) : o_.profile, window, device_);
+  }
+
   if (!o_.metrics.empty() && leader_) {
     if (!resume_dir.empty()) truncate_metrics(o_.metrics, state_.step);
     metrics_ = std::fopen(o_.metrics.c_str(), resume_dir.empty() ? "w" : "a");
@@ -760,6 +780,7 @@ TrainResult Trainer::run() {
   if (parallel_ && o_.dist.bucket_mb > 0) buckets_ = std::make_unique<GradientBuckets>(*parallel_, params, o_.dist.bucket_mb);
 
   while (state_.step < total) {
+    if (profile) profile->begin(state_.step + 1);
     const auto t0 = std::chrono::steady_clock::now();
     optimizer_->zero_grad();
     // Losses and metrics stay on the device until one read-back per step (a
@@ -837,6 +858,7 @@ TrainResult Trainer::run() {
     const double grad_norm = values[host.size(0) - 1];
     optimizer_->step();
     ++state_.step;
+    if (profile) profile->end(state_.step);
     tokens_total += tokens;
 
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -887,11 +909,15 @@ TrainResult Trainer::run() {
   result.steps = state_.step;
   result.encoder = encoder_;
   if (!result.stopped) export_final();
+  if (profile) profile->finish();
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "
           << data_.examples.size() << " groups, final loss " << result.last_loss << ", "
           << cli::format_rate(static_cast<double>(tokens_total) / std::max(1e-9, progress.elapsed_seconds()))
           << " tokens/s";
+  if (profile && profile->written())
+    summary << ", profile of " << profile->units_recorded() << " step(s) from step " << profile->range().first
+            << " in " << profile->path();
   progress.finish(summary.str());
   return result;
 }

@@ -46,7 +46,10 @@ struct EmbedOptions {
   bool special_tokens = true;                  // tokens output: include the model's special tokens
   std::int64_t chunk_records = 8192;           // records tokenised and embedded per chunk
   std::string overlap = "auto";                // input and JSON output on other threads beside the model: auto (on a GPU) | on | off
+  std::string profile;                         // Chrome trace of the profile_batches window (core/profile.h); "" = none
+  std::optional<std::string> profile_batches;  // "FIRST:LAST" (1-based); unset = kDefaultProfileBatches
 };
+inline constexpr const char* kDefaultProfileBatches = "3:10";
 
 // The compute flags every model-running tool shares, same names, defaults and
 // checks: --batch-tokens, --dtype (f32|bf16), --device (cpu|cuda|cuda:N).

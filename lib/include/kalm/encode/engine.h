@@ -18,6 +18,10 @@
 
 #include "kalm/error.h"
 
+namespace kalm::core {
+class ProfileWindow;
+}  // namespace kalm::core
+
 namespace kalm::encode {
 
 // Thrown by Engine::embed when the model's output for a sequence holds NaN or
@@ -108,10 +112,15 @@ class Engine {
 
   const EngineStats& stats() const { return stats_; }
 
+  // Batches are numbered from 1 over the engine's life (every embed() call);
+  // the window (not owned; null = none) records those in its range.
+  void set_profile(core::ProfileWindow* window) { profile_ = window; }
+
  private:
   BatchEmbedder& embedder_;
   EngineOptions options_;
   EngineStats stats_;
+  core::ProfileWindow* profile_ = nullptr;
 };
 
 // Matryoshka truncation and normalisation of pooled embeddings [N, D]:

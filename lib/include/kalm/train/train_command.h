@@ -30,6 +30,8 @@ struct TrainFlags {
   bool mix_gradient = false;       // --mix-gradient: options.loss.mix_detach = false
   std::vector<std::string> oversample;  // --oversample TASK=K, repeatable
   DistFlags dist;                  // --world-size/--rank/--dist-store/--dist-timeout, resolved with the environment
+  std::string profile_steps = "3:5";             // --profile-steps, parsed into options.profile_steps
+  CLI::Option* profile_steps_option = nullptr;   // to tell a given --profile-steps from the default
   CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)
   SoupOptions soup_options;
 };

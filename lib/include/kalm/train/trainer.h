@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "kalm/core/profile.h"
 #include "kalm/loss/loss.h"
 #include "kalm/model/transformer.h"
 #include "kalm/train/data.h"
@@ -141,6 +142,11 @@ struct TrainOptions {
   std::int64_t keep_checkpoints = 0;         // keep only the newest N checkpoints; 0 = keep all
   bool resume = false;                       // continue from the newest checkpoint in output
   std::optional<std::int64_t> stop_at_step;  // checkpoint and stop after this step (as on a signal)
+  // A Chrome trace of optimiser steps profile_steps (core/profile.h); every
+  // rank of a data-parallel run writes its own (profile_path_for_rank).
+  std::string profile;                       // "" = none
+  core::ProfileRange profile_steps{3, 5};
+  bool profile_steps_given = false;          // false: the default window, cut to a shorter run's steps
   std::uint64_t seed = 42;
   bool quiet = false;
   std::string command_line;                  // recorded in trainer_state.json
