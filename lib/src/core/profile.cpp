@@ -2,6 +2,7 @@
 
 #include "kalm/error.h"
 #include "kalm/io/atomic_file.h"
+#include "kalm/io/remove_tree.h"
 
 #include <ATen/record_function.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -162,8 +163,7 @@ void ProfileWindow::stop_and_write() {
     std::ifstream in(staged, std::ios::binary);
     if (in) bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  std::error_code ec;
-  fs::remove_all(dir, ec);
+  io::remove_tree_nothrow(dir.string());
   // A Chrome trace is one JSON object holding "traceEvents".
   if (bytes.find("\"traceEvents\"") == std::string::npos)
     throw IoError("--profile: LibTorch's profiler wrote no trace (" + std::to_string(bytes.size()) +

@@ -13,6 +13,7 @@
 
 #include "kalm/core/profile.h"
 #include "kalm/error.h"
+#include "kalm/io/remove_tree.h"
 
 namespace fs = std::filesystem;
 using kalm::core::ProfileRange;
@@ -25,10 +26,7 @@ struct TempDir {
     std::string t = (fs::temp_directory_path() / "kalm-test-profile-XXXXXX").string();
     path = mkdtemp(t.data());
   }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+  ~TempDir() { kalm::io::remove_tree_nothrow(path.string()); }
   fs::path path;
 };
 
