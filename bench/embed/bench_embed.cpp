@@ -18,6 +18,7 @@
 // --kernels times each fused bf16 CPU kernel against the LibTorch op chain it
 // replaces, on one 1024-token batch of the model's shapes, and exits.
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "kalm/encode/engine.h"
+#include "kalm/core/host_allocator.h"
 #include "kalm/model/checkpoint.h"
 #include "kalm/model/pooling.h"
 #include "kalm/model/transformer.h"
@@ -135,6 +137,9 @@ static int run(int argc, char** argv) {
     else throw std::runtime_error("unknown flag " + flag +
                                   " (--layers, --texts, --seed, --save-dir, --threads, --batch-tokens, --bf16-only, --kernels)");
   }
+  // What the tools do (core::configure_runtime); KALM_BENCH_NO_BLOCK_CACHE=1 leaves LibTorch's allocator.
+  if (std::getenv("KALM_BENCH_NO_BLOCK_CACHE") == nullptr) kalm::core::install_host_block_cache();
+  std::printf("host_block_cache %s\n", kalm::core::host_block_cache_installed() ? "on" : "off");
   at::set_num_threads(threads);
   torch::NoGradGuard no_grad;
   if (kernels) {

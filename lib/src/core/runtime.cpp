@@ -1,5 +1,7 @@
 #include "kalm/core/runtime.h"
 
+#include "kalm/core/host_allocator.h"
+
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
@@ -8,6 +10,7 @@
 namespace kalm::core {
 
 void configure_runtime(const cli::CommonOptions& common) {
+  install_host_block_cache();
   const int threads = common.resolved_threads();
   cli::apply_thread_count(threads);
   at::set_num_threads(threads);
