@@ -33,12 +33,18 @@ expect_grep "--profile-steps needs --profile FILE" "$tmp/err"
 expect_rc 1 "$train" "$fx/toy" "${common[@]}" --max-steps 2 -o "$tmp/p" --profile "$tmp/no-such-dir/p.json"
 expect_grep "no-such-dir/p.json: cannot create" "$tmp/err"
 checks=$((checks + 1)); [ ! -e "$tmp/p/model.safetensors" ] || { echo "FAIL: trained beside an unwritable --profile"; failures=$((failures + 1)); }
+# A dumped config without --profile loads again (the default window is not dumped).
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 1 -o "$tmp/cfg" --dump-config
+cp "$tmp/out" "$tmp/dumped.toml"
+expect_rc 1 grep -q "profile" "$tmp/dumped.toml"
+expect_rc 0 "$train" --config "$tmp/dumped.toml"
+checks=$((checks + 1)); [ -f "$tmp/cfg/model.safetensors" ] || { echo "FAIL: no model from the dumped config"; failures=$((failures + 1)); }
 
 # --help lists the flags with defaults.
 expect_rc 0 "$train" --help
 expect_grep "--grad-cache-chunk" "$tmp/out"
 expect_grep "--batch-size INT:POSITIVE=48" "$tmp/out"
-expect_grep "--profile-steps TEXT=3:5" "$tmp/out"
+expect_grep "--profile-steps TEXT .*\[3:5, counted from where the run starts\]" "$tmp/out"
 
 # A full run: 4 steps over 2 epochs (grad accumulation 2), metrics and an export.
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --num-negatives 3 --grad-accumulation 2 --epochs 2 \

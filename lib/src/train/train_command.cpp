@@ -276,9 +276,9 @@ void add_train_flags(cli::Tool& tool, TrainFlags& f, bool distill) {
                  "Write a Chrome trace (LibTorch's profiler: operators, and CUDA kernels on a GPU) of the "
                  "--profile-steps window to this file (each rank of a data-parallel run its own, .rankN before .json)")
       ->group(cli::kGroupOutput);
-  f.profile_steps_option = app.add_option("--profile-steps", f.profile_steps,
-                 "Optimiser steps to profile, FIRST:LAST or FIRST (1-based; earlier steps warm up)")
-      ->capture_default_str()
+  app.add_option("--profile-steps", f.profile_steps,
+                 "Optimiser steps to profile, FIRST:LAST or FIRST (1-based; earlier steps warm up) [3:5, "
+                 "counted from where the run starts]")
       ->group(cli::kGroupOutput);
 
   if (!distill) {
@@ -316,8 +316,8 @@ int run_train_command(TrainFlags& f, const cli::Tool& tool, bool distill) {
   } else if (!f.matryoshka_weights.empty()) {
     throw UsageError("--matryoshka-weights needs --matryoshka-dims");
   }
-  o.profile_steps = core::parse_profile_range(f.profile_steps, "--profile-steps");
-  o.profile_steps_given = f.profile_steps_option && f.profile_steps_option->count() > 0;
+  o.profile_steps_given = f.profile_steps.has_value();
+  if (o.profile_steps_given) o.profile_steps = core::parse_profile_range(*f.profile_steps, "--profile-steps");
   if (o.profile.empty() && o.profile_steps_given)
     throw UsageError("--profile-steps needs --profile FILE");
   o.dist = resolve_dist(f.dist, [](const char* name) -> const char* { return std::getenv(name); });

@@ -7,6 +7,7 @@
 // 128 + N after a clean checkpoint on signal N (SIGINT 130, SIGTERM 143).
 // Not thread-safe; one per process.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,10 @@ struct TrainFlags {
   bool mix_gradient = false;       // --mix-gradient: options.loss.mix_detach = false
   std::vector<std::string> oversample;  // --oversample TASK=K, repeatable
   DistFlags dist;                  // --world-size/--rank/--dist-store/--dist-timeout, resolved with the environment
-  std::string profile_steps = "3:5";             // --profile-steps, parsed into options.profile_steps
-  CLI::Option* profile_steps_option = nullptr;   // to tell a given --profile-steps from the default
+  // --profile-steps, parsed into options.profile_steps; unset: the default
+  // window (kept out of --dump-config, so that a dumped config without
+  // --profile loads again).
+  std::optional<std::string> profile_steps;
   CLI::App* soup = nullptr;        // the soup subcommand (kalm-train only)
   SoupOptions soup_options;
 };
