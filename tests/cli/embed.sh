@@ -204,6 +204,8 @@ PY
 # A window after the run's last batch: the embeddings are written, the summary says why no trace is.
 expect_rc 0 "$embed" -m "$model" "$tmp/corpus.jsonl" -o "$tmp/late.npy" --profile "$tmp/late.json" --profile-batches 50
 expect_grep "no profile: the run had [0-9]+ batch\(es\), fewer than 50" "$tmp/err"
+expect_rc 0 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/late.npy" --profile "$tmp/late.json" --profile-batches 50
+expect_grep "^kalm-embed: no profile: the run had [0-9]+ batch\(es\), fewer than 50" "$tmp/err" "stderr under -q"
 expect_no_file "$tmp/late.json"
 checks=$((checks + 1)); [ -f "$tmp/late.npy" ] || { echo "FAIL: no embeddings beside a late profile window"; failures=$((failures + 1)); }
 expect_rc 2 "$embed" -q -m "$model" "$tmp/corpus.jsonl" -o "$tmp/x.npy" --profile-batches 2

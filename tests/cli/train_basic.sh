@@ -33,6 +33,11 @@ expect_grep "--profile-steps needs --profile FILE" "$tmp/err"
 expect_rc 1 "$train" "$fx/toy" "${common[@]}" --max-steps 2 -o "$tmp/p" --profile "$tmp/no-such-dir/p.json"
 expect_grep "no-such-dir/p.json: cannot create" "$tmp/err"
 checks=$((checks + 1)); [ ! -e "$tmp/p/model.safetensors" ] || { echo "FAIL: trained beside an unwritable --profile"; failures=$((failures + 1)); }
+# Stopped before the window: no trace, said on stderr even under -q.
+expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 4 -o "$tmp/ps" --profile "$tmp/ps.json" --profile-steps 3 \
+  --stop-at-step 1
+expect_grep "^kalm-train: no profile: the run stopped at step 1, before step 3" "$tmp/err"
+expect_no_file "$tmp/ps.json"
 # A dumped config without --profile loads again (the default window is not dumped).
 expect_rc 0 "$train" "$fx/toy" "${common[@]}" --max-steps 1 -o "$tmp/cfg" --dump-config
 cp "$tmp/out" "$tmp/dumped.toml"

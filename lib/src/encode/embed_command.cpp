@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -474,14 +475,17 @@ void embed_corpus(const EmbedOptions& o, const cli::Tool& tool, MultiProcess& la
         model.embedder->device());
     engine->set_profile(profile.get());
   }
-  // The summary's note on the trace (or why there is none).
+  // The summary's note on the trace. A trace asked for and not written is
+  // said on stderr even under --quiet: an output the user named is missing.
   auto profile_note = [&]() -> std::string {
     if (!profile) return "";
     if (profile->finish())
       return "; profile of " + std::to_string(profile->units_recorded()) + " batch(es) from batch " +
              std::to_string(profile_range.first) + " in " + profile->path();
-    return "; no profile: the run had " + std::to_string(engine->stats().batches) + " batch(es), fewer than " +
-           std::to_string(profile_range.first) + " (--profile-batches 1 records from the first)";
+    std::cerr << tool.name() << ": no profile: the run had " << engine->stats().batches
+              << " batch(es), fewer than " << profile_range.first
+              << " (--profile-batches 1 records from the first); nothing written to " << profile->path() << "\n";
+    return "";
   };
 
   // Streamed outputs (jsonl, tokens) are written per chunk; matrix outputs at the end.

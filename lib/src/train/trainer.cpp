@@ -909,7 +909,11 @@ TrainResult Trainer::run() {
   result.steps = state_.step;
   result.encoder = encoder_;
   if (!result.stopped) export_final();
-  if (profile) profile->finish();
+  if (profile && !profile->finish())
+    // Stopped (signal, --stop-at-step) before the window: said even under
+    // --quiet, since an output the user named is missing.
+    std::cerr << "kalm-train: no profile: the run stopped at step " << state_.step << ", before step "
+              << profile->range().first << "; nothing written to " << profile->path() << "\n";
   std::ostringstream summary;
   summary << (result.stopped ? "stopped at step " : "trained ") << state_.step << "/" << total << " steps, "
           << data_.examples.size() << " groups, final loss " << result.last_loss << ", "
